@@ -1,0 +1,110 @@
+"""Checkpoints as single safetensors files (no pickle): tensors in the body, JSON state in the header metadata.
+
+Nested state (optimizer state dicts, run progress) is split into a JSON skeleton and named tensors, so
+one file holds everything and one `os.replace` makes writing it atomic: a kill leaves the old file or the new.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+
+from mala.config import MalaConfig, config_from_dict
+from mala.errors import CheckpointError
+from mala.model import MALA
+
+FORMAT = "mala-checkpoint-1"
+_TENSOR = "__tensor__"
+
+
+def split_tensors(obj: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
+    """Replace every tensor in a nested dict/list by a reference, collecting the tensors under unique names."""
+    if isinstance(obj, torch.Tensor):
+        tensors[prefix] = obj.detach().cpu().contiguous()
+        return {_TENSOR: prefix}
+    if isinstance(obj, dict):
+        return {str(k): split_tensors(v, f"{prefix}.{k}", tensors) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [split_tensors(v, f"{prefix}.{i}", tensors) for i, v in enumerate(obj)]
+    return obj
+
+
+def join_tensors(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    """Inverse of `split_tensors`. Dict keys that were integers (optimizer state ids) come back as integers."""
+    if isinstance(obj, dict):
+        if set(obj) == {_TENSOR}:
+            return tensors[obj[_TENSOR]]
+        return {(int(k) if k.isdigit() else k): join_tensors(v, tensors) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [join_tensors(v, tensors) for v in obj]
+    return obj
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Write `state` (nested dicts of tensors and JSON values) atomically to `path`."""
+    tensors: dict[str, torch.Tensor] = {}
+    skeleton = split_tensors(state, "s", tensors)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(temporary), metadata={"format": FORMAT, "state": json.dumps(skeleton)})
+    os.replace(temporary, path)
+
+
+def read_metadata(path: Path) -> dict[str, Any]:
+    """The JSON state of a checkpoint without its tensors (cheap: reads the header only)."""
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: checkpoint not found") from None
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a safetensors checkpoint ({exc})") from None
+    if metadata.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: a safetensors file, but not a mala checkpoint (no '{FORMAT}' header)")
+    return json.loads(metadata["state"])
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    skeleton = read_metadata(path)
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{path}: checkpoint is damaged ({exc})") from None
+    try:
+        return join_tensors(skeleton, tensors)
+    except KeyError as exc:
+        raise CheckpointError(f"{path}: checkpoint is damaged (tensor {exc} missing)") from None
+
+
+def load_module_state(module: torch.nn.Module, state: dict[str, torch.Tensor], where: Path) -> None:
+    """Strict load with a one-line error listing what does not match."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or wrong:
+        details = [f"{label}: {', '.join(keys[:6])}{' ...' if len(keys) > 6 else ''}"
+                   for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if keys]
+        raise CheckpointError(f"{where}: weights do not match the model ({'; '.join(details)})")
+    module.load_state_dict(state)
+
+
+def load_trained_model(path: Path) -> tuple[MALA, MalaConfig, dict[str, Any]]:
+    """A trained model (a run's `model.safetensors`, or its training checkpoint) in eval mode, with config and data info."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "model.safetensors"
+    state = load_checkpoint(path)
+    if "model" not in state or "config" not in state:
+        raise CheckpointError(f"{path}: a mala checkpoint without model weights or config")
+    cfg = config_from_dict(state["config"], str(path))
+    model = MALA(cfg.model)
+    load_module_state(model, state["model"], path)
+    return model.eval(), cfg, state.get("data", {})

@@ -1,0 +1,179 @@
+"""Typed configuration of a MALA run, loaded from YAML presets (`mala/presets/*.yaml`) or user files."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from mala.errors import ConfigError
+
+PRESET_DIR = Path(__file__).parent / "presets"
+
+
+@dataclass
+class ModelConfig:
+    """ViT encoder/decoder sizes (MAE naming) and the stage-2 head."""
+
+    image_size: int = 224
+    patch_size: int = 16
+    embed_dim: int = 192
+    depth: int = 12
+    num_heads: int = 3
+    decoder_embed_dim: int = 128
+    decoder_depth: int = 4
+    decoder_num_heads: int = 4
+    mlp_ratio: float = 4.0
+    plpm_width: int = 32  # channels of the first PLPM conv layer; doubled at each downsampling
+    use_tbm: bool = True  # ablation: without TBM the map comes from the decoder tokens alone
+
+
+@dataclass
+class Stage1Config:
+    """Masked reconstruction of normal images (paper eq. 3)."""
+
+    enabled: bool = True  # ablation: stage 2 straight from the initial (random or --init) encoder
+    epochs: int = 2000
+    images_per_category: int = 200
+    batch_size: int = 128
+    base_lr: float = 1e-3  # lr = base_lr * batch_size / 256, as in MAE
+    weight_decay: float = 0.05
+    betas: tuple[float, float] = (0.9, 0.95)
+    warmup_epochs: int = 40
+    mask_ratio: float = 0.75
+    l1_weight: float = 1.0
+    ssim_weight: float = 1.0
+    adv_weight: float = 0.05
+    use_plpm: bool = True  # ablation: no adversarial term, no discriminator
+
+    @property
+    def lr(self) -> float:
+        return self.base_lr * self.batch_size / 256
+
+
+@dataclass
+class Stage2Config:
+    """End-to-end anomaly-map training on synthetic anomalies, encoder frozen (paper eq. 6)."""
+
+    epochs: int = 700
+    images_per_category: int = 80
+    anomalous_per_category: int = 64
+    batch_size: int = 32
+    lr: float = 1e-4  # fixed; the paper gives no value, DRAEM's 1e-4 is the usual choice
+    weight_decay: float = 0.05
+    l1_weight: float = 1.0
+    focal_weight: float = 1.0
+    focal_gamma: float = 2.0
+
+
+@dataclass
+class SynthConfig:
+    """DRAEM-style synthetic anomalies used by stage 2."""
+
+    texture_dir: str | None = None  # folder of texture images (DTD); None: the image itself is the source
+    self_texture_prob: float = 0.5  # chance that the anomaly content comes from the image, not a texture
+    perlin_min_exp: int = 0  # Perlin scales are 2**a x 2**b with a, b in [min_exp, max_exp]
+    perlin_max_exp: int = 6
+    threshold: float = 0.5
+    max_blend: float = 0.8  # b in x*(1-m) + (1-b)*t*m + b*x*m is uniform in [0, max_blend]
+    num_augmentations: int = 3
+    local_prob: float = 0.5  # for object categories: chance of a foreground-restricted anomaly
+    object_categories: list[str] | None = None  # None: decided per category from its images
+
+
+@dataclass
+class RunConfig:
+    """Where and how training runs: device, precision, workers, seed, checkpointing."""
+
+    accelerator: str = "auto"
+    devices: int = 1
+    num_nodes: int = 1
+    precision: str = "32-true"  # bf16 is emulated and slow on many CPUs: opt in explicitly
+    num_workers: int = 0
+    seed: int = 0
+    checkpoint_every: int = 1  # epochs between resumable checkpoints
+    score_kernel: int = 21  # image score = max(avg_pool_k x k(map)), as DRAEM at 256 px
+    pipeline: Literal["end_to_end", "reconstruction"] = "end_to_end"
+
+
+@dataclass
+class MalaConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    stage1: Stage1Config = field(default_factory=Stage1Config)
+    stage2: Stage2Config = field(default_factory=Stage2Config)
+    synth: SynthConfig = field(default_factory=SynthConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def save(self, path: Path) -> None:
+        path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+def _build(cls: type, values: dict[str, Any], where: str) -> Any:
+    """Instantiate dataclass `cls` from a mapping, rejecting unknown keys and recursing into sections."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(values).__name__}")
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    kwargs = {}
+    for name, value in values.items():
+        default = getattr(cls(), name)
+        if dataclasses.is_dataclass(default):
+            value = _build(type(default), value, f"{where}.{name}")
+        elif isinstance(default, tuple):
+            value = tuple(value)
+        elif isinstance(default, float) and not isinstance(value, bool):
+            value = _as_float(value, f"{where}.{name}")  # YAML reads 1e-3 (no dot) as a string
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def _as_float(value: Any, where: str) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+
+
+def config_from_dict(values: dict[str, Any], where: str = "config") -> MalaConfig:
+    return _build(MalaConfig, values, where)
+
+
+def resolve_config_path(name_or_path: str) -> Path:
+    """A preset name (`tiny`, `base`, `paper`) or a path to a YAML file."""
+    path = Path(name_or_path)
+    if path.exists():
+        return path
+    preset = PRESET_DIR / f"{path.stem}.yaml"
+    if path.parent == Path(".") and preset.exists():
+        return preset
+    presets = ", ".join(sorted(p.stem for p in PRESET_DIR.glob("*.yaml")))
+    raise ConfigError(f"config {name_or_path!r} not found (not a file, not a preset: {presets})")
+
+
+def load_config(name_or_path: str) -> MalaConfig:
+    path = resolve_config_path(name_or_path)
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    return config_from_dict(values, str(path))
+
+
+def apply_overrides(cfg: MalaConfig, overrides: list[str]) -> MalaConfig:
+    """`section.key=value` assignments (value parsed as YAML), as given to `mala train --set`."""
+    values = cfg.to_dict()
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        parts = key.strip().split(".")
+        if not sep or len(parts) != 2 or parts[0] not in values or parts[1] not in values[parts[0]]:
+            raise ConfigError(f"--set {item!r}: expected SECTION.KEY=VALUE with a known key, e.g. stage1.epochs=10")
+        values[parts[0]][parts[1]] = yaml.safe_load(raw)
+    return config_from_dict(values, "--set")

@@ -1,0 +1,129 @@
+"""Decoded-once image cache, per-category epoch sampling, and the datasets of both stages and of testing."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from tqdm import tqdm
+
+from mala.data.images import read_mask, read_rgb
+from mala.data.samples import Sample, categories_of
+from mala.errors import DataError
+
+
+@dataclass
+class ImageCache:
+    """Images resized once to (S, S) uint8, and masks for anomalous test images."""
+
+    samples: list[Sample]
+    images: np.ndarray  # (N, S, S, 3) uint8
+    masks: dict[int, np.ndarray]  # sample index -> (S, S) bool, only anomalous samples
+
+    @classmethod
+    def build(cls, samples: list[Sample], size: int, workers: int = 2, desc: str = "decoding images") -> "ImageCache":
+        if not samples:
+            raise DataError("no images to load")
+        images = np.empty((len(samples), size, size, 3), dtype=np.uint8)
+        masks: dict[int, np.ndarray] = {}
+
+        def load(index: int) -> None:
+            sample = samples[index]
+            images[index] = read_rgb(sample.path, size)
+            if sample.mask_path is not None:
+                masks[index] = read_mask(sample.mask_path, size, image_path=sample.path)
+
+        with ThreadPoolExecutor(max(1, workers)) as pool:
+            for _ in tqdm(pool.map(load, range(len(samples))), total=len(samples), desc=desc, unit="img", leave=False):
+                pass
+        return cls(samples, images, masks)
+
+    def mask(self, index: int) -> np.ndarray:
+        found = self.masks.get(index)
+        return found if found is not None else np.zeros(self.images.shape[1:3], dtype=bool)
+
+    def indices_by_category(self) -> dict[str, np.ndarray]:
+        return {
+            category: np.array([i for i, s in enumerate(self.samples) if s.category == category])
+            for category in categories_of(self.samples)
+        }
+
+
+def to_tensor(image: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) uint8 or float [0,1] to (3, H, W) float32 [0,1]."""
+    array = image.astype(np.float32) / 255.0 if image.dtype == np.uint8 else image.astype(np.float32)
+    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
+
+
+def draw_per_category(
+    by_category: dict[str, np.ndarray], per_category: int, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
+    """`per_category` indices from each category: whole shuffled passes, so a small category repeats evenly."""
+    drawn = {}
+    for category, indices in by_category.items():
+        passes = -(-per_category // len(indices))
+        drawn[category] = np.concatenate([rng.permutation(indices) for _ in range(passes)])[:per_category]
+    return drawn
+
+
+def epoch_rng(seed: int, stage: int, epoch: int) -> np.random.Generator:
+    """One random stream per (seed, stage, epoch): an epoch is reproducible on its own, which makes resume exact."""
+    return np.random.default_rng([seed, stage, epoch])
+
+
+class NormalImages(Dataset):
+    """Stage 1: the epoch's normal images as float tensors."""
+
+    def __init__(self, cache: ImageCache, indices: np.ndarray):
+        self.cache, self.indices = cache, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, item: int) -> torch.Tensor:
+        return to_tensor(self.cache.images[self.indices[item]])
+
+
+class SyntheticAnomalies(Dataset):
+    """Stage 2: the epoch's images, a given share with a synthetic anomaly; returns (image, mask)."""
+
+    def __init__(
+        self,
+        cache: ImageCache,
+        indices: np.ndarray,
+        anomalous: np.ndarray,
+        synthesize,
+        foregrounds: dict[int, np.ndarray],
+        seed: tuple[int, ...],
+    ):
+        self.cache, self.indices, self.anomalous = cache, indices, anomalous
+        self.synthesize, self.foregrounds, self.seed = synthesize, foregrounds, seed
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, item: int) -> tuple[torch.Tensor, torch.Tensor]:
+        index = int(self.indices[item])
+        rng = np.random.default_rng([*self.seed, item])  # per sample, so worker count does not change the data
+        image = self.cache.images[index].astype(np.float32) / 255.0
+        augmented, mask = self.synthesize(
+            image, rng, anomalous=bool(self.anomalous[item]), foreground=self.foregrounds.get(index)
+        )
+        return to_tensor(augmented), torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))
+
+
+class TestImages(Dataset):
+    """Test images with masks and labels; returns (image, mask, label, index)."""
+
+    def __init__(self, cache: ImageCache):
+        self.cache = cache
+
+    def __len__(self) -> int:
+        return len(self.cache.samples)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int, int]:
+        mask = torch.from_numpy(self.cache.mask(index))
+        return to_tensor(self.cache.images[index]), mask, self.cache.samples[index].label, index

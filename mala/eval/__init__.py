@@ -1,0 +1,1 @@
+"""Evaluation of anomaly maps and image scores."""

@@ -1,0 +1,197 @@
+"""MALA: a masked autoencoder (stage 1) whose decoder, with the Token Balance Module, predicts anomaly maps (stage 2).
+
+Parameter names follow facebookresearch/mae `MaskedAutoencoderViT`, so `mae_pretrain_vit_*.pth` (encoder)
+and `mae_visualize_vit_*.pth` (encoder and decoder) load without renaming. Images enter in [0, 1]; the
+ImageNet normalisation MAE was trained with happens inside, so exported graphs need no pre-processing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mala.config import ModelConfig
+from mala.model.tbm import TokenBalanceModule
+from mala.model.vit import Block, PatchEmbed, init_vit_weights, sincos_pos_embed
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class MaskedReconstruction:
+    image: torch.Tensor  # (B, 3, S, S) reconstruction in [0, 1] space (not clamped)
+    mask: torch.Tensor  # (B, N) 1 where the patch was hidden from the encoder
+
+
+class MALA(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        if cfg.image_size % cfg.patch_size:
+            raise ValueError(f"image size {cfg.image_size} is not a multiple of patch size {cfg.patch_size}")
+        self.cfg = cfg
+        self.patch_size = cfg.patch_size
+        self.grid_size = cfg.image_size // cfg.patch_size
+        num_patches = self.grid_size**2
+
+        # encoder
+        self.patch_embed = PatchEmbed(cfg.patch_size, 3, cfg.embed_dim)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.embed_dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + 1, cfg.embed_dim), requires_grad=False)
+        self.blocks = nn.ModuleList(Block(cfg.embed_dim, cfg.num_heads, cfg.mlp_ratio) for _ in range(cfg.depth))
+        self.norm = nn.LayerNorm(cfg.embed_dim, eps=1e-6)
+
+        # decoder
+        self.decoder_embed = nn.Linear(cfg.embed_dim, cfg.decoder_embed_dim)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, cfg.decoder_embed_dim))
+        self.decoder_pos_embed = nn.Parameter(
+            torch.zeros(1, num_patches + 1, cfg.decoder_embed_dim), requires_grad=False
+        )
+        self.decoder_blocks = nn.ModuleList(
+            Block(cfg.decoder_embed_dim, cfg.decoder_num_heads, cfg.mlp_ratio) for _ in range(cfg.decoder_depth)
+        )
+        self.decoder_norm = nn.LayerNorm(cfg.decoder_embed_dim, eps=1e-6)
+        self.decoder_pred = nn.Linear(cfg.decoder_embed_dim, cfg.patch_size**2 * 3)
+
+        # stage 2: two-channel map per patch
+        self.tbm = TokenBalanceModule(
+            cfg.embed_dim, cfg.decoder_embed_dim, 2 * cfg.patch_size**2, use_encoder_tokens=cfg.use_tbm
+        )
+
+        self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        self.reset_position_embeddings()
+        nn.init.xavier_uniform_(self.patch_embed.proj.weight.view(self.patch_embed.proj.weight.shape[0], -1))
+        nn.init.normal_(self.cls_token, std=0.02)
+        nn.init.normal_(self.mask_token, std=0.02)
+        self.apply(init_vit_weights)
+
+    def reset_position_embeddings(self) -> None:
+        """Regenerate the fixed sine-cosine embeddings (also after loading a checkpoint of another size)."""
+        with torch.no_grad():
+            self.pos_embed.copy_(sincos_pos_embed(self.cfg.embed_dim, self.grid_size))
+            self.decoder_pos_embed.copy_(sincos_pos_embed(self.cfg.decoder_embed_dim, self.grid_size))
+
+    # ----- parameter groups -------------------------------------------------------------------------
+
+    def encoder_parameters(self) -> list[nn.Parameter]:
+        modules = [self.patch_embed, *self.blocks, self.norm]
+        return [self.cls_token, self.pos_embed] + [p for m in modules for p in m.parameters()]
+
+    def decoder_parameters(self) -> list[nn.Parameter]:
+        modules = [self.decoder_embed, *self.decoder_blocks, self.decoder_norm]
+        return [self.decoder_pos_embed] + [p for m in modules for p in m.parameters()]
+
+    def set_stage(self, stage: int) -> None:
+        """Stage 1 trains encoder, decoder and pixel head; stage 2 freezes the encoder and trains decoder and TBM."""
+        fixed = {id(self.pos_embed), id(self.decoder_pos_embed)}
+        stage1 = set(map(id, self.encoder_parameters() + self.decoder_parameters()))
+        stage1 |= {id(self.mask_token)} | set(map(id, self.decoder_pred.parameters()))
+        stage2 = set(map(id, self.decoder_parameters() + list(self.tbm.parameters())))
+        trainable = stage1 if stage == 1 else stage2
+        for parameter in self.parameters():
+            parameter.requires_grad_(id(parameter) in trainable and id(parameter) not in fixed)
+
+    # ----- shared pieces ----------------------------------------------------------------------------
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        return (images - self.pixel_mean) / self.pixel_std
+
+    def patchify(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, C, S, S) to (B, N, p*p*C), MAE's patch order."""
+        batch, channels, _, _ = images.shape
+        p, g = self.patch_size, self.grid_size
+        x = images.reshape(batch, channels, g, p, g, p)
+        return torch.einsum("nchpwq->nhwpqc", x).reshape(batch, g * g, p * p * channels)
+
+    def unpatchify(self, tokens: torch.Tensor, channels: int) -> torch.Tensor:
+        """(B, N, p*p*C) to (B, C, S, S)."""
+        batch = tokens.shape[0]
+        p, g = self.patch_size, self.grid_size
+        x = tokens.reshape(batch, g, g, p, p, channels)
+        return torch.einsum("nhwpqc->nchpwq", x).reshape(batch, channels, g * p, g * p)
+
+    def _embed_patches(self, images: torch.Tensor) -> torch.Tensor:
+        return self.patch_embed(self.normalize(images)) + self.pos_embed[:, 1:, :]
+
+    def _prepend_cls(self, tokens: torch.Tensor) -> torch.Tensor:
+        cls = (self.cls_token + self.pos_embed[:, :1, :]).expand(tokens.shape[0], -1, -1)
+        return torch.cat([cls, tokens], dim=1)
+
+    def _decode(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Decoder blocks over (B, 1+N, D_dec) tokens with position embeddings; returns normed tokens."""
+        x = tokens + self.decoder_pos_embed
+        for block in self.decoder_blocks:
+            x = block(x)
+        return self.decoder_norm(x)
+
+    # ----- stage 1: masked reconstruction ------------------------------------------------------------
+
+    @staticmethod
+    def random_masking(tokens: torch.Tensor, mask_ratio: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Keep a random (1 - mask_ratio) share of each image's tokens, as MAE does (per-sample shuffle)."""
+        batch, length, dim = tokens.shape
+        keep = int(length * (1 - mask_ratio))
+        noise = torch.rand(batch, length, device=tokens.device)
+        ids_shuffle = torch.argsort(noise, dim=1)
+        ids_restore = torch.argsort(ids_shuffle, dim=1)
+        ids_keep = ids_shuffle[:, :keep]
+        kept = torch.gather(tokens, 1, ids_keep.unsqueeze(-1).expand(-1, -1, dim))
+        mask = torch.ones(batch, length, device=tokens.device)
+        mask[:, :keep] = 0
+        return kept, torch.gather(mask, 1, ids_restore), ids_restore
+
+    def reconstruct(self, images: torch.Tensor, mask_ratio: float) -> MaskedReconstruction:
+        """Encode the visible patches, decode the whole image (mask_ratio 0: the full image is seen)."""
+        tokens, mask, ids_restore = self.random_masking(self._embed_patches(images), mask_ratio)
+        x = self._prepend_cls(tokens)
+        for block in self.blocks:
+            x = block(x)
+        x = self.decoder_embed(self.norm(x))
+
+        hidden = ids_restore.shape[1] + 1 - x.shape[1]
+        patches = torch.cat([x[:, 1:, :], self.mask_token.expand(x.shape[0], hidden, -1)], dim=1)
+        patches = torch.gather(patches, 1, ids_restore.unsqueeze(-1).expand(-1, -1, x.shape[2]))
+        decoded = self._decode(torch.cat([x[:, :1, :], patches], dim=1))
+        pixels = self.unpatchify(self.decoder_pred(decoded[:, 1:, :]), 3)
+        return MaskedReconstruction(image=pixels * self.pixel_std + self.pixel_mean, mask=mask)
+
+    # ----- stage 2: end-to-end anomaly map --------------------------------------------------------------
+
+    def encode_full(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Patch tokens after the first encoder block and after the last (normed), on the whole image."""
+        x = self._prepend_cls(self._embed_patches(images))
+        first = x = self.blocks[0](x)
+        for block in self.blocks[1:]:
+            x = block(x)
+        return first[:, 1:, :], self.norm(x)
+
+    def map_logits(self, images: torch.Tensor) -> torch.Tensor:
+        """Two-channel logits Y (B, 2, S, S); channel 0 of softmax(Y) is the anomaly map."""
+        with torch.no_grad():  # the encoder is frozen in stage 2
+            enc_first, enc_last = self.encode_full(images)
+        dec_last = self._decode(self.decoder_embed(enc_last))[:, 1:, :]
+        return self.unpatchify(self.tbm(enc_first, enc_last[:, 1:, :], dec_last), 2)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Anomaly map (B, S, S) in [0, 1] for images (B, 3, S, S) in [0, 1]."""
+        return torch.softmax(self.map_logits(images), dim=1)[:, 0]
+
+
+def image_score(anomaly_map: torch.Tensor, kernel: int) -> torch.Tensor:
+    """Paper eq. 7: max of the k x k mean-filtered map, (B, S, S) -> (B,)."""
+    kernel = min(kernel, anomaly_map.shape[-1]) | 1  # odd, so the pooled map keeps its size
+    pooled = F.avg_pool2d(anomaly_map.unsqueeze(1), kernel, stride=1, padding=kernel // 2, count_include_pad=False)
+    return pooled.flatten(1).amax(dim=1)
+
+
+def reconstruction_map(model: MALA, images: torch.Tensor) -> torch.Tensor:
+    """The ablation's reconstruction-based map: mean absolute difference to the unmasked reconstruction."""
+    recon = model.reconstruct(images, mask_ratio=0.0).image
+    return (recon - images).abs().mean(dim=1)
