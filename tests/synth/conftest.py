@@ -8,17 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-DATA_DIR = Path(__file__).parents[2].parent / "shared" / "data"
+from tests.conftest import shared_data as data_path
+
 IMAGE_SIZE = 224
-
-
-def data_path(*parts: str) -> Path:
-    """A path under the shared data folder; fails the test (never skips) when it is missing."""
-    path = DATA_DIR.joinpath(*parts)
-    if not path.exists():
-        pytest.fail(f"test data {path} is missing: the synth tests need ../shared/data beside the repo")
-    return path
-
 
 def load_rgb(path: Path, size: int | None = IMAGE_SIZE) -> np.ndarray:
     """float32 HxWx3 in [0, 1], grey repeated to 3 channels, resized to size x size unless None."""

@@ -1,0 +1,69 @@
+"""The trainer: resume after an interruption reaches the same weights; a non-finite loss stops with a clear error."""
+
+import pytest
+import torch
+from lightning_fabric import Fabric
+
+from mala.data.dataset import ImageCache
+from mala.data.mvtec import scan_mvtec
+from mala.errors import MalaError
+from mala.train import stage1 as stage1_module
+from mala.train.trainer import LAST_CHECKPOINT, Trainer, TrainingData
+from tests.conftest import shared_data
+
+
+@pytest.fixture
+def quick(small_config):
+    cfg = small_config
+    cfg.stage1.epochs, cfg.stage1.warmup_epochs, cfg.stage1.images_per_category, cfg.stage1.batch_size = 3, 1, 8, 4
+    cfg.stage2.epochs, cfg.stage2.images_per_category, cfg.stage2.anomalous_per_category = 2, 8, 6
+    cfg.stage2.batch_size = 4
+    samples = [s for s in scan_mvtec(shared_data("metal_plate")) if s.split == "train"][:6]
+    return cfg, TrainingData(ImageCache.build(samples, 64, workers=1), object_categories=["metal_plate"])
+
+
+def _fabric() -> Fabric:
+    return Fabric(accelerator="cpu", devices=1)
+
+
+def test_resume_after_interruption_reaches_the_same_weights(tmp_path, quick, monkeypatch):
+    cfg, data = quick
+    torch.manual_seed(0)
+    reference = Trainer(cfg, tmp_path / "straight", _fabric())
+    reference.fit(data)
+
+    calls = {"n": 0}
+    original_step = stage1_module.Stage1.step
+
+    def interrupted_step(self, *args):
+        calls["n"] += 1
+        if calls["n"] == 5:  # stage 1, epoch 3 (2 steps per epoch): after the epoch-2 checkpoint
+            raise KeyboardInterrupt
+        return original_step(self, *args)
+
+    monkeypatch.setattr(stage1_module.Stage1, "step", interrupted_step)
+    torch.manual_seed(0)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(cfg, tmp_path / "killed", _fabric()).fit(data)
+    monkeypatch.setattr(stage1_module.Stage1, "step", original_step)
+
+    resumed = Trainer.resume(tmp_path / "killed", _fabric())
+    assert (resumed.progress.stage, resumed.progress.epoch) == (1, 2)
+    resumed.fit(data)
+    for key, value in reference.model.state_dict().items():
+        assert torch.allclose(value, resumed.model.state_dict()[key], atol=1e-6), key
+    assert (tmp_path / "killed" / "model.safetensors").exists()
+
+
+def test_non_finite_loss_stops_with_the_step_and_keeps_the_checkpoint(tmp_path, quick, monkeypatch):
+    cfg, data = quick
+    original_step = stage1_module.Stage1.step
+
+    def exploding_step(self, images, progress):
+        parts = original_step(self, images, progress)
+        return {**parts, "loss": float("nan")} if progress >= 1 else parts
+
+    monkeypatch.setattr(stage1_module.Stage1, "step", exploding_step)
+    with pytest.raises(MalaError, match=r"stage 1, epoch 2, step 1: loss is nan.*last good checkpoint"):
+        Trainer(cfg, tmp_path / "run", _fabric()).fit(data)
+    assert (tmp_path / "run" / LAST_CHECKPOINT).exists()
