@@ -26,7 +26,6 @@ def demo_overrides(minutes: float) -> list[str]:
         f"stage2.epochs={stage2}",
         "stage2.images_per_category=48",
         "stage2.anomalous_per_category=38",
-        "stage2.lr=1e-3",
         "run.score_kernel=9",
     ]
 

@@ -2,49 +2,54 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from mala.checkpoint import load_trained_model
 from mala.config import MalaConfig
+from mala.data import check
 from mala.data.dataset import ImageCache
 from mala.data.sources import scan_roots, test_samples, train_samples
 from mala.eval.evaluate import category_metrics, predict
+from mala.eval.report import write_report
 from mala.train.trainer import Trainer, TrainingData, decide_object_categories, make_fabric
 
 
 def load_training_data(cfg: MalaConfig, roots: list[Path], categories: list[str] | None,
-                       object_categories: list[str] | None = None) -> TrainingData:
+                       object_categories: list[str] | None = None, cache_dir: Path | None = None) -> TrainingData:
     samples = train_samples(scan_roots(roots, categories))
-    cache = ImageCache.build(samples, cfg.model.image_size, desc="decoding training images")
+    cache = ImageCache.build(samples, cfg.model.image_size, desc="decoding training images", cache_dir=cache_dir)
     objects = object_categories if object_categories is not None else cfg.synth.object_categories
     return TrainingData(cache, decide_object_categories(cache, objects))
 
 
 def train(cfg: MalaConfig, roots: list[Path], run_dir: Path, categories: list[str] | None = None,
-          resume: bool = False) -> Path:
-    """Train both stages as one model over all categories; returns the final model file."""
+          resume: bool = False, cache_dir: Path | None = None) -> Path:
+    """Train both stages as one model over all categories; returns the final model file.
+
+    `roots`: data paths, `--data` values or DataSources (mala.data.sources); `cache_dir`: keeps decoded images."""
     if resume:  # the run's own config and categories, whatever the command line says
         trainer = Trainer.resume(run_dir)
         data = load_training_data(trainer.cfg, roots, trainer.saved_data["categories"],
-                                  trainer.saved_data["object_categories"])
+                                  trainer.saved_data["object_categories"], cache_dir)
     else:
         trainer = Trainer(cfg, run_dir, make_fabric(cfg))
-        data = load_training_data(cfg, roots, categories)
+        data = load_training_data(cfg, roots, categories, cache_dir=cache_dir)
     return trainer.fit(data)
 
 
 def test(checkpoint: Path, roots: list[Path], categories: list[str] | None = None,
-         out: Path | None = None, device: str = "cpu") -> dict[str, dict[str, float | None]]:
-    """Per-category metrics of a trained model on the roots' test sets; written to `out/metrics.json`."""
+         out: Path | None = None, device: str = "cpu", figures_per_category: int = 4,
+         full_resolution: bool = False, cache_dir: Path | None = None) -> dict[str, dict[str, float | None]]:
+    """Per-category metrics of a trained model on the roots' test sets; with `out`, a report folder there
+    (metrics.json/.csv, table.md, ROC curves, example maps, index.html). `full_resolution`: pixel metrics at each
+    image's original size."""
     model, cfg, info = load_trained_model(checkpoint)
     samples = test_samples(scan_roots(roots, categories))
-    cache = ImageCache.build(samples, cfg.model.image_size, desc="decoding test images")
-    results = category_metrics(cache, predict(model, cache, cfg, device=device))
+    cache = ImageCache.build(samples, cfg.model.image_size, desc="decoding test images", cache_dir=cache_dir)
+    predictions = predict(model, cache, cfg, device=device)
+    results = category_metrics(cache, predictions, full_resolution)
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        trained_on = info.get("categories", [])
-        (out / "metrics.json").write_text(json.dumps({"trained_on": trained_on, "metrics": results}, indent=2))
+        write_report(Path(out), cache, predictions, results, figures_per_category, info.get("categories", []))
     return results
 
 
@@ -64,3 +69,8 @@ def synth_preview(roots: list[Path], out: Path, textures: Path | None, count: in
     images = [cache.images[i].astype("float32") / 255.0 for i in range(len(chosen))]
     foregrounds = [foreground_mask(img) if s.category in objects else None for img, s in zip(images, chosen)]
     return write_preview_grid(images, AnomalySynthesizer(cfg, size), out, seed, foregrounds)
+
+
+def check_data(roots: list[Path], categories: list[str] | None = None, workers: int = 2) -> check.DataReport:
+    """What the data holds and every problem in it (unreadable files included), without stopping at the first."""
+    return check.check_data(roots, categories, workers)

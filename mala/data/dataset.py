@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from mala.data.diskcache import Arrays, cache_key, load_arrays, save_arrays
 from mala.data.images import read_mask, read_rgb
 from mala.data.samples import Sample, categories_of
 from mala.errors import DataError
@@ -24,22 +26,20 @@ class ImageCache:
     masks: dict[int, np.ndarray]  # sample index -> (S, S) bool, only anomalous samples
 
     @classmethod
-    def build(cls, samples: list[Sample], size: int, workers: int = 2, desc: str = "decoding images") -> "ImageCache":
+    def build(cls, samples: list[Sample], size: int, workers: int = 2, desc: str = "decoding images",
+              cache_dir: Path | None = None) -> "ImageCache":
+        """Decode and resize every image (and mask) once; with `cache_dir`, reuse the arrays stored there by an
+        earlier run with the same files and size, or store them for the next (see `diskcache`)."""
         if not samples:
             raise DataError("no images to load")
-        images = np.empty((len(samples), size, size, 3), dtype=np.uint8)
-        masks: dict[int, np.ndarray] = {}
-
-        def load(index: int) -> None:
-            sample = samples[index]
-            images[index] = read_rgb(sample.path, size)
-            if sample.mask_path is not None:
-                masks[index] = read_mask(sample.mask_path, size, image_path=sample.path)
-
-        with ThreadPoolExecutor(max(1, workers)) as pool:
-            for _ in tqdm(pool.map(load, range(len(samples))), total=len(samples), desc=desc, unit="img", leave=False):
-                pass
-        return cls(samples, images, masks)
+        if cache_dir is None:
+            return cls(samples, *_decode(samples, size, workers, desc))
+        key = cache_key(samples, size)
+        arrays = load_arrays(Path(cache_dir), key, len(samples), size)
+        if arrays is None:
+            arrays = _decode(samples, size, workers, desc)
+            save_arrays(Path(cache_dir), key, *arrays)
+        return cls(samples, *arrays)
 
     def mask(self, index: int) -> np.ndarray:
         found = self.masks.get(index)
@@ -50,6 +50,22 @@ class ImageCache:
             category: np.array([i for i, s in enumerate(self.samples) if s.category == category])
             for category in categories_of(self.samples)
         }
+
+
+def _decode(samples: list[Sample], size: int, workers: int, desc: str) -> Arrays:
+    images = np.empty((len(samples), size, size, 3), dtype=np.uint8)
+    masks: dict[int, np.ndarray] = {}
+
+    def load(index: int) -> None:
+        sample = samples[index]
+        images[index] = read_rgb(sample.path, size)
+        if sample.mask_path is not None:
+            masks[index] = read_mask(sample.mask_path, size, image_path=sample.path)
+
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        for _ in tqdm(pool.map(load, range(len(samples))), total=len(samples), desc=desc, unit="img", leave=False):
+            pass
+    return images, masks
 
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:

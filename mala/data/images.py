@@ -39,21 +39,51 @@ def read_rgb(path: Path, size: int) -> np.ndarray:
 
 
 def read_mask(path: Path, size: int, image_path: Path | None = None) -> np.ndarray:
-    """Binary mask as bool array (size, size); any non-zero pixel is anomalous.
-
-    If `image_path` is given, the mask must have the image's original size.
-    """
-    mask = _open(path)
-    if image_path is not None:
-        image_size = _open_size(image_path)
-        if mask.size != image_size:
-            raise DataError(
-                f"{path}: mask is {mask.size[0]}x{mask.size[1]} but its image {image_path.name} "
-                f"is {image_size[0]}x{image_size[1]}"
-            )
-    binary = np.asarray(mask.convert("L"), dtype=np.uint8) > 0
+    """Binary mask as bool array (size, size); see `mask_pixels`."""
+    binary = mask_pixels(path, image_path)
     resized = Image.fromarray(binary.astype(np.uint8) * 255).resize((size, size), Image.NEAREST)
     return np.asarray(resized) > 127
+
+
+def mask_pixels(path: Path, image_path: Path | None = None) -> np.ndarray:
+    """Binary mask at its own size; any non-zero pixel is anomalous. A folder holds masks merged into one.
+
+    Every mask must have the size of its image if `image_path` is given, else of the folder's first mask.
+    """
+    files = mask_files(path)
+    reference = image_path or files[0]
+    expected = _open_size(reference)
+    merged = np.zeros(expected[::-1], dtype=bool)
+    for file in files:
+        mask = _open(file)
+        if mask.size != expected:
+            what = f"its image {reference.name}" if image_path is not None else reference.name
+            raise DataError(
+                f"{file}: mask is {mask.size[0]}x{mask.size[1]} but {what} is {expected[0]}x{expected[1]}"
+            )
+        merged |= _nonzero(mask)
+    return merged
+
+
+def mask_files(path: Path) -> list[Path]:
+    """The mask file itself, or the images in a folder of masks (MVTec LOCO: one file per defect region)."""
+    if not path.is_dir():
+        return [path]
+    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise DataError(f"{path}: no mask images in this mask folder")
+    return files
+
+
+def _nonzero(mask: Image.Image) -> np.ndarray:
+    """Pixels with any non-zero value in any colour channel (alpha ignored), whatever the mode and bit depth."""
+    if mask.mode in ("P", "PA", "YCbCr", "LAB", "HSV"):  # their numbers are no intensities: black need not be 0
+        mask = mask.convert("RGBA" if mask.mode == "PA" else "RGB")
+    values = np.asarray(mask)
+    if values.ndim == 3:
+        colour = values[..., :-1] if mask.mode.endswith("A") else values
+        return colour.any(axis=-1)
+    return values != 0
 
 
 def _open_size(path: Path) -> tuple[int, int]:

@@ -1,9 +1,11 @@
-"""Reader for the MVTec AD folder layout (also MPDD, BTAD, converted MT and the `mala demo` data).
+"""Reader for the MVTec AD folder layout (also MVTec LOCO, MPDD, BTAD, converted MT and the `mala demo` data).
 
-    ROOT/CATEGORY/train/good/*            normal training images
-    ROOT/CATEGORY/test/good/*             normal test images
-    ROOT/CATEGORY/test/DEFECT/*           anomalous test images
-    ROOT/CATEGORY/ground_truth/DEFECT/STEM_mask.png   (or STEM.png) their masks
+    ROOT/CATEGORY/train/good/*                      normal training images
+    ROOT/CATEGORY/validation/good/*                 MVTec LOCO: more normal images, split "validation" (not trained on)
+    ROOT/CATEGORY/test/good/*                       normal test images
+    ROOT/CATEGORY/test/DEFECT/*                     anomalous test images
+    ROOT/CATEGORY/ground_truth/DEFECT/STEM_mask.png their masks (or STEM.png),
+    ROOT/CATEGORY/ground_truth/DEFECT/STEM/*.png    or a folder of masks merged into one (MVTec LOCO)
 
 ROOT may also be a single category folder (one that holds `train/`).
 """
@@ -12,71 +14,81 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mala.data.images import IMAGE_SUFFIXES
 from mala.data.samples import Sample
-from mala.errors import DataError
+from mala.data.scanning import (
+    Problems, by_stem, choose_categories, image_files, listed_images, masked_samples, raise_first, root_found,
+)
+from mala.data.specs import DataSource
+
+GOOD = "good"
 
 
-def _image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-
-
-def category_dirs(root: Path) -> list[Path]:
-    """Category folders under an MVTec-layout root (or the root itself if it is one category)."""
-    if not root.is_dir():
-        raise DataError(f"{root}: data folder not found")
+def category_dirs(root: Path, problems: Problems) -> dict[str, Path]:
+    """Category folders by name under an MVTec-layout root (or the root itself if it is one category)."""
+    if not root_found(root, problems):
+        return {}
     if (root / "train").is_dir():
-        return [root]
-    found = sorted(p for p in root.iterdir() if (p / "train").is_dir())
+        return {root.name: root}
+    found = {p.name: p for p in sorted(root.iterdir()) if (p / "train").is_dir()}
     if not found:
-        raise DataError(f"{root}: no category folders with a train/ subfolder (expected ROOT/CATEGORY/train/good)")
+        problems.append(f"{root}: no category folders with a train/ subfolder (expected ROOT/CATEGORY/train/good)")
     return found
 
 
-def _find_mask(category_dir: Path, defect: str, image: Path) -> Path:
-    folder = category_dir / "ground_truth" / defect
-    for name in (f"{image.stem}_mask.png", f"{image.stem}.png"):
-        if (folder / name).is_file():
-            return folder / name
-    raise DataError(f"{image}: no mask found (looked for {folder / (image.stem + '_mask.png')})")
-
-
-def _train_samples(category_dir: Path) -> list[Sample]:
-    good = category_dir / "train" / "good"
+def _normal_samples(category_dir: Path, split: str, problems: Problems) -> list[Sample]:
+    good = category_dir / split / GOOD
     if not good.is_dir():
-        raise DataError(f"{good}: folder of normal training images not found")
-    files = _image_files(good)
-    if not files:
-        raise DataError(f"{good}: no images (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
-    return [Sample(category_dir.name, p, "train", 0) for p in files]
+        if split == "train":  # the others are optional
+            problems.append(f"{good}: folder of normal training images not found")
+        return []
+    return [Sample(category_dir.name, p, split, 0) for p in image_files(good, problems)]
 
 
-def _test_samples(category_dir: Path) -> list[Sample]:
+def _mask_index(folder: Path, problems: Problems) -> dict[str, Path]:
+    """The masks of one defect by image name: STEM_mask.png, STEM.png or a folder STEM/ of masks."""
+    if not folder.is_dir():
+        return {}
+    mask_folders = sorted(p for p in folder.iterdir() if p.is_dir())
+    return by_stem(listed_images(folder, problems) + mask_folders, problems, strip="_mask")
+
+
+def _anomalous_samples(category_dir: Path, defect_dir: Path, problems: Problems) -> list[Sample]:
+    truth = category_dir / "ground_truth" / defect_dir.name
+    images = image_files(defect_dir, problems)
+    return masked_samples(category_dir.name, defect_dir.name, images, _mask_index(truth, problems),
+                          lambda image: truth / f"{image.stem}_mask.png", problems)
+
+
+def _test_samples(category_dir: Path, problems: Problems) -> list[Sample]:
     test = category_dir / "test"
     if not test.is_dir():
         return []
+    defect_dirs = sorted(p for p in test.iterdir() if p.is_dir())
+    if not defect_dirs:
+        problems.append(f"{test}: no image folders (expected test/good and test/DEFECT)")
     samples = []
-    for defect_dir in sorted(p for p in test.iterdir() if p.is_dir()):
-        defect = defect_dir.name
-        for image in _image_files(defect_dir):
-            if defect == "good":
-                samples.append(Sample(category_dir.name, image, "test", 0))
-            else:
-                mask = _find_mask(category_dir, defect, image)
-                samples.append(Sample(category_dir.name, image, "test", 1, defect, mask))
+    for defect_dir in defect_dirs:
+        if defect_dir.name == GOOD:
+            samples += _normal_samples(category_dir, "test", problems)
+        else:
+            samples += _anomalous_samples(category_dir, defect_dir, problems)
+    return samples
+
+
+def read_mvtec(source: DataSource, problems: Problems) -> list[Sample]:
+    """All samples of the source's categories."""
+    samples: list[Sample] = []
+    for category_dir in choose_categories(category_dirs(source.root, problems), source, problems).values():
+        for split in ("train", "validation"):
+            samples += _normal_samples(category_dir, split, problems)
+        samples += _test_samples(category_dir, problems)
     return samples
 
 
 def scan_mvtec(root: Path, categories: list[str] | None = None) -> list[Sample]:
-    """All train and test samples of the chosen categories (all when None)."""
-    dirs = category_dirs(Path(root))
-    if categories:
-        by_name = {d.name: d for d in dirs}
-        missing = [c for c in categories if c not in by_name]
-        if missing:
-            raise DataError(f"{root}: categories not found: {', '.join(missing)} (found: {', '.join(by_name)})")
-        dirs = [by_name[c] for c in categories]
-    samples: list[Sample] = []
-    for category_dir in dirs:
-        samples += _train_samples(category_dir) + _test_samples(category_dir)
+    """All train and test samples of the chosen categories (all when None); DataError on the first problem."""
+    problems: Problems = []
+    source = DataSource(kind="mvtec", root=Path(root), categories=tuple(categories) if categories else None)
+    samples = read_mvtec(source, problems)
+    raise_first(problems)
     return samples

@@ -11,6 +11,7 @@ from tqdm import tqdm
 
 from mala.config import MalaConfig
 from mala.data.dataset import ImageCache, TestImages
+from mala.eval.full_resolution import pixels_at_original_size
 from mala.eval.metrics import compute_metrics
 from mala.model import MALA, image_score, reconstruction_map
 
@@ -44,15 +45,48 @@ def predict(model: MALA, cache: ImageCache, cfg: MalaConfig, batch_size: int = 1
     return Predictions(maps, scores)
 
 
-def category_metrics(cache: ImageCache, predictions: Predictions) -> dict[str, dict[str, float | None]]:
-    """Metrics per category, plus a `mean` row over the categories where each metric is defined."""
+def pixels_at_model_size(cache: ImageCache, maps: np.ndarray, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Masks and maps (n, S, S) of the given samples, at the size the model saw them."""
+    return np.stack([cache.mask(i) for i in indices]), maps[indices]
+
+
+def with_known_pixels(cache: ImageCache, indices: np.ndarray) -> np.ndarray:
+    """The samples whose pixels are known: normal images and anomalous ones with a mask (`Sample.has_mask`)."""
+    return indices[[cache.samples[i].has_mask for i in indices]]
+
+
+def category_metrics(
+    cache: ImageCache, predictions: Predictions, full_resolution: bool = False
+) -> dict[str, dict[str, float | None]]:
+    """Metrics per category, plus a `mean` row over the categories where each metric is defined (and one per dataset,
+    see `dataset_means`). Pixel metrics leave out anomalous images without a mask (`Sample.has_mask`).
+
+    With `full_resolution`, pixel metrics are computed at each image's original size (see `full_resolution.py`).
+    """
+    pixels = pixels_at_original_size if full_resolution else pixels_at_model_size
     results: dict[str, dict[str, float | None]] = {}
     for category, indices in cache.indices_by_category().items():
         labels = np.array([cache.samples[i].label for i in indices])
-        masks = np.stack([cache.mask(i) for i in indices])
-        results[category] = compute_metrics(labels, predictions.scores[indices], masks, predictions.maps[indices])
-    results[MEAN_ROW] = mean_row(results)
+        with_mask = with_known_pixels(cache, indices)  # anomalies without a mask: image metrics only
+        masks, maps = pixels(cache, predictions.maps, with_mask) if len(with_mask) else (None, None)
+        results[category] = compute_metrics(labels, predictions.scores[indices], masks, maps)
+    overall = mean_row(results)
+    results |= dataset_means(cache, results)
+    results[MEAN_ROW] = overall
     return results
+
+
+def dataset_means(
+    cache: ImageCache, results: dict[str, dict[str, float | None]]
+) -> dict[str, dict[str, float | None]]:
+    """A `DATASET/mean` row per dataset, when the categories come from more than one."""
+    by_dataset: dict[str, list[str]] = {}
+    for dataset, category in sorted({(s.dataset, s.category) for s in cache.samples}):
+        by_dataset.setdefault(dataset, []).append(category)
+    if len(by_dataset) < 2:
+        return {}
+    return {f"{dataset}/{MEAN_ROW}": mean_row({c: results[c] for c in categories})
+            for dataset, categories in by_dataset.items()}
 
 
 def mean_row(results: dict[str, dict[str, float | None]]) -> dict[str, float | None]:

@@ -28,9 +28,11 @@ class _Counts:
     false_positives_above: np.ndarray  # negatives scoring strictly above the threshold
     region_overlap: np.ndarray | None  # PRO: summed region weights of the positives at or above the threshold
 
+    def roc(self) -> tuple[np.ndarray, np.ndarray]:
+        return self._curve(self.true_positives / self.n_positives)
+
     def auroc(self) -> float:
-        fpr, tpr = self._curve(self.true_positives / self.n_positives)
-        return _area_up_to(fpr, tpr, 1.0)
+        return _area_up_to(*self.roc(), 1.0)
 
     def average_precision(self) -> float:
         precision = self.true_positives / (self.true_positives + self.false_positives)
@@ -136,6 +138,15 @@ def auroc(labels: np.ndarray, scores: np.ndarray) -> float | None:
     """Area under the ROC curve; None when only one class is present."""
     counts = _counts(labels, scores)
     return None if counts is None else counts.auroc()
+
+
+def roc_curve(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, float] | None:
+    """False and true positive rates at every corner of the ROC curve, and its area (`auroc`); None with one class."""
+    counts = _counts(labels, scores)
+    if counts is None:
+        return None
+    fpr, tpr = counts.roc()
+    return fpr, tpr, _area_up_to(fpr, tpr, 1.0)
 
 
 def average_precision(labels: np.ndarray, scores: np.ndarray) -> float | None:

@@ -69,12 +69,10 @@ def make_fabric(cfg: MalaConfig) -> Fabric:
 
 
 class Trainer:
-    def __init__(self, cfg: MalaConfig, run_dir: Path, fabric: Fabric | None = None, init_state: dict | None = None):
+    def __init__(self, cfg: MalaConfig, run_dir: Path, fabric: Fabric | None = None):
         self.cfg, self.run_dir = cfg, Path(run_dir)
         self.fabric = fabric or make_fabric(cfg)
         self.model = MALA(cfg.model)
-        if init_state is not None:
-            self.model.load_state_dict(init_state, strict=False)
         self.progress = Progress()
         self._resume_state: dict | None = None
         self.saved_data: dict = {}
@@ -112,7 +110,10 @@ class Trainer:
         return self._save_model(data)
 
     def _synthesizer(self) -> AnomalySynthesizer:
-        return AnomalySynthesizer(self.cfg.synth, self.cfg.model.image_size)
+        synthesizer = AnomalySynthesizer(self.cfg.synth, self.cfg.model.image_size)
+        if self.cfg.run.num_workers > 0:
+            synthesizer.preload()  # before the loaders fork, so every epoch's workers share decoded textures
+        return synthesizer
 
     @staticmethod
     def _foregrounds(data: TrainingData) -> dict[int, np.ndarray]:

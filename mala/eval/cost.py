@@ -1,0 +1,124 @@
+"""Model cost as in the paper's Table 6: trainable and total parameters, GFLOPs per image, images per second."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+
+from mala.config import MalaConfig, load_config
+from mala.errors import ConfigError
+from mala.model import MALA, PseudoLabelPredictor
+
+WARMUP_RUNS = 1
+
+
+@dataclass(frozen=True)
+class ModelCost:
+    name: str
+    stage1_trainable: int  # MALA parameters stage 1 trains
+    plpm: int  # the stage-1 discriminator, trained alongside, not part of the model (0 without PLPM)
+    stage2_trainable: int
+    total: int  # every parameter of MALA, frozen position embeddings included
+    gflops: float  # per image, one inference forward (anomaly map), 2 FLOPs per multiply-add
+    images_per_second: float
+
+
+def _cpu_attention_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    """torch counts the CUDA attention kernels but not the CPU one; same formula (QK^T and AV products)."""
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+ATTENTION_FLOPS = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_attention_flops}
+
+
+def config_at_size(name: str, image_size: int) -> MalaConfig:
+    """A preset or YAML config with the image size replaced (the position embeddings follow it)."""
+    cfg = load_config(name)
+    if image_size <= 0 or image_size % cfg.model.patch_size:
+        raise ConfigError(f"image size {image_size} is not a positive multiple of patch size {cfg.model.patch_size}")
+    cfg.model.image_size = image_size
+    return cfg
+
+
+def trainable_parameters(model: MALA, stage: int) -> int:
+    model.set_stage(stage)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def parameter_counts(model: MALA, cfg: MalaConfig) -> dict[str, int]:
+    plpm = PseudoLabelPredictor(cfg.model.plpm_width) if cfg.stage1.use_plpm else None
+    return {
+        "stage1_trainable": trainable_parameters(model, 1),
+        "plpm": 0 if plpm is None else sum(p.numel() for p in plpm.parameters()),
+        "stage2_trainable": trainable_parameters(model, 2),
+        "total": sum(p.numel() for p in model.parameters()),
+    }
+
+
+@torch.no_grad()
+def inference_flops(model: MALA, image_size: int) -> int:
+    """FLOPs of one forward (image to anomaly map) on one image."""
+    images = torch.rand(1, 3, image_size, image_size, device=next(model.parameters()).device)
+    with FlopCounterMode(display=False, custom_mapping=ATTENTION_FLOPS) as counter:
+        model(images)
+    return counter.get_total_flops()
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.no_grad()
+def images_per_second(model: MALA, image_size: int, batch: int, repeats: int) -> float:
+    """Batch size over the median time of `repeats` forwards, after a warm-up forward."""
+    device = next(model.parameters()).device
+    images = torch.rand(batch, 3, image_size, image_size, device=device)
+    times = []
+    for run in range(WARMUP_RUNS + repeats):
+        _synchronize(device)
+        start = time.perf_counter()
+        model(images)
+        _synchronize(device)
+        if run >= WARMUP_RUNS:
+            times.append(time.perf_counter() - start)
+    return batch / statistics.median(times)
+
+
+def measure_cost(name: str, image_size: int = 256, batch: int = 1, repeats: int = 5, device: str = "cpu") -> ModelCost:
+    cfg = config_at_size(name, image_size)
+    model = MALA(cfg.model)
+    counts = parameter_counts(model, cfg)
+    model = model.to(device).eval()
+    return ModelCost(
+        name=name,
+        **counts,
+        gflops=inference_flops(model, image_size) / 1e9,
+        images_per_second=images_per_second(model, image_size, batch, repeats),
+    )
+
+
+def describe_device(device: str) -> str:
+    where = torch.device(device)
+    if where.type == "cuda":
+        return f"{torch.cuda.get_device_name(where)} ({device})"
+    return f"{device}, {torch.get_num_threads()} threads"
+
+
+def format_cost_table(costs: list[ModelCost], image_size: int, batch: int, repeats: int, device: str) -> str:
+    """The paper's Table 6 layout: parameters in millions, GFLOPs per image, images per second."""
+    header = ("config", "stage-1 trainable (M)", "PLPM (M)", "stage-2 trainable (M)", "total (M)", "GFLOPs/image",
+              "images/s")
+    rows = [(c.name, f"{c.stage1_trainable / 1e6:.2f}", f"{c.plpm / 1e6:.2f}", f"{c.stage2_trainable / 1e6:.2f}",
+             f"{c.total / 1e6:.2f}", f"{c.gflops:.2f}", f"{c.images_per_second:.2f}") for c in costs]
+    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+             for row in (header, *rows)]
+    notes = (f"at {image_size} x {image_size}; FLOPs of one inference forward counted by torch's FlopCounterMode "
+             f"(2 per multiply-add); speed on {describe_device(device)}, batch {batch}, torch.no_grad, "
+             f"median of {repeats} runs after {WARMUP_RUNS} warm-up")
+    return "\n".join([*lines, notes])

@@ -1,0 +1,86 @@
+"""`mala cost`: parameter counts, FLOPs against a hand count, and the printed table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mala.cli import main
+from mala.config import MalaConfig
+from mala.eval.cost import inference_flops, measure_cost, parameter_counts
+from mala.model import MALA, PseudoLabelPredictor
+
+
+def numel(*modules) -> int:
+    return sum(p.numel() for module in modules for p in module.parameters())
+
+
+def test_parameter_counts_are_sums_over_the_model(small_config: MalaConfig):
+    model = MALA(small_config.model)
+    counts = parameter_counts(model, small_config)
+    frozen_position_embeddings = model.pos_embed.numel() + model.decoder_pos_embed.numel()
+    assert counts["total"] == sum(p.numel() for p in model.parameters())
+    # stage 2 trains decoder and TBM; stage 1 everything but the TBM; neither the fixed position embeddings
+    decoder = numel(model.decoder_embed, *model.decoder_blocks, model.decoder_norm)
+    assert counts["stage2_trainable"] == decoder + numel(model.tbm)
+    assert counts["stage1_trainable"] == counts["total"] - numel(model.tbm) - frozen_position_embeddings
+    assert counts["plpm"] == numel(PseudoLabelPredictor(small_config.model.plpm_width))
+
+
+def test_no_plpm_parameters_without_plpm(small_config: MalaConfig):
+    small_config.stage1.use_plpm = False
+    assert parameter_counts(MALA(small_config.model), small_config)["plpm"] == 0
+
+
+def hand_counted_flops(image: int, patch: int, width: int, depth: int, dec_width: int, dec_depth: int) -> int:
+    """2 FLOPs per multiply-add of the matrix products of one forward on one image (biases, norms, softmax left out)."""
+    patches = (image // patch) ** 2
+    tokens = patches + 1  # with the class token
+
+    def block(dim: int) -> int:
+        linear = tokens * dim * (3 * dim + dim + 4 * dim + 4 * dim)  # qkv, attention output, MLP in and out
+        attention = 2 * tokens * tokens * dim  # Q K^T and attention x V, all heads together
+        return 2 * (linear + attention)
+
+    patch_embed = 2 * patches * (3 * patch * patch) * width
+    decoder_embed = 2 * tokens * width * dec_width
+    tbm = 2 * patches * (2 * width * dec_width + 2 * dec_width * 2 * patch * patch)  # LP1, then LP2 to 2 p x p maps
+    return patch_embed + depth * block(width) + decoder_embed + dec_depth * block(dec_width) + tbm
+
+
+def test_flops_match_a_hand_count(small_config: MalaConfig):
+    cfg = small_config.model
+    expected = hand_counted_flops(cfg.image_size, cfg.patch_size, cfg.embed_dim, cfg.depth,
+                                  cfg.decoder_embed_dim, cfg.decoder_depth)
+    assert inference_flops(MALA(cfg), cfg.image_size) == pytest.approx(expected, rel=0.2)
+
+
+@pytest.fixture
+def config_file(tmp_path, small_config: MalaConfig) -> Path:
+    path = tmp_path / "small.yaml"
+    small_config.save(path)
+    return path
+
+
+def test_cost_is_measured_at_the_asked_size(config_file: Path):
+    cost = measure_cost(str(config_file), image_size=32, repeats=1)  # the config says 64
+    assert cost.gflops == pytest.approx(hand_counted_flops(32, 8, 64, 2, 32, 1) / 1e9, rel=1e-9)
+    assert cost.images_per_second > 0
+
+
+def test_cost_command_prints_a_table(config_file: Path, capsys):
+    assert main(["cost", "--presets", f"{config_file},{config_file}", "--image-size", "32", "--repeats", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["config", "stage-1", "trainable", "(M)", "PLPM", "(M)", "stage-2", "trainable", "(M)",
+                                "total", "(M)", "GFLOPs/image", "images/s"]
+    for line in lines[1:3]:
+        row = line.split()
+        assert row[0] == str(config_file) and len(row) == 7
+        assert all(float(cell) >= 0 for cell in row[1:])
+    assert "32 x 32" in lines[3] and "cpu" in lines[3] and "threads" in lines[3]
+
+
+def test_image_size_must_fit_the_patches(config_file: Path, capsys):
+    assert main(["cost", "--presets", str(config_file), "--image-size", "30", "--repeats", "1"]) == 2
+    assert "not a positive multiple of patch size 8" in capsys.readouterr().err
