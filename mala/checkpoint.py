@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -57,15 +58,20 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     os.replace(temporary, path)
 
 
-def read_metadata(path: Path) -> dict[str, Any]:
-    """The JSON state of a checkpoint without its tensors (cheap: reads the header only)."""
+def _header_metadata(path: Path) -> dict[str, str]:
+    """The string metadata of any safetensors file (reads the header only)."""
     try:
         with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
+            return handle.metadata() or {}
     except FileNotFoundError:
         raise CheckpointError(f"{path}: checkpoint not found") from None
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path}: not a safetensors checkpoint ({exc})") from None
+
+
+def read_metadata(path: Path) -> dict[str, Any]:
+    """The JSON state of a checkpoint without its tensors (cheap: reads the header only)."""
+    metadata = _header_metadata(path)
     if metadata.get("format") != FORMAT:
         raise CheckpointError(f"{path}: a safetensors file, but not a mala checkpoint (no '{FORMAT}' header)")
     return json.loads(metadata["state"])
@@ -83,24 +89,61 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: checkpoint is damaged (tensor {exc} missing)") from None
 
 
+def load_weights(path: Path) -> dict[str, torch.Tensor]:
+    """Weights by name: a mala checkpoint's model part, or every tensor of another safetensors file (timm, hub)."""
+    if _header_metadata(path).get("format") == FORMAT:
+        state = load_checkpoint(path)
+        if "model" not in state:
+            raise CheckpointError(f"{path}: a mala checkpoint without model weights")
+        return state["model"]
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{path}: safetensors file is damaged ({exc})") from None
+
+
+def _numbers_in_order(key: str) -> list[str | int]:
+    """Sort key that puts blocks.2 before blocks.10."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", key)]
+
+
+def _shape(tensor: torch.Tensor) -> str:
+    return "x".join(map(str, tensor.shape))
+
+
+def first_keys(keys: list[str], shown: int = 6) -> str:
+    """The first keys and how many more there are, for one-line messages."""
+    return ", ".join(keys[:shown]) + (f" (+{len(keys) - shown} more)" if len(keys) > shown else "")
+
+
+def describe_mismatch(expected: dict[str, torch.Tensor], given: dict[str, torch.Tensor]) -> str | None:
+    """'missing: ...; unexpected: ...; wrong shape: ...' (the first keys of each and how many more), None if all fit."""
+    missing = sorted(set(expected) - set(given), key=_numbers_in_order)
+    unexpected = sorted(set(given) - set(expected), key=_numbers_in_order)
+    wrong = [f"{k} {_shape(given[k])} (model {_shape(expected[k])})"
+             for k in sorted(set(expected) & set(given), key=_numbers_in_order) if expected[k].shape != given[k].shape]
+    details = [f"{label}: {first_keys(keys)}"
+               for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if keys]
+    return "; ".join(details) or None
+
+
 def load_module_state(module: torch.nn.Module, state: dict[str, torch.Tensor], where: Path) -> None:
     """Strict load with a one-line error listing what does not match."""
-    own = module.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
-    if missing or unexpected or wrong:
-        details = [f"{label}: {', '.join(keys[:6])}{' ...' if len(keys) > 6 else ''}"
-                   for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if keys]
-        raise CheckpointError(f"{where}: weights do not match the model ({'; '.join(details)})")
+    problems = describe_mismatch(module.state_dict(), state)
+    if problems:
+        raise CheckpointError(f"{where}: weights do not match the model ({problems})")
     module.load_state_dict(state)
+
+
+def model_file(path: Path) -> Path:
+    """A run folder stands for its final model file."""
+    path = Path(path)
+    return path / "model.safetensors" if path.is_dir() else path
 
 
 def load_trained_model(path: Path) -> tuple[MALA, MalaConfig, dict[str, Any]]:
     """A trained model (a run's `model.safetensors`, or its training checkpoint) in eval mode, with config and data info."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "model.safetensors"
+    path = model_file(path)
     state = load_checkpoint(path)
     if "model" not in state or "config" not in state:
         raise CheckpointError(f"{path}: a mala checkpoint without model weights or config")

@@ -7,7 +7,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from mala.errors import DataError, MalaError
+from mala.errors import ConfigError, DataError, MalaError
 
 
 def _csv(value: str | None) -> list[str] | None:
@@ -65,11 +65,28 @@ def print_metrics(results: dict[str, dict[str, float | None]]) -> None:
 def cmd_train(args: argparse.Namespace) -> None:
     from mala import engine
 
+    if args.dry_run:
+        if args.resume:
+            raise ConfigError("--dry-run plans a fresh run; it does not combine with --resume")
+        print(engine.plan_training(_load_cfg(args), _data(args), _csv(args.categories), init=args.init))
+        return
     cfg = None if args.resume else _load_cfg(args)
     model_path = engine.train(cfg, _data(args), args.out, _csv(args.categories), resume=args.resume,
-                              cache_dir=args.cache_dir)
+                              cache_dir=args.cache_dir, init=args.init)
     print(f"model saved to {model_path}")
     print(f"test it with: mala test --checkpoint {model_path} {_data_options(args)}")
+
+
+def cmd_pretrain(args: argparse.Namespace) -> None:
+    from mala import engine
+
+    cfg = None if args.resume else _load_cfg(args)
+    if cfg is not None and args.epochs is not None:
+        cfg.stage1.epochs = args.epochs
+    model_path = engine.pretrain(cfg, args.data, args.out, resume=args.resume, init=args.init,
+                                 cache_dir=args.cache_dir)
+    print(f"pretrained model saved to {model_path}")
+    print(f"start training from it with: mala train --init {model_path} --config CONFIG --data ...")
 
 
 def cmd_test(args: argparse.Namespace) -> None:
@@ -129,7 +146,26 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a config value")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     train.add_argument("--cache-dir", type=Path, help="folder that keeps decoded images for later runs [none]")
+    train.add_argument("--init", type=Path, metavar="CHECKPOINT",
+                       help="start from these weights: mae_pretrain_vit_*.pth, mae_visualize_vit_*.pth, a timm state "
+                            "dict or a mala model/pretrain output (README.md, Initialisation) [random]")
+    train.add_argument("--dry-run", action="store_true",
+                       help="print parameters, steps, learning rates and an estimated time; train nothing")
     train.set_defaults(func=cmd_train)
+
+    pretrain = commands.add_parser("pretrain", help="stage-1 masked-autoencoder training on unlabeled images, "
+                                                    "a starting point for `train --init`")
+    pretrain.add_argument("--data", nargs="+", type=Path, required=True, metavar="FOLDER",
+                          help="folders of images, searched recursively; one category per top-level subfolder")
+    pretrain.add_argument("--out", type=Path, default=Path("runs/pretrain"),
+                          help="run folder; the weights go to its model.safetensors [runs/pretrain]")
+    pretrain.add_argument("--config", default="tiny", help="preset (tiny, base, paper) or YAML file [tiny]")
+    pretrain.add_argument("--epochs", type=_int_at_least(1), help="stage-1 epochs [the config's stage1.epochs]")
+    pretrain.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a config value")
+    pretrain.add_argument("--init", type=Path, metavar="CHECKPOINT", help="start from these weights, as in train")
+    pretrain.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    pretrain.add_argument("--cache-dir", type=Path, help="folder that keeps decoded images for later runs [none]")
+    pretrain.set_defaults(func=cmd_pretrain)
 
     test = commands.add_parser("test", help="per-category image and pixel metrics of a trained model")
     test.add_argument("--checkpoint", required=True, help="model.safetensors (or its run folder)")

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from mala.checkpoint import load_trained_model
 from mala.config import MalaConfig
 from mala.data import check
 from mala.data.dataset import ImageCache
+from mala.data.samples import categories_of
 from mala.data.sources import scan_roots, test_samples, train_samples
+from mala.data.unlabeled import unlabeled_samples
+from mala.errors import ConfigError
 from mala.eval.evaluate import category_metrics, predict
 from mala.eval.report import write_report
+from mala.model import MALA
+from mala.model.init import initialise
+from mala.train.plan import describe_plan
 from mala.train.trainer import Trainer, TrainingData, decide_object_categories, make_fabric
 
 
@@ -22,19 +29,51 @@ def load_training_data(cfg: MalaConfig, roots: list[Path], categories: list[str]
     return TrainingData(cache, decide_object_categories(cache, objects))
 
 
+def _trainer(cfg: MalaConfig | None, run_dir: Path, resume: bool, init: Path | None) -> Trainer:
+    """A fresh run, from `init` weights if given, or the run in `run_dir` continued from its last checkpoint."""
+    if resume and init is not None:
+        raise ConfigError("--init gives the weights a run starts from; a resumed run continues from its checkpoint")
+    return Trainer.resume(run_dir) if resume else Trainer(cfg, run_dir, make_fabric(cfg), init=init)
+
+
 def train(cfg: MalaConfig, roots: list[Path], run_dir: Path, categories: list[str] | None = None,
-          resume: bool = False, cache_dir: Path | None = None) -> Path:
+          resume: bool = False, cache_dir: Path | None = None, init: Path | None = None) -> Path:
     """Train both stages as one model over all categories; returns the final model file.
 
-    `roots`: data paths, `--data` values or DataSources (mala.data.sources); `cache_dir`: keeps decoded images."""
+    `roots`: data paths, `--data` values or DataSources (mala.data.sources); `cache_dir`: keeps decoded images;
+    `init`: starting weights for a fresh run (official MAE checkpoints, `pretrain` output; see mala.model.init)."""
+    trainer = _trainer(cfg, run_dir, resume, init)
     if resume:  # the run's own config and categories, whatever the command line says
-        trainer = Trainer.resume(run_dir)
         data = load_training_data(trainer.cfg, roots, trainer.saved_data["categories"],
                                   trainer.saved_data["object_categories"], cache_dir)
     else:
-        trainer = Trainer(cfg, run_dir, make_fabric(cfg))
         data = load_training_data(cfg, roots, categories, cache_dir=cache_dir)
     return trainer.fit(data)
+
+
+def pretraining_config(cfg: MalaConfig) -> MalaConfig:
+    """Stage 1 alone: the reconstruction pipeline has no stage 2, so `Trainer.fit` ends after stage 1."""
+    return dataclasses.replace(cfg, stage1=dataclasses.replace(cfg.stage1, enabled=True),
+                               run=dataclasses.replace(cfg.run, pipeline="reconstruction"))
+
+
+def pretrain(cfg: MalaConfig | None, folders: list[Path], run_dir: Path, resume: bool = False,
+             init: Path | None = None, cache_dir: Path | None = None) -> Path:
+    """Stage-1 masked-autoencoder training on unlabeled images (mala.data.unlabeled); returns the model file, a
+    starting point for `train(init=...)`. The run folder is a normal run (log, resumable checkpoint, config)."""
+    trainer = _trainer(None if resume else pretraining_config(cfg), run_dir, resume, init)
+    samples = unlabeled_samples(folders)
+    cache = ImageCache.build(samples, trainer.cfg.model.image_size, desc="decoding images", cache_dir=cache_dir)
+    return trainer.fit(TrainingData(cache))
+
+
+def plan_training(cfg: MalaConfig, roots: list[Path], categories: list[str] | None = None,
+                  init: Path | None = None) -> str:
+    """The dry run of `train`: parameters, steps, learning rates and a time estimate; reads no image, writes nothing."""
+    samples = train_samples(scan_roots(roots, categories))
+    model = MALA(cfg.model)
+    notes = [initialise(model, init).summary()] if init is not None else []
+    return "\n".join([describe_plan(cfg, model, categories_of(samples), len(samples)), *notes])
 
 
 def test(checkpoint: Path, roots: list[Path], categories: list[str] | None = None,

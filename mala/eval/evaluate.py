@@ -79,14 +79,14 @@ def category_metrics(
 def dataset_means(
     cache: ImageCache, results: dict[str, dict[str, float | None]]
 ) -> dict[str, dict[str, float | None]]:
-    """A `DATASET/mean` row per dataset, when the categories come from more than one."""
+    """A `DATASET/mean` row per dataset of several categories, when the categories come from more than one dataset."""
     by_dataset: dict[str, list[str]] = {}
     for dataset, category in sorted({(s.dataset, s.category) for s in cache.samples}):
         by_dataset.setdefault(dataset, []).append(category)
     if len(by_dataset) < 2:
         return {}
     return {f"{dataset}/{MEAN_ROW}": mean_row({c: results[c] for c in categories})
-            for dataset, categories in by_dataset.items()}
+            for dataset, categories in by_dataset.items() if len(categories) > 1}  # one category is its own mean
 
 
 def mean_row(results: dict[str, dict[str, float | None]]) -> dict[str, float | None]:

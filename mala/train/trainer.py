@@ -18,6 +18,7 @@ from mala.config import MalaConfig, config_from_dict
 from mala.data.dataset import ImageCache
 from mala.errors import CheckpointError, MalaError
 from mala.model import MALA
+from mala.model.init import initialise
 from mala.synth import AnomalySynthesizer, foreground_mask, looks_like_object
 from mala.checkpoint import load_checkpoint, load_module_state, save_checkpoint
 from mala.train.stage1 import Stage1
@@ -69,10 +70,13 @@ def make_fabric(cfg: MalaConfig) -> Fabric:
 
 
 class Trainer:
-    def __init__(self, cfg: MalaConfig, run_dir: Path, fabric: Fabric | None = None):
+    def __init__(self, cfg: MalaConfig, run_dir: Path, fabric: Fabric | None = None, init: Path | None = None):
+        """`init`: a file to take the starting encoder (and decoder) from (`mala.model.init`); `resume` passes none."""
         self.cfg, self.run_dir = cfg, Path(run_dir)
         self.fabric = fabric or make_fabric(cfg)
         self.model = MALA(cfg.model)
+        if init is not None:
+            self.fabric.print(initialise(self.model, init).summary())
         self.progress = Progress()
         self._resume_state: dict | None = None
         self.saved_data: dict = {}

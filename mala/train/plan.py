@@ -1,0 +1,140 @@
+"""`mala train --dry-run`: what a run would do (parameters, images, optimizer steps, learning rates) and an estimate
+of how long it would take on this machine, from one timed training step per stage. Nothing is trained or written."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from lightning_fabric import Fabric
+
+from mala.config import MalaConfig
+from mala.data.dataset import ImageCache
+from mala.eval.cost import describe_device, parameter_counts
+from mala.model import MALA
+from mala.train.stage1 import Stage1
+from mala.train.stage2 import Stage2
+from mala.train.trainer import make_fabric
+
+# A CPU step of `paper` at batch 128 takes minutes: on a CPU, time this many images and scale to the batch size.
+CPU_TIMING_BATCH = 2
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    stage: int
+    epochs: int
+    images_per_epoch: int
+    batch_size: int
+    steps_per_epoch: int  # per device
+    sampling: str  # how the epoch's images are drawn, in words
+    learning_rate: str  # value and schedule, in words
+
+    @property
+    def steps(self) -> int:
+        return self.steps_per_epoch * self.epochs
+
+
+def _world_size(cfg: MalaConfig) -> int:
+    return cfg.run.devices * cfg.run.num_nodes
+
+
+def steps_per_epoch(images: int, batch_size: int, world_size: int) -> int:
+    """As Fabric's loaders do it: the epoch split over the devices (padded to equal shares), then batched."""
+    return math.ceil(math.ceil(images / world_size) / batch_size)
+
+
+def stage_plans(cfg: MalaConfig, num_categories: int) -> list[StagePlan]:
+    """The stages the run would train, with the per-category sampling of `Stage1.loader` / `Stage2.loader`."""
+    world_size = _world_size(cfg)
+    plans = []
+    if cfg.stage1.enabled:
+        s1 = cfg.stage1
+        images = num_categories * s1.images_per_category
+        plans.append(StagePlan(
+            1, s1.epochs, images, s1.batch_size, steps_per_epoch(images, s1.batch_size, world_size),
+            f"{s1.images_per_category} per category x {num_categories}, {s1.mask_ratio:.0%} of patches masked",
+            f"lr {s1.lr:.3g} (= {s1.base_lr:g} x batch {s1.batch_size} / 256), {s1.warmup_epochs} warm-up epochs, "
+            "then cosine decay to 0",
+        ))
+    if cfg.run.pipeline == "end_to_end":
+        s2 = cfg.stage2
+        images = num_categories * s2.images_per_category
+        plans.append(StagePlan(
+            2, s2.epochs, images, s2.batch_size, steps_per_epoch(images, s2.batch_size, world_size),
+            f"{s2.images_per_category} per category x {num_categories}, {s2.anomalous_per_category} of them anomalous",
+            f"lr {s2.lr:.3g} fixed",
+        ))
+    return plans
+
+
+def _timing_runner(stage: int, cfg: MalaConfig, model: MALA, fabric: Fabric) -> Stage1 | Stage2:
+    """A stage set up as for training; its loader is never called, so it gets an empty image cache."""
+    size = cfg.model.image_size
+    empty = ImageCache([], np.empty((0, size, size, 3), dtype=np.uint8), {})
+    if stage == 1:
+        return Stage1(cfg, model, fabric, empty)
+    return Stage2(cfg, model, fabric, empty, synthesize=None, foregrounds={})
+
+
+def seconds_per_step(stage: int, cfg: MalaConfig, model: MALA, fabric: Fabric, batch_size: int) -> tuple[float, int]:
+    """Seconds of one optimizer step of `stage` at `batch_size` (random images; data loading not included), and
+    the batch actually timed: on a CPU at most CPU_TIMING_BATCH images, the time scaled linearly to `batch_size`."""
+    runner = _timing_runner(stage, cfg, model, fabric)
+    timed = min(batch_size, CPU_TIMING_BATCH) if fabric.device.type == "cpu" else batch_size
+    size = cfg.model.image_size
+    images = fabric.to_device(torch.rand(timed, 3, size, size))
+    batch = images if stage == 1 else (images, fabric.to_device((torch.rand(timed, size, size) > 0.9).float()))
+    runner.step(batch, 1.0)  # warm-up: first-call allocations and kernel choice
+    started = time.perf_counter()
+    runner.step(batch, 1.0)  # step() ends with .item(), which waits for the device
+    return (time.perf_counter() - started) * batch_size / timed, timed
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _millions(count: int) -> str:
+    return f"{count / 1e6:.2f} M"
+
+
+def _stage_lines(plan: StagePlan, seconds: float, timed: int, world_size: int) -> list[str]:
+    per_device = f" per device x {world_size} devices" if world_size > 1 else ""
+    scaled = f", timed at batch {timed} and scaled linearly to {plan.batch_size}" if timed != plan.batch_size else ""
+    return [
+        f"stage {plan.stage}: {plan.images_per_epoch} images per epoch ({plan.sampling}), batch {plan.batch_size}"
+        f"{per_device}: {plan.steps_per_epoch} steps per epoch x {plan.epochs} epochs = {plan.steps} optimizer steps",
+        f"  {plan.learning_rate}",
+        f"  one step {seconds:.2f} s{scaled}: {_duration(seconds * plan.steps)}",
+    ]
+
+
+def describe_plan(cfg: MalaConfig, model: MALA, categories: list[str], num_images: int) -> str:
+    """The dry run's report; times one step per stage on this machine (a few seconds; longer for `paper` on a CPU)."""
+    counts = parameter_counts(model, cfg)
+    lines = [
+        "dry run: nothing is trained and no run folder is written",
+        f"data: {len(categories)} categor{'y' if len(categories) == 1 else 'ies'} ({', '.join(categories)}), "
+        f"{num_images} normal training images",
+        f"parameters: {_millions(counts['total'])} in all; trainable in stage 1 "
+        f"{_millions(counts['stage1_trainable'])} (+ PLPM discriminator {_millions(counts['plpm'])}), in stage 2 {_millions(counts['stage2_trainable'])}",
+    ]
+    # timed on one device: with several, each runs its share of the steps in parallel
+    fabric = make_fabric(dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, devices=1, num_nodes=1)))
+    total_seconds = 0.0
+    for plan in stage_plans(cfg, len(categories)):
+        seconds, timed = seconds_per_step(plan.stage, cfg, model, fabric, plan.batch_size)
+        total_seconds += seconds * plan.steps
+        lines += _stage_lines(plan, seconds, timed, _world_size(cfg))
+    lines.append(f"estimated training time on {describe_device(str(fabric.device))}: {_duration(total_seconds)} "
+                 "(model steps only: image loading and anomaly synthesis come on top, unless workers hide them)")
+    return "\n".join(lines)

@@ -1,0 +1,32 @@
+"""`mala train --dry-run`: the plan's step counts follow the config and the data, and nothing is trained."""
+
+from __future__ import annotations
+
+import math
+
+from mala.cli import main
+from mala.config import load_config
+from tests.conftest import shared_data
+
+
+def test_dry_run_prints_steps_per_epoch_and_trains_nothing(tmp_path, capsys):
+    out = tmp_path / "run"
+    # 64 px only makes the timed steps quicker: the plan's counts do not depend on the image size
+    assert main(["train", "--config", "tiny", "--dry-run", "--data", str(shared_data("metal_plate")),
+                 "--set", "model.image_size=64", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    cfg = load_config("tiny")
+    for stage, settings in ((1, cfg.stage1), (2, cfg.stage2)):
+        images = settings.images_per_category  # metal_plate is one category
+        steps = math.ceil(images / settings.batch_size)
+        assert f"stage {stage}: {images} images per epoch" in printed, printed
+        total = steps * settings.epochs
+        assert f"{steps} steps per epoch x {settings.epochs} epochs = {total} optimizer steps" in printed
+    assert f"lr {cfg.stage1.base_lr * cfg.stage1.batch_size / 256:.3g}" in printed
+    assert "estimated training time on cpu" in printed
+    assert not out.exists()
+
+
+def test_dry_run_does_not_combine_with_resume(tmp_path, capsys):
+    assert main(["train", "--dry-run", "--resume", "--data", str(tmp_path), "--out", str(tmp_path)]) == 2
+    assert "--dry-run plans a fresh run" in capsys.readouterr().err
