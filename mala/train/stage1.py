@@ -40,7 +40,9 @@ class Stage1:
         self.discriminator = self.disc_optimizer = None
         if self.settings.use_plpm:
             plpm = PseudoLabelPredictor(cfg.model.plpm_width)
-            disc_optimizer = torch.optim.AdamW(plpm.parameters(), lr=self.settings.lr, betas=self.settings.betas)
+            disc_optimizer = torch.optim.AdamW(  # the paper's AdamW settings for both players
+                plpm.parameters(), lr=self.settings.lr, weight_decay=self.settings.weight_decay, betas=self.settings.betas
+            )
             self.discriminator, self.disc_optimizer = fabric.setup(plpm, disc_optimizer)
         self.steps_per_epoch = 1
 
