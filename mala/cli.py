@@ -115,6 +115,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
     results = run_demo(args.out, minutes=args.minutes)
     print_metrics(results)
+    print(f"report (tables, ROC curves, example maps): {args.out / 'run' / 'test' / 'index.html'}")
 
 
 def cmd_synth_preview(args: argparse.Namespace) -> None:
