@@ -25,11 +25,11 @@ import numpy as np
 from PIL import Image
 
 from mala.config import SynthConfig
+from mala.data.images import IMAGE_SUFFIXES
 from mala.errors import DataError
 from mala.synth.augment import random_augment_uint8, to_uint8
 from mala.synth.perlin import perlin_mask
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 LOCAL_TRIES = 5  # Perlin masks tried against the foreground before falling back to a global one
 
 
