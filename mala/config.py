@@ -89,12 +89,18 @@ class RunConfig:
     """Where and how training runs: device, precision, workers, seed, checkpointing."""
 
     accelerator: str = "auto"
-    devices: int = 1
+    devices: int = 1  # batch sizes are per device: the global batch is batch_size x devices x num_nodes x accumulate
     num_nodes: int = 1
+    strategy: str = "auto"  # Fabric strategy: auto (DDP when several devices), ddp, fsdp (not tested here)
     precision: str = "32-true"  # bf16 is emulated and slow on many CPUs: opt in explicitly
+    accumulate: int = 1  # batches whose gradients add up to one optimizer step
+    clip_grad: float = 0.0  # maximum gradient norm per optimizer step; 0: no clipping
+    compile: bool = False  # torch.compile the transformer blocks (first steps slower; needs a C++ compiler on CPU)
     num_workers: int = 0
     seed: int = 0
     checkpoint_every: int = 1  # epochs between resumable checkpoints
+    checkpoint_every_steps: int = 0  # optimizer steps between resumable checkpoints inside an epoch; 0: none
+    keep_checkpoints: int = 1  # resumable checkpoints kept in checkpoints/ besides last.safetensors
     score_kernel: int = 21  # image score = max(avg_pool_k x k(map)), as DRAEM at 256 px
     pipeline: Literal["end_to_end", "reconstruction"] = "end_to_end"
 

@@ -134,11 +134,16 @@ class MALA(nn.Module):
     # ----- stage 1: masked reconstruction ------------------------------------------------------------
 
     @staticmethod
-    def random_masking(tokens: torch.Tensor, mask_ratio: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Keep a random (1 - mask_ratio) share of each image's tokens, as MAE does (per-sample shuffle)."""
+    def random_masking(
+        tokens: torch.Tensor, mask_ratio: float, noise: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Keep a random (1 - mask_ratio) share of each image's tokens, as MAE does (per-sample shuffle).
+
+        `noise` (B, L): the tokens with the lowest values are kept; drawn here when not given (the trainer gives
+        it so that data-parallel ranks mask as one process with the whole batch would)."""
         batch, length, dim = tokens.shape
         keep = int(length * (1 - mask_ratio))
-        noise = torch.rand(batch, length, device=tokens.device)
+        noise = torch.rand(batch, length, device=tokens.device) if noise is None else noise.to(tokens.device)
         ids_shuffle = torch.argsort(noise, dim=1)
         ids_restore = torch.argsort(ids_shuffle, dim=1)
         ids_keep = ids_shuffle[:, :keep]
@@ -147,9 +152,11 @@ class MALA(nn.Module):
         mask[:, :keep] = 0
         return kept, torch.gather(mask, 1, ids_restore), ids_restore
 
-    def reconstruct(self, images: torch.Tensor, mask_ratio: float) -> MaskedReconstruction:
+    def reconstruct(
+        self, images: torch.Tensor, mask_ratio: float, noise: torch.Tensor | None = None
+    ) -> MaskedReconstruction:
         """Encode the visible patches, decode the whole image (mask_ratio 0: the full image is seen)."""
-        tokens, mask, ids_restore = self.random_masking(self._embed_patches(images), mask_ratio)
+        tokens, mask, ids_restore = self.random_masking(self._embed_patches(images), mask_ratio, noise)
         x = self._prepend_cls(tokens)
         for block in self.blocks:
             x = block(x)

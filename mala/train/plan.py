@@ -4,7 +4,6 @@ of how long it would take on this machine, from one timed training step per stag
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from dataclasses import dataclass
 
@@ -16,6 +15,8 @@ from mala.config import MalaConfig
 from mala.data.dataset import ImageCache
 from mala.eval.cost import describe_device, parameter_counts
 from mala.model import MALA
+from mala.train.distributed import batches_per_epoch
+from mala.train.runner import optimizer_steps
 from mala.train.stage1 import Stage1
 from mala.train.stage2 import Stage2
 from mala.train.trainer import make_fabric
@@ -43,29 +44,31 @@ def _world_size(cfg: MalaConfig) -> int:
     return cfg.run.devices * cfg.run.num_nodes
 
 
-def steps_per_epoch(images: int, batch_size: int, world_size: int) -> int:
-    """As Fabric's loaders do it: the epoch split over the devices (padded to equal shares), then batched."""
-    return math.ceil(math.ceil(images / world_size) / batch_size)
+def steps_per_epoch(images: int, batch_size: int, world_size: int, accumulate: int = 1) -> int:
+    """Optimizer steps, as the stages' loaders do it: the epoch split over the devices (padded to equal shares),
+    batched, `accumulate` batches a step."""
+    return optimizer_steps(batches_per_epoch(images, batch_size, world_size), accumulate)
 
 
 def stage_plans(cfg: MalaConfig, num_categories: int) -> list[StagePlan]:
     """The stages the run would train, with the per-category sampling of `Stage1.loader` / `Stage2.loader`."""
-    world_size = _world_size(cfg)
+    world_size, accumulate = _world_size(cfg), cfg.run.accumulate
     plans = []
     if cfg.stage1.enabled:
         s1 = cfg.stage1
         images = num_categories * s1.images_per_category
+        global_batch = s1.batch_size * world_size * accumulate
         plans.append(StagePlan(
-            1, s1.epochs, images, s1.batch_size, steps_per_epoch(images, s1.batch_size, world_size),
+            1, s1.epochs, images, s1.batch_size, steps_per_epoch(images, s1.batch_size, world_size, accumulate),
             f"{s1.images_per_category} per category x {num_categories}, {s1.mask_ratio:.0%} of patches masked",
-            f"lr {s1.lr:.3g} (= {s1.base_lr:g} x batch {s1.batch_size} / 256), {s1.warmup_epochs} warm-up epochs, "
-            "then cosine decay to 0",
+            f"lr {s1.base_lr * global_batch / 256:.3g} (= {s1.base_lr:g} x global batch {global_batch} / 256), "
+            f"{s1.warmup_epochs} warm-up epochs, then cosine decay to 0",
         ))
     if cfg.run.pipeline == "end_to_end":
         s2 = cfg.stage2
         images = num_categories * s2.images_per_category
         plans.append(StagePlan(
-            2, s2.epochs, images, s2.batch_size, steps_per_epoch(images, s2.batch_size, world_size),
+            2, s2.epochs, images, s2.batch_size, steps_per_epoch(images, s2.batch_size, world_size, accumulate),
             f"{s2.images_per_category} per category x {num_categories}, {s2.anomalous_per_category} of them anomalous",
             f"lr {s2.lr:.3g} fixed",
         ))

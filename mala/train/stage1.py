@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import Dataset
 
 from mala.config import MalaConfig
 from mala.data.dataset import ImageCache, NormalImages, draw_per_category, epoch_rng
 from mala.model import MALA, PseudoLabelPredictor
 from mala.train.losses import adversarial_loss, discriminator_loss, stage1_reconstruction_loss
+from mala.train.runner import StageRunner
 
 
 def warmup_cosine_lr(base_lr: float, progress_epochs: float, warmup_epochs: int, total_epochs: int) -> float:
@@ -22,15 +24,15 @@ def warmup_cosine_lr(base_lr: float, progress_epochs: float, warmup_epochs: int,
     return base_lr * 0.5 * (1 + math.cos(math.pi * (progress_epochs - warmup_epochs) / span))
 
 
-class Stage1:
+class Stage1(StageRunner):
     """One training stage: builds the epoch's data and performs the generator and discriminator steps."""
 
     stage = 1
 
     def __init__(self, cfg: MalaConfig, model: MALA, fabric, cache: ImageCache):
-        self.cfg, self.fabric, self.cache = cfg, fabric, cache
-        self.settings = cfg.stage1
+        super().__init__(cfg, fabric, cache, cfg.stage1)
         model.set_stage(1)
+        self.num_patches = model.grid_size**2
         generator_params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(
             generator_params, lr=self.settings.lr, weight_decay=self.settings.weight_decay, betas=self.settings.betas
@@ -44,44 +46,52 @@ class Stage1:
                 plpm.parameters(), lr=self.settings.lr, weight_decay=self.settings.weight_decay, betas=self.settings.betas
             )
             self.discriminator, self.disc_optimizer = fabric.setup(plpm, disc_optimizer)
-        self.steps_per_epoch = 1
 
-    def loader(self, epoch: int) -> DataLoader:
+    def epoch_dataset(self, epoch: int) -> Dataset:
         rng = epoch_rng(self.cfg.run.seed, self.stage, epoch)
         drawn = draw_per_category(self.cache.indices_by_category(), self.settings.images_per_category, rng)
-        indices = rng.permutation(np.concatenate(list(drawn.values())))
-        loader = DataLoader(
-            NormalImages(self.cache, indices),
-            batch_size=self.settings.batch_size,
-            num_workers=self.cfg.run.num_workers,
-        )
-        loader = self.fabric.setup_dataloaders(loader)
-        self.steps_per_epoch = len(loader)
-        return loader
+        return NormalImages(self.cache, rng.permutation(np.concatenate(list(drawn.values()))))
+
+    @property
+    def base_lr(self) -> float:
+        """MAE's rule, lr = base_lr x global batch / 256, with the batch over all devices and accumulated steps."""
+        return self.settings.base_lr * self.global_batch_size / 256
 
     def _set_lr(self, progress_epochs: float) -> float:
-        lr = warmup_cosine_lr(self.settings.lr, progress_epochs, self.settings.warmup_epochs, self.settings.epochs)
+        lr = warmup_cosine_lr(self.base_lr, progress_epochs, self.settings.warmup_epochs, self.settings.epochs)
         for optimizer in filter(None, (self.optimizer, self.disc_optimizer)):
             for group in optimizer.param_groups:
                 group["lr"] = lr
         return lr
 
-    def step(self, images: torch.Tensor, progress_epochs: float) -> dict[str, float]:
+    def _mask_noise(self, batch_size: int) -> torch.Tensor:
+        """MAE's masking noise for this rank's images: every rank draws it for the whole global batch (the trainer
+        seeds each step alike on all ranks) and takes its rows, as `rank_positions` takes its images."""
+        world, rank = self.fabric.world_size, self.fabric.global_rank
+        return torch.rand(batch_size * world, self.num_patches)[rank::world]
+
+    def accumulated_step(self, batches: Sequence[torch.Tensor], progress_epochs: float) -> dict[str, float]:
         lr = self._set_lr(progress_epochs)
-        reconstruction = self.model.reconstruct(images, self.settings.mask_ratio).image
-        adversarial = adversarial_loss(self.discriminator(reconstruction)) if self.discriminator else None
-        loss = stage1_reconstruction_loss(images, reconstruction, adversarial, self.settings)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.fabric.backward(loss.total)
-        self.optimizer.step()
-        parts = {"loss": loss.total.item(), **loss.parts, "lr": lr}
-        if self.discriminator:
-            disc_loss = discriminator_loss(self.discriminator(images), self.discriminator(reconstruction.detach()))
-            self.disc_optimizer.zero_grad(set_to_none=True)
-            self.fabric.backward(disc_loss)
-            self.disc_optimizer.step()
-            parts["disc"] = disc_loss.item()
-        return parts
+        reconstructions: list[torch.Tensor] = []
+
+        def generator_loss(images: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+            reconstruction = self.model.reconstruct(images, self.settings.mask_ratio, self._mask_noise(len(images)))
+            reconstructions.append(reconstruction.image.detach())
+            fake = reconstruction.image
+            adversarial = adversarial_loss(self.discriminator(fake)) if self.discriminator else None
+            loss = stage1_reconstruction_loss(images, fake, adversarial, self.settings)
+            return loss.total, {"loss": loss.total.item(), **loss.parts}
+
+        def disc_loss(pair: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+            images, fake = pair
+            loss = discriminator_loss(self.discriminator(images), self.discriminator(fake))
+            return loss, {"disc": loss.item()}
+
+        parts = self.optimize(self.model, self.optimizer, batches, generator_loss)
+        if self.discriminator:  # on the reconstructions from before the generator's update, as before
+            parts |= self.optimize(self.discriminator, self.disc_optimizer, list(zip(batches, reconstructions)),
+                                   disc_loss)
+        return {**parts, "lr": lr}
 
     def state_dict(self) -> dict:
         state = {"optimizer": self.optimizer.state_dict()}

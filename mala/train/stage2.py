@@ -2,23 +2,25 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import Dataset
 
 from mala.config import MalaConfig
 from mala.data.dataset import ImageCache, SyntheticAnomalies, draw_per_category, epoch_rng
 from mala.model import MALA
 from mala.train.losses import stage2_loss
+from mala.train.runner import StageRunner
 
 
-class Stage2:
+class Stage2(StageRunner):
     stage = 2
 
     def __init__(self, cfg: MalaConfig, model: MALA, fabric, cache: ImageCache, synthesize, foregrounds):
-        self.cfg, self.fabric, self.cache = cfg, fabric, cache
+        super().__init__(cfg, fabric, cache, cfg.stage2)
         self.synthesize, self.foregrounds = synthesize, foregrounds
-        self.settings = cfg.stage2
         if self.settings.anomalous_per_category > self.settings.images_per_category:
             raise ValueError("stage2.anomalous_per_category exceeds stage2.images_per_category")
         model.set_stage(2)
@@ -26,31 +28,27 @@ class Stage2:
         optimizer = torch.optim.AdamW(params, lr=self.settings.lr, weight_decay=self.settings.weight_decay)
         self.model, self.optimizer = fabric.setup(model, optimizer)
         self.model.mark_forward_method("map_logits")  # so DDP syncs gradients of this non-forward method
-        self.steps_per_epoch = 1
 
-    def loader(self, epoch: int) -> DataLoader:
+    def epoch_dataset(self, epoch: int) -> Dataset:
         rng = epoch_rng(self.cfg.run.seed, self.stage, epoch)
         per_category = self.settings.images_per_category
         drawn = draw_per_category(self.cache.indices_by_category(), per_category, rng)
         indices = np.concatenate(list(drawn.values()))
         anomalous = np.tile(np.arange(per_category) < self.settings.anomalous_per_category, len(drawn))
         order = rng.permutation(len(indices))
-        dataset = SyntheticAnomalies(
+        return SyntheticAnomalies(  # seeded per sample position: the same images on any number of ranks
             self.cache, indices[order], anomalous[order], self.synthesize, self.foregrounds,
             seed=(self.cfg.run.seed, self.stage, epoch),
         )
-        loader = DataLoader(dataset, batch_size=self.settings.batch_size, num_workers=self.cfg.run.num_workers)
-        loader = self.fabric.setup_dataloaders(loader)
-        self.steps_per_epoch = len(loader)
-        return loader
 
-    def step(self, batch: tuple[torch.Tensor, torch.Tensor], progress_epochs: float) -> dict[str, float]:
-        images, masks = batch
-        loss = stage2_loss(self.model.map_logits(images), masks, self.settings)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.fabric.backward(loss.total)
-        self.optimizer.step()
-        return {"loss": loss.total.item(), **loss.parts}
+    def accumulated_step(self, batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
+                         progress_epochs: float) -> dict[str, float]:
+        def loss_of(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+            images, masks = batch
+            loss = stage2_loss(self.model.map_logits(images), masks, self.settings)
+            return loss.total, {"loss": loss.total.item(), **loss.parts}
+
+        return {**self.optimize(self.model, self.optimizer, batches, loss_of), "lr": self.settings.lr}
 
     def state_dict(self) -> dict:
         return {"optimizer": self.optimizer.state_dict()}

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import math
+import os
 import time
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -16,15 +18,17 @@ from tqdm import tqdm
 
 from mala.config import MalaConfig, config_from_dict
 from mala.data.dataset import ImageCache
-from mala.errors import CheckpointError, MalaError
+from mala.errors import CheckpointError, ConfigError, MalaError
 from mala.model import MALA
 from mala.model.init import initialise
 from mala.synth import AnomalySynthesizer, foreground_mask, looks_like_object
 from mala.checkpoint import load_checkpoint, load_module_state, save_checkpoint
+from mala.train.checkpoints import CHECKPOINT_DIR, LAST_NAME, checkpoint_name, save_rotating
+from mala.train.logs import RunLogger
 from mala.train.stage1 import Stage1
 from mala.train.stage2 import Stage2
 
-LAST_CHECKPOINT = "checkpoints/last.safetensors"
+LAST_CHECKPOINT = f"{CHECKPOINT_DIR}/{LAST_NAME}"
 MODEL_FILE = "model.safetensors"
 
 
@@ -32,6 +36,8 @@ MODEL_FILE = "model.safetensors"
 class Progress:
     stage: int = 1
     epoch: int = 0  # epochs completed in `stage`
+    step: int = 0  # optimizer steps done in epoch `epoch` (0-based) of `stage`: > 0 after a mid-epoch checkpoint
+    run_step: int = 0  # optimizer steps done in the whole run (the x axis of the logs)
 
     def finished(self, cfg: MalaConfig) -> bool:
         return self.stage > 2 or (self.stage == 2 and self.epoch >= cfg.stage2.epochs)
@@ -62,11 +68,29 @@ def decide_object_categories(cache: ImageCache, configured: list[str] | None, pr
 
 
 def make_fabric(cfg: MalaConfig) -> Fabric:
-    fabric = Fabric(
-        accelerator=cfg.run.accelerator, devices=cfg.run.devices, num_nodes=cfg.run.num_nodes, precision=cfg.run.precision
-    )
+    """Fabric for the run's devices; with several on one machine, `launch` starts the other ranks' processes
+    (under torchrun, which started them already, it starts none)."""
+    run = cfg.run
+    try:
+        fabric = Fabric(accelerator=run.accelerator, devices=run.devices, num_nodes=run.num_nodes,
+                        strategy=run.strategy, precision=run.precision)
+    except (ValueError, RuntimeError) as exc:  # e.g. an unknown precision, more devices than there are
+        raise ConfigError(f"run settings: {' '.join(str(exc).split())}") from None
     fabric.launch()
     return fabric
+
+
+def step_seed(seed: int, stage: int, epoch: int, step: int) -> int:
+    """The torch seed of one optimizer step, alike on all ranks: resume at any step repeats the random draws
+    (masking noise) of an uninterrupted run, and the ranks draw the global batch's noise together."""
+    return int(np.random.SeedSequence([seed, stage, epoch, step]).generate_state(1)[0])
+
+
+def grouped(batches: Iterable, size: int) -> Iterator[list]:
+    """Consecutive groups of `size` batches (the last may be shorter): one optimizer step each."""
+    iterator = iter(batches)
+    while group := list(islice(iterator, size)):
+        yield group
 
 
 class Trainer:
@@ -74,12 +98,18 @@ class Trainer:
         """`init`: a file to take the starting encoder (and decoder) from (`mala.model.init`); `resume` passes none."""
         self.cfg, self.run_dir = cfg, Path(run_dir)
         self.fabric = fabric or make_fabric(cfg)
+        torch.manual_seed(cfg.run.seed)  # the initial weights (and the PLPM's), alike for every launch of a seed
         self.model = MALA(cfg.model)
         if init is not None:
             self.fabric.print(initialise(self.model, init).summary())
+        if cfg.run.compile:
+            for block in [*self.model.blocks, *self.model.decoder_blocks]:
+                block.compile()  # in place: weight names, and so checkpoints, stay those of the plain model
         self.progress = Progress()
         self._resume_state: dict | None = None
+        self._resumed_from: Progress | None = None
         self.saved_data: dict = {}
+        self.logger: RunLogger | None = None
 
     # ----- resume ----------------------------------------------------------------------------------------
 
@@ -92,7 +122,7 @@ class Trainer:
         state = load_checkpoint(path)
         trainer = cls(config_from_dict(state["config"], str(path)), run_dir, fabric)
         load_module_state(trainer.model, state["model"], path)
-        trainer.progress = Progress(**state["progress"])
+        trainer.progress = trainer._resumed_from = Progress(**state["progress"])
         trainer._resume_state = state
         trainer.saved_data = state["data"]
         return trainer
@@ -101,17 +131,25 @@ class Trainer:
 
     def fit(self, data: TrainingData) -> Path:
         """Train what is left of both stages; returns the path of the final model."""
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.cfg.save(self.run_dir / "config.yaml")
+        if self.fabric.is_global_zero:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self.cfg.save(self.run_dir / "config.yaml")
+        self.logger = RunLogger(self.run_dir, self.fabric.is_global_zero, self._resumed_from)
+        try:
+            self._train_stages(data)
+        finally:
+            self.logger.close()
+        return self._save_model(data)
+
+    def _train_stages(self, data: TrainingData) -> None:
         if self.progress.stage == 1:
             if self.cfg.stage1.enabled and self.progress.epoch < self.cfg.stage1.epochs:
                 self._run(Stage1(self.cfg, self.model, self.fabric, data.cache), data, self.cfg.stage1.epochs)
-            self.progress = Progress(stage=2, epoch=0)
+            self.progress = Progress(stage=2, run_step=self.progress.run_step)
             self._resume_state = None
         if self.cfg.run.pipeline == "end_to_end" and self.progress.epoch < self.cfg.stage2.epochs:
             runner = Stage2(self.cfg, self.model, self.fabric, data.cache, self._synthesizer(), self._foregrounds(data))
             self._run(runner, data, self.cfg.stage2.epochs)
-        return self._save_model(data)
 
     def _synthesizer(self) -> AnomalySynthesizer:
         synthesizer = AnomalySynthesizer(self.cfg.synth, self.cfg.model.image_size)
@@ -132,37 +170,62 @@ class Trainer:
         if self._resume_state is not None:
             runner.load_state_dict(self._resume_state["stage_state"])
             self._resume_state = None
-        stage = runner.stage
         per_epoch = len(data.categories) * runner.settings.images_per_category
         bar = tqdm(
-            total=epochs * per_epoch, initial=self.progress.epoch * per_epoch, unit="img",
-            desc=f"stage {stage}", disable=not self.fabric.is_global_zero, dynamic_ncols=True,
+            total=epochs * per_epoch, unit="img", desc=f"stage {runner.stage}",
+            initial=min(self.progress.epoch * per_epoch + self.progress.step * runner.global_batch_size, per_epoch * epochs),
+            disable=not self.fabric.is_global_zero, dynamic_ncols=True,
         )
         for epoch in range(self.progress.epoch, epochs):
-            torch.manual_seed(hash((self.cfg.run.seed, stage, epoch, self.fabric.global_rank)) % 2**31)
-            started, sums, steps = time.perf_counter(), {}, 0
-            for step, batch in enumerate(runner.loader(epoch)):
-                parts = runner.step(batch, epoch + step / runner.steps_per_epoch)
-                self._check_finite(parts["loss"], stage, epoch, step)
-                sums = {k: sums.get(k, 0.0) + v for k, v in parts.items()}
-                steps += 1
-                bar.update(_batch_len(batch) * self.fabric.world_size)
-                bar.set_postfix(epoch=epoch + 1, loss=f"{parts['loss']:.4f}")
-            self.progress = Progress(stage, epoch + 1)
-            rate = per_epoch / (time.perf_counter() - started)
-            self._log({"stage": stage, "epoch": epoch + 1, "img_per_s": round(rate, 2),
-                       **{k: v / steps for k, v in sums.items()}})
+            self._run_epoch(runner, data, epoch, bar)
+            self.progress = Progress(runner.stage, epoch + 1, 0, self.progress.run_step)
             if (epoch + 1) % self.cfg.run.checkpoint_every == 0 or epoch + 1 == epochs:
                 self._save_last(runner, data)
         bar.close()
+        self.logger.stage_done()
+
+    def _run_epoch(self, runner: Stage1 | Stage2, data: TrainingData, epoch: int, bar: tqdm) -> None:
+        """The epoch's optimizer steps from `progress.step` on (0 unless resumed mid-epoch), with step checkpoints."""
+        stage, run = runner.stage, self.cfg.run
+        first = self.progress.step
+        loader = runner.loader(epoch, skip_steps=first)
+        started, sums, images = time.perf_counter(), {}, 0
+        for step, batches in enumerate(grouped(loader, run.accumulate), start=first):
+            torch.manual_seed(step_seed(run.seed, stage, epoch, step))
+            step_started = time.perf_counter()
+            parts = self._mean_over_ranks(runner.accumulated_step(batches, epoch + step / runner.steps_per_epoch))
+            self._check_finite(parts["loss"], stage, epoch, step)
+            self.progress = Progress(stage, epoch, step + 1, self.progress.run_step + 1)
+            step_images = sum(_batch_len(batch) for batch in batches) * self.fabric.world_size
+            images += step_images
+            sums = {k: sums.get(k, 0.0) + v for k, v in parts.items()}
+            self.logger.step({"stage": stage, "epoch": epoch + 1, "step": step + 1, "run_step": self.progress.run_step,
+                              "img_per_s": step_images / (time.perf_counter() - step_started), **parts})
+            bar.update(step_images)
+            bar.set_postfix(epoch=epoch + 1, loss=f"{parts['loss']:.4f}")
+            if run.checkpoint_every_steps and (step + 1) % run.checkpoint_every_steps == 0 \
+                    and step + 1 < runner.steps_per_epoch:  # the epoch's end has its own checkpoint rule
+                self._save_last(runner, data)
+        steps = max(self.progress.step - first, 1)
+        self.logger.epoch({"stage": stage, "epoch": epoch + 1, "img_per_s": images / (time.perf_counter() - started),
+                           **{k: v / steps for k, v in sums.items()}})
+
+    def _mean_over_ranks(self, parts: dict[str, float]) -> dict[str, float]:
+        """The loss parts averaged over the ranks: what one process with the global batch would report, and
+        a non-finite loss on any rank stops all of them at the same step."""
+        if self.fabric.world_size == 1:
+            return parts
+        keys = sorted(parts)
+        means = self.fabric.all_reduce(torch.tensor([parts[k] for k in keys], dtype=torch.float64), reduce_op="mean")
+        return dict(zip(keys, means.tolist()))
 
     def _check_finite(self, loss: float, stage: int, epoch: int, step: int) -> None:
         if not math.isfinite(loss):
-            raise MalaError(
-                f"stage {stage}, epoch {epoch + 1}, step {step + 1}: loss is {loss}; training stopped. "
-                f"The last good checkpoint is {self.run_dir / LAST_CHECKPOINT} (resume with --resume after "
-                "lowering the learning rate)"
-            )
+            last = self.run_dir / LAST_CHECKPOINT
+            kept = (f"The last good checkpoint is {last} (resume with --resume after lowering the learning rate)"
+                    if last.exists() else "No checkpoint was written before it")
+            raise MalaError(f"stage {stage}, epoch {epoch + 1}, step {step + 1}: loss is {loss}; "
+                            f"training stopped. {kept}")
 
     # ----- files ---------------------------------------------------------------------------------------------
 
@@ -180,8 +243,11 @@ class Trainer:
             "model": self.model.state_dict(),
             "stage_state": runner.state_dict(),
         }
-        save_checkpoint(self.run_dir / LAST_CHECKPOINT, state)
-        (self.run_dir / "state.json").write_text(json.dumps({"progress": vars(self.progress), **self._data_info(data)}))
+        name = checkpoint_name(self.progress.stage, self.progress.epoch, self.progress.step)
+        save_rotating(self.run_dir, name, state, self.cfg.run.keep_checkpoints)
+        summary = self.run_dir / "state.json.tmp"
+        summary.write_text(json.dumps({"progress": vars(self.progress), **self._data_info(data)}))
+        os.replace(summary, self.run_dir / "state.json")
 
     def _save_model(self, data: TrainingData) -> Path:
         path = self.run_dir / MODEL_FILE
@@ -191,18 +257,6 @@ class Trainer:
             save_checkpoint(path, state)
         self.fabric.barrier()
         return path
-
-    def _log(self, row: dict) -> None:
-        if not self.fabric.is_global_zero:
-            return
-        path = self.run_dir / "log.csv"
-        fields = ["stage", "epoch", "img_per_s", "loss", "l1", "ssim", "adv", "disc", "focal", "lr"]
-        new = not path.exists()
-        with path.open("a", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
-            if new:
-                writer.writeheader()
-            writer.writerow({k: (round(v, 6) if isinstance(v, float) else v) for k, v in row.items()})
 
 
 def _batch_len(batch) -> int:

@@ -4,6 +4,7 @@ import pytest
 import torch
 from lightning_fabric import Fabric
 
+from mala.checkpoint import read_metadata
 from mala.data.dataset import ImageCache
 from mala.data.mvtec import scan_mvtec
 from mala.errors import MalaError
@@ -26,44 +27,51 @@ def _fabric() -> Fabric:
     return Fabric(accelerator="cpu", devices=1)
 
 
-def test_resume_after_interruption_reaches_the_same_weights(tmp_path, quick, monkeypatch):
+@pytest.mark.parametrize("every_steps, stop_at_call, resumed_at", [
+    (0, 5, (1, 2, 0)),  # 2 steps per epoch: stopped in epoch 3, resumed from the epoch-2 checkpoint
+    (1, 4, (1, 1, 1)),  # step checkpoints: stopped at epoch 2 step 2, resumed after its first step
+])
+def test_resume_after_interruption_reaches_the_same_weights(tmp_path, quick, monkeypatch, every_steps, stop_at_call,
+                                                             resumed_at):
     cfg, data = quick
+    cfg.run.checkpoint_every_steps = every_steps
     torch.manual_seed(0)
     reference = Trainer(cfg, tmp_path / "straight", _fabric())
     reference.fit(data)
 
     calls = {"n": 0}
-    original_step = stage1_module.Stage1.step
+    original_step = stage1_module.Stage1.accumulated_step
 
     def interrupted_step(self, *args):
         calls["n"] += 1
-        if calls["n"] == 5:  # stage 1, epoch 3 (2 steps per epoch): after the epoch-2 checkpoint
+        if calls["n"] == stop_at_call:
             raise KeyboardInterrupt
         return original_step(self, *args)
 
-    monkeypatch.setattr(stage1_module.Stage1, "step", interrupted_step)
+    monkeypatch.setattr(stage1_module.Stage1, "accumulated_step", interrupted_step)
     torch.manual_seed(0)
     with pytest.raises(KeyboardInterrupt):
         Trainer(cfg, tmp_path / "killed", _fabric()).fit(data)
-    monkeypatch.setattr(stage1_module.Stage1, "step", original_step)
+    monkeypatch.setattr(stage1_module.Stage1, "accumulated_step", original_step)
 
     resumed = Trainer.resume(tmp_path / "killed", _fabric())
-    assert (resumed.progress.stage, resumed.progress.epoch) == (1, 2)
+    assert (resumed.progress.stage, resumed.progress.epoch, resumed.progress.step) == resumed_at
     resumed.fit(data)
-    for key, value in reference.model.state_dict().items():
-        assert torch.allclose(value, resumed.model.state_dict()[key], atol=1e-6), key
+    for key, value in reference.model.state_dict().items():  # same order of operations: bit for bit
+        assert torch.equal(value, resumed.model.state_dict()[key]), key
     assert (tmp_path / "killed" / "model.safetensors").exists()
 
 
 def test_non_finite_loss_stops_with_the_step_and_keeps_the_checkpoint(tmp_path, quick, monkeypatch):
     cfg, data = quick
-    original_step = stage1_module.Stage1.step
+    original_step = stage1_module.Stage1.accumulated_step
 
-    def exploding_step(self, images, progress):
-        parts = original_step(self, images, progress)
+    def exploding_step(self, batches, progress):
+        parts = original_step(self, batches, progress)
         return {**parts, "loss": float("nan")} if progress >= 1 else parts
 
-    monkeypatch.setattr(stage1_module.Stage1, "step", exploding_step)
+    monkeypatch.setattr(stage1_module.Stage1, "accumulated_step", exploding_step)
     with pytest.raises(MalaError, match=r"stage 1, epoch 2, step 1: loss is nan.*last good checkpoint"):
         Trainer(cfg, tmp_path / "run", _fabric()).fit(data)
-    assert (tmp_path / "run" / LAST_CHECKPOINT).exists()
+    last = tmp_path / "run" / LAST_CHECKPOINT
+    assert read_metadata(last)["progress"] == {"stage": 1, "epoch": 1, "step": 0, "run_step": 2}  # the good one

@@ -1,0 +1,69 @@
+"""What both training stages share: the epoch's loader (this rank's share) and one optimizer step over
+accumulated batches with optional gradient clipping."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from mala.config import MalaConfig
+from mala.data.dataset import ImageCache
+from mala.train.distributed import batches_per_epoch, rank_loader
+
+LossFunction = Callable[[Any], tuple[torch.Tensor, dict[str, float]]]
+
+
+def optimizer_steps(batches: int, accumulate: int) -> int:
+    """Optimizer steps of an epoch of `batches`: the last step takes what is left when they do not divide."""
+    return -(-batches // accumulate)
+
+
+class StageRunner:
+    """Base of `Stage1` and `Stage2`: they give the epoch's dataset and the losses, this class the rest."""
+
+    stage: int
+
+    def __init__(self, cfg: MalaConfig, fabric, cache: ImageCache, settings):
+        self.cfg, self.fabric, self.cache, self.settings = cfg, fabric, cache, settings
+        self.steps_per_epoch = 1  # optimizer steps, known once the first loader is built
+
+    @property
+    def global_batch_size(self) -> int:
+        """Images per optimizer step over all ranks."""
+        return self.settings.batch_size * self.fabric.world_size * self.cfg.run.accumulate
+
+    def epoch_dataset(self, epoch: int) -> Dataset:
+        raise NotImplementedError
+
+    def loader(self, epoch: int, skip_steps: int = 0) -> DataLoader:
+        """This rank's batches of `epoch`, without those of the first `skip_steps` optimizer steps."""
+        dataset = self.epoch_dataset(epoch)
+        batches = batches_per_epoch(len(dataset), self.settings.batch_size, self.fabric.world_size)
+        self.steps_per_epoch = optimizer_steps(batches, self.cfg.run.accumulate)
+        return rank_loader(dataset, self.settings.batch_size, self.cfg.run.num_workers, self.fabric,
+                           skip_batches=skip_steps * self.cfg.run.accumulate)
+
+    def optimize(self, module, optimizer, batches: Sequence[Any], loss_of: LossFunction) -> dict[str, float]:
+        """One optimizer step on the summed gradients of `batches` (each loss divided by their count, so the
+        step equals one on the concatenated batch); returns the mean of the loss parts."""
+        optimizer.zero_grad(set_to_none=True)
+        sums: dict[str, float] = {}
+        for index, batch in enumerate(batches):
+            # ranks exchange gradients once per optimizer step, on its last batch
+            with self.fabric.no_backward_sync(module, enabled=index < len(batches) - 1):
+                loss, parts = loss_of(batch)
+                self.fabric.backward(loss / len(batches))
+            sums = {k: sums.get(k, 0.0) + v for k, v in parts.items()}
+        if self.cfg.run.clip_grad > 0:
+            self.fabric.clip_gradients(module, optimizer, max_norm=self.cfg.run.clip_grad)
+        optimizer.step()
+        return {k: v / len(batches) for k, v in sums.items()}
+
+    def step(self, batch: Any, progress_epochs: float) -> dict[str, float]:
+        """One optimizer step on one batch."""
+        return self.accumulated_step([batch], progress_epochs)
+
+    def accumulated_step(self, batches: Sequence[Any], progress_epochs: float) -> dict[str, float]:
+        raise NotImplementedError
