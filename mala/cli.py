@@ -43,10 +43,41 @@ def _data_options(args: argparse.Namespace) -> str:
     return " ".join(options + (["--data-config", shlex.quote(str(args.data_config))] if args.data_config else []))
 
 
+# training flags as Lightning users know them: --num-nodes N is `--set run.num_nodes=N`, and so on
+RUN_FLAGS = ("accelerator", "devices", "num_nodes", "strategy", "precision", "accumulate", "clip_grad", "compile",
+             "checkpoint_every_steps", "keep_checkpoints", "seed")
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--accelerator", help="cpu, gpu, cuda, mps or auto [the config's run.accelerator]")
+    parser.add_argument("--devices", type=_int_at_least(1),
+                        help="devices per node; several start one process each (DDP). Batch sizes are per device")
+    parser.add_argument("--num-nodes", type=_int_at_least(1), help="machines (launch each with torchrun)")
+    parser.add_argument("--strategy", help="Fabric strategy: auto, ddp, fsdp [auto]")
+    parser.add_argument("--precision", help="32-true, bf16-mixed, 16-mixed (GPU) [32-true]")
+    parser.add_argument("--accumulate", type=_int_at_least(1), help="batches per optimizer step [1]")
+    parser.add_argument("--clip-grad", type=float, metavar="NORM", help="clip the gradient norm to NORM; 0: off [0]")
+    parser.add_argument("--compile", action="store_const", const=True, help="torch.compile the transformer blocks")
+    parser.add_argument("--checkpoint-every-steps", type=_int_at_least(0), metavar="N",
+                        help="also write a resumable checkpoint every N optimizer steps; 0: at epoch ends only [0]")
+    parser.add_argument("--keep-checkpoints", type=_int_at_least(1), metavar="K",
+                        help="resumable checkpoints kept in RUN/checkpoints, newest first [1]")
+    parser.add_argument("--seed", type=int, help="seed of sampling, masking and synthesis [0]")
+
+
+def _run_overrides(args: argparse.Namespace) -> list[str]:
+    given = {key: getattr(args, key) for key in RUN_FLAGS if getattr(args, key, None) is not None}
+    if given and getattr(args, "resume", False):
+        flags = ", ".join("--" + flag.replace("_", "-") for flag in given)
+        raise ConfigError(f"--resume continues with the run's own settings (its config.yaml); {flags} "
+                          "cannot change them")
+    return [f"run.{key}={value}" for key, value in given.items()]
+
+
 def _load_cfg(args: argparse.Namespace):
     from mala.config import apply_overrides, load_config
 
-    cfg = apply_overrides(load_config(args.config), args.set or [])
+    cfg = apply_overrides(load_config(args.config), (args.set or []) + _run_overrides(args))
     if getattr(args, "textures", None):
         cfg.synth.texture_dir = str(args.textures)
     return cfg
@@ -70,6 +101,7 @@ def cmd_train(args: argparse.Namespace) -> None:
             raise ConfigError("--dry-run plans a fresh run; it does not combine with --resume")
         print(engine.plan_training(_load_cfg(args), _data(args), _csv(args.categories), init=args.init))
         return
+    _run_overrides(args)  # refuses run flags with --resume
     cfg = None if args.resume else _load_cfg(args)
     model_path = engine.train(cfg, _data(args), args.out, _csv(args.categories), resume=args.resume,
                               cache_dir=args.cache_dir, init=args.init)
@@ -80,6 +112,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_pretrain(args: argparse.Namespace) -> None:
     from mala import engine
 
+    _run_overrides(args)  # refuses run flags with --resume
     cfg = None if args.resume else _load_cfg(args)
     if cfg is not None and args.epochs is not None:
         cfg.stage1.epochs = args.epochs
@@ -100,6 +133,49 @@ def cmd_test(args: argparse.Namespace) -> None:
     print(f"report written to {out}: open {out / 'index.html'} (metrics.json, metrics.csv, table.md beside it)")
 
 
+def cmd_predict(args: argparse.Namespace) -> None:
+    from mala.deploy.backends import open_backend
+    from mala.deploy.predict import Predictor, predict_folder
+
+    predictor = Predictor(open_backend(args.model, args.device), args.category)
+    if not predictor.calibrated:
+        print("mala: note: this model has no thresholds yet, so no decisions: run `mala test` or `mala calibrate`",
+              file=sys.stderr)
+    summary = predict_folder(predictor, args.input, args.out, args.batch_size, not args.no_pictures)
+    decided = ", ".join(f"{summary[key]} {key}" for key in ("anomalous", "normal") if summary[key])
+    print(f"{summary['images']} images: {decided or 'no decisions'}, {summary['failed']} unreadable "
+          f"({predictor.backend.kind}); results in {args.out / 'results.csv'} and results.json")
+    if summary["failed"]:
+        print("unreadable images are listed in results.csv with the reason", file=sys.stderr)
+
+
+def cmd_calibrate(args: argparse.Namespace) -> None:
+    from mala import engine
+
+    calibration = engine.calibrate(Path(args.checkpoint), _data(args) if (args.data or args.data_config) else None,
+                                   args.normal, _csv(args.categories), args.quantile, args.pixel_quantile,
+                                   args.device, args.cache_dir)
+    print(f"{'category':24}{'image threshold':>18}{'pixel threshold':>18}  rule (image; pixel)")
+    for name, entry in calibration.entries.items():
+        print(f"{name:24}{entry.image_threshold:18.5f}{entry.pixel_threshold:18.5f}  {entry.image_rule}; "
+              f"{entry.pixel_rule}")
+    print(f"thresholds stored in {args.checkpoint}")
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from mala import engine
+
+    out = args.out or Path(args.checkpoint).with_suffix(".onnx")
+    path = engine.export(Path(args.checkpoint), out, args.category, args.opset)
+    print(f"ONNX model written to {path}; run it without torch: mala predict --model {path} --input IMAGES")
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    from mala.deploy.serve import serve
+
+    serve(args.model, args.host, args.port, args.category, args.device, args.max_upload_mb, args.max_megapixels)
+
+
 def cmd_cost(args: argparse.Namespace) -> None:
     from mala.eval.cost import format_cost_table, measure_cost
 
@@ -116,6 +192,9 @@ def cmd_demo(args: argparse.Namespace) -> None:
     results = run_demo(args.out, minutes=args.minutes)
     print_metrics(results)
     print(f"report (tables, ROC curves, example maps): {args.out / 'run' / 'test' / 'index.html'}")
+    images = args.out / "data" / "weave" / "test"
+    print(f"maps and decisions for any images: mala predict --model {args.out / 'run'} --input {images} "
+          f"--out {args.out / 'predictions'}")
 
 
 def cmd_synth_preview(args: argparse.Namespace) -> None:
@@ -152,6 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "dict or a mala model/pretrain output (README.md, Initialisation) [random]")
     train.add_argument("--dry-run", action="store_true",
                        help="print parameters, steps, learning rates and an estimated time; train nothing")
+    _add_run_arguments(train)
     train.set_defaults(func=cmd_train)
 
     pretrain = commands.add_parser("pretrain", help="stage-1 masked-autoencoder training on unlabeled images, "
@@ -166,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain.add_argument("--init", type=Path, metavar="CHECKPOINT", help="start from these weights, as in train")
     pretrain.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     pretrain.add_argument("--cache-dir", type=Path, help="folder that keeps decoded images for later runs [none]")
+    _add_run_arguments(pretrain)
     pretrain.set_defaults(func=cmd_pretrain)
 
     test = commands.add_parser("test", help="per-category image and pixel metrics of a trained model")
@@ -194,6 +275,52 @@ def build_parser() -> argparse.ArgumentParser:
                       help="timed forwards, the median counts; keep it low for `paper` on a CPU [5]")
     cost.add_argument("--device", default="cpu", help="torch device for the timing [cpu]")
     cost.set_defaults(func=cmd_cost)
+
+    predict = commands.add_parser("predict", help="score, decision, anomaly map and overlay for each image")
+    predict.add_argument("--model", "--checkpoint", dest="model", type=Path, required=True,
+                         help="model.safetensors (or its run folder), or an exported .onnx file (needs no torch)")
+    predict.add_argument("--input", type=Path, required=True, help="an image, or a folder searched recursively")
+    predict.add_argument("--out", type=Path, default=Path("predictions"),
+                         help="results.csv/.json, maps/ and overlays/ go here [predictions]")
+    predict.add_argument("--category", help="use this category's thresholds [those of all categories together]")
+    predict.add_argument("--batch-size", type=_int_at_least(1), default=8, help="images per forward pass [8]")
+    predict.add_argument("--device", default="cpu", help="torch device for a checkpoint [cpu]")
+    predict.add_argument("--no-pictures", action="store_true", help="scores and decisions only, no map files")
+    predict.set_defaults(func=cmd_predict)
+
+    calibrate = commands.add_parser("calibrate", help="choose the decision thresholds and store them with the model")
+    calibrate.add_argument("--checkpoint", required=True, help="model.safetensors (or its run folder)")
+    _add_data_arguments(calibrate)
+    calibrate.add_argument("--normal", type=Path, nargs="+", metavar="FOLDER",
+                           help="folders of normal images only (each named like its category), instead of --data")
+    calibrate.add_argument("--categories", help="comma-separated subset of categories [all found]")
+    calibrate.add_argument("--quantile", type=float, default=0.995,
+                           help="with normal images only: this quantile of their scores is the threshold [0.995]")
+    calibrate.add_argument("--pixel-quantile", type=float, default=0.995,
+                           help="with no anomaly masks: this quantile of normal pixels is the pixel threshold [0.995]")
+    calibrate.add_argument("--device", default="cpu", help="torch device [cpu]")
+    calibrate.add_argument("--cache-dir", type=Path, help="folder that keeps decoded images for later runs [none]")
+    calibrate.set_defaults(func=cmd_calibrate)
+
+    export = commands.add_parser("export", help="the model as one ONNX graph: uint8 images to scores and maps")
+    export.add_argument("--checkpoint", required=True, help="model.safetensors (or its run folder)")
+    export.add_argument("--format", choices=["onnx"], default="onnx", help="[onnx]")
+    export.add_argument("--out", type=Path, help="output file [the checkpoint's name with .onnx]")
+    export.add_argument("--category", help="normalise with this category's thresholds [all categories together]")
+    export.add_argument("--opset", type=_int_at_least(18), default=18, help="ONNX opset [18]")
+    export.set_defaults(func=cmd_export)
+
+    serve = commands.add_parser("serve", help="HTTP service: POST /predict, GET /health, a web page at /")
+    serve.add_argument("--model", "--checkpoint", dest="model", type=Path, required=True,
+                       help="model.safetensors (or its run folder), or an exported .onnx file")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on [127.0.0.1]")
+    serve.add_argument("--port", type=_int_at_least(1), default=8000, help="[8000]")
+    serve.add_argument("--category", help="use this category's thresholds [those of all categories together]")
+    serve.add_argument("--device", default="cpu", help="torch device for a checkpoint [cpu]")
+    serve.add_argument("--max-upload-mb", type=float, default=20.0, help="larger uploads get 413 [20]")
+    serve.add_argument("--max-megapixels", type=float, default=40.0,
+                       help="images with more pixels get 413 before decoding (decompression bombs) [40]")
+    serve.set_defaults(func=cmd_serve)
 
     demo = commands.add_parser("demo", help="generate a small procedural dataset, train `tiny` on it, test it")
     demo.add_argument("--out", type=Path, default=Path("mala_demo"), help="folder for data and run [mala_demo]")

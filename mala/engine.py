@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import sys
 from pathlib import Path
 
 from mala.checkpoint import load_trained_model
@@ -12,9 +14,12 @@ from mala.data.dataset import ImageCache
 from mala.data.samples import categories_of
 from mala.data.sources import scan_roots, test_samples, train_samples
 from mala.data.unlabeled import unlabeled_samples
+from mala.deploy.calibration import Calibration
+from mala.deploy.graph import read_calibration, store_calibration
 from mala.errors import ConfigError
 from mala.eval.evaluate import category_metrics, predict
 from mala.eval.report import write_report
+from mala.eval.thresholds import DEFAULT_QUANTILE, calibrate as choose_calibration
 from mala.model import MALA
 from mala.model.init import initialise
 from mala.train.plan import describe_plan
@@ -87,9 +92,60 @@ def test(checkpoint: Path, roots: list[Path], categories: list[str] | None = Non
     cache = ImageCache.build(samples, cfg.model.image_size, desc="decoding test images", cache_dir=cache_dir)
     predictions = predict(model, cache, cfg, device=device)
     results = category_metrics(cache, predictions, full_resolution)
+    calibration = choose_calibration(cache, predictions, "mala test", _describe(roots))
     if out is not None:
         write_report(Path(out), cache, predictions, results, figures_per_category, info.get("categories", []))
+        (Path(out) / "thresholds.json").write_text(json.dumps(calibration.to_dict(), indent=1))
+    _store_test_thresholds(checkpoint, calibration)
     return results
+
+
+def _store_test_thresholds(checkpoint: Path, calibration: Calibration) -> None:
+    """Thresholds chosen by a test go with the model unless `mala calibrate` chose some: those are kept."""
+    stored = read_calibration(checkpoint)
+    if stored is not None and stored.chosen_by != calibration.chosen_by:
+        print(f"thresholds from `{stored.chosen_by}` kept in {checkpoint}; this test's are in thresholds.json",
+              file=sys.stderr)
+        return
+    path = store_calibration(checkpoint, calibration)
+    print(f"thresholds (F1-max on this test set where it has anomalies) stored in {path}; "
+          "choose them on other data with `mala calibrate`", file=sys.stderr)
+
+
+def _describe(roots: list) -> list[str]:
+    """Paths of `--data` values or DataSources, for the record of where thresholds were chosen."""
+    return [str(getattr(root, "root", None) or root) for root in roots]
+
+
+def normal_samples(folders: list[Path]) -> list:
+    """Every image under each folder (recursively) as a normal sample of a category named like the folder."""
+    return [dataclasses.replace(sample, category=Path(folder).resolve().name)
+            for folder in folders for sample in unlabeled_samples([Path(folder)])]
+
+
+def calibrate(checkpoint: Path, roots: list | None = None, normal_folders: list[Path] | None = None,
+              categories: list[str] | None = None, quantile: float = DEFAULT_QUANTILE,
+              pixel_quantile: float = DEFAULT_QUANTILE, device: str = "cpu",
+              cache_dir: Path | None = None) -> Calibration:
+    """Choose thresholds on labelled test data (`roots`: F1-max where a category has anomalies) or on folders of
+    normal images (quantiles), and store them with the model."""
+    if bool(roots) == bool(normal_folders):
+        raise ConfigError("calibrate on labelled data (--data) or on folders of normal images (--normal), one of them")
+    model, cfg, _ = load_trained_model(checkpoint)
+    samples = test_samples(scan_roots(roots, categories)) if roots else normal_samples(normal_folders)
+    cache = ImageCache.build(samples, cfg.model.image_size, desc="decoding calibration images", cache_dir=cache_dir)
+    predictions = predict(model, cache, cfg, device=device)
+    sources = _describe(roots or normal_folders)
+    calibration = choose_calibration(cache, predictions, "mala calibrate", sources, quantile, pixel_quantile)
+    store_calibration(checkpoint, calibration)
+    return calibration
+
+
+def export(checkpoint: Path, out: Path, category: str | None = None, opset: int = 18) -> Path:
+    """The model as one ONNX graph (uint8 images to scores and maps, thresholds of `category` inside)."""
+    from mala.deploy.graph import export_onnx
+
+    return export_onnx(checkpoint, out, category, opset)
 
 
 def synth_preview(roots: list[Path], out: Path, textures: Path | None, count: int, size: int, seed: int = 0) -> Path:

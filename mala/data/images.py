@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,23 @@ from PIL import Image, UnidentifiedImageError
 from mala.errors import DataError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+def image_files(folder: Path) -> list[Path]:
+    """The image files in and below `folder`, sorted; symbolic links to folders are followed (a dataset assembled
+    from links is common), which `Path.rglob` does not do before Python 3.13."""
+    found = []
+    for directory, _, names in os.walk(folder, followlinks=True):
+        found += [Path(directory) / name for name in names if Path(name).suffix.lower() in IMAGE_SUFFIXES]
+    return sorted(path for path in found if path.is_file())
+
+
+def require_image_files(folder: Path) -> list[Path]:
+    """`image_files`, with a clear error when there are none."""
+    files = image_files(folder)
+    if not files:
+        raise DataError(f"{folder}: no images in it or below it (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+    return files
 
 
 def _open(path: Path) -> Image.Image:
@@ -23,7 +41,7 @@ def _open(path: Path) -> Image.Image:
     return image
 
 
-def _to_8bit_rgb(image: Image.Image) -> Image.Image:
+def to_8bit_rgb(image: Image.Image) -> Image.Image:
     """Grey, 16-bit, palette and alpha images become 8-bit RGB (grey repeated to 3 channels)."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         values = np.asarray(image, dtype=np.float64)
@@ -32,10 +50,19 @@ def _to_8bit_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def open_rgb(path: Path) -> Image.Image:
+    """The decoded image as 8-bit RGB at its own size."""
+    return to_8bit_rgb(_open(path))
+
+
+def resize_rgb(image: Image.Image, size: int) -> np.ndarray:
+    """An RGB image as the model sees it: uint8 array (size, size, 3), resized bilinearly."""
+    return np.asarray(image.resize((size, size), Image.BILINEAR), dtype=np.uint8)
+
+
 def read_rgb(path: Path, size: int) -> np.ndarray:
     """Image as uint8 array (size, size, 3)."""
-    image = _to_8bit_rgb(_open(path))
-    return np.asarray(image.resize((size, size), Image.BILINEAR), dtype=np.uint8)
+    return resize_rgb(open_rgb(path), size)
 
 
 def read_mask(path: Path, size: int, image_path: Path | None = None) -> np.ndarray:

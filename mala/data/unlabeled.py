@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from mala.data.images import IMAGE_SUFFIXES
+from mala.data.images import require_image_files
 from mala.data.samples import Sample
 from mala.errors import DataError
 
@@ -24,9 +24,7 @@ def _folder_samples(folder: Path) -> list[Sample]:
     if not folder.is_dir():
         raise DataError(f"{folder}: data folder not found")
     name = folder.resolve().name
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    if not files:
-        raise DataError(f"{folder}: no images in it or below it (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+    files = require_image_files(folder)
     return [Sample(_category(name, p.relative_to(folder)), p, "train", 0, dataset=name) for p in files]
 
 

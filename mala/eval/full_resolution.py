@@ -8,13 +8,12 @@ about 2 GB). Time grows likewise: metal_plate's 512 px originals take 9 times as
 from __future__ import annotations
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from mala.data.dataset import ImageCache
 from mala.data.images import mask_pixels
 from mala.data.samples import Sample
+from mala.deploy.render import resize_map
 from mala.errors import DataError
 
 
@@ -32,12 +31,6 @@ def original_mask(sample: Sample, height: int, width: int) -> np.ndarray:
     return mask_pixels(sample.mask_path, image_path=sample.path)
 
 
-def upsample(anomaly_map: np.ndarray, height: int, width: int) -> np.ndarray:
-    """(S, S) map to (height, width), bilinear, pixel centres aligned (the geometry of the resize that shrank it)."""
-    tensor = torch.from_numpy(np.ascontiguousarray(anomaly_map, dtype=np.float32))[None, None]
-    return F.interpolate(tensor, size=(height, width), mode="bilinear", align_corners=False)[0, 0].numpy()
-
-
 def pixels_at_original_size(cache: ImageCache, maps: np.ndarray, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Masks and upsampled maps (n, H, W) of one category's samples; all must share one original size."""
     samples = [cache.samples[i] for i in indices]
@@ -50,5 +43,5 @@ def pixels_at_original_size(cache: ImageCache, maps: np.ndarray, indices: np.nda
     upsampled = np.empty((len(samples), height, width), dtype=np.float32)
     for row, (sample, index) in enumerate(zip(samples, indices)):
         masks[row] = original_mask(sample, height, width)
-        upsampled[row] = upsample(maps[index], height, width)
+        upsampled[row] = resize_map(maps[index], (width, height))
     return masks, upsampled

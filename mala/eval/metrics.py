@@ -23,6 +23,7 @@ class _Counts:
 
     n_positives: int
     n_negatives: int
+    thresholds: np.ndarray  # the distinct scores of the positives, highest first
     true_positives: np.ndarray  # positives scoring at or above the threshold
     false_positives: np.ndarray  # negatives scoring at or above the threshold
     false_positives_above: np.ndarray  # negatives scoring strictly above the threshold
@@ -39,10 +40,12 @@ class _Counts:
         recall_gain = np.diff(self.true_positives, prepend=0)
         return float(np.sum(recall_gain * precision) / self.n_positives)
 
-    def f1_max(self) -> float:
+    def f1(self) -> np.ndarray:
         # 2PR / (P + R) with P = tp / (tp + fp) and R = tp / positives.
-        f1 = 2 * self.true_positives / (self.true_positives + self.false_positives + self.n_positives)
-        return float(f1.max())
+        return 2 * self.true_positives / (self.true_positives + self.false_positives + self.n_positives)
+
+    def f1_max(self) -> float:
+        return float(self.f1().max())
 
     def aupro(self, fpr_limit: float) -> float:
         assert self.region_overlap is not None, "AUPRO needs counts built with region weights"
@@ -102,6 +105,7 @@ def _counts(labels: np.ndarray, scores: np.ndarray, positive_weights: np.ndarray
     return _Counts(
         n_positives=positives.size,
         n_negatives=negatives.size,
+        thresholds=thresholds,
         true_positives=group_ends + 1,
         false_positives=negatives.size - np.searchsorted(negatives, thresholds, side="left"),
         false_positives_above=negatives.size - np.searchsorted(negatives, thresholds, side="right"),
@@ -159,6 +163,15 @@ def f1_max(labels: np.ndarray, scores: np.ndarray) -> float | None:
     """Highest F1 over all thresholds; None when only one class is present."""
     counts = _counts(labels, scores)
     return None if counts is None else counts.f1_max()
+
+
+def f1_max_threshold(labels: np.ndarray, scores: np.ndarray) -> tuple[float, float] | None:
+    """The threshold with the highest F1 (a score at or above it is positive) and that F1; None with one class."""
+    counts = _counts(labels, scores)
+    if counts is None:
+        return None
+    best = int(np.argmax(counts.f1()))
+    return float(counts.thresholds[best]), float(counts.f1()[best])
 
 
 def aupro(masks: np.ndarray, maps: np.ndarray, fpr_limit: float = 0.3) -> float | None:

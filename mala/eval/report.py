@@ -10,12 +10,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import quote
 
-import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from mala.data.dataset import ImageCache
+from mala.deploy.render import overlay  # absolute map values, so normal images stay blue
 from mala.eval.evaluate import MEAN_ROW, Predictions, pixels_at_model_size, with_known_pixels
 from mala.eval.metrics import roc_curve
 
@@ -28,7 +28,6 @@ METRIC_WORDS = {"auroc": "AUROC", "ap": "AP", "f1_max": "F1-max", "aupro": "AUPR
 IMAGE_ROC_FILE = "roc_image.png"
 PIXEL_ROC_FILE = "roc_pixel.png"
 MAX_CURVE_POINTS = 2000  # a pixel ROC has up to millions of corners; this many are indistinguishable when drawn
-OVERLAY_WEIGHT = 0.5  # share of the jet-coloured map in the overlay
 
 
 def write_report(out: Path, cache: ImageCache, predictions: Predictions, results: Results,
@@ -171,12 +170,6 @@ def choose_examples(labels: np.ndarray, scores: np.ndarray, count: int) -> list[
     spread = np.unique(np.linspace(0, len(rest) - 1, max(0, min(count - len(picks), len(rest)))).round().astype(int))
     picks += [(rest[i], "anomalous" if labels[rest[i]] == 1 else "normal") for i in spread]
     return picks[:count]
-
-
-def overlay(image: np.ndarray, anomaly_map: np.ndarray) -> np.ndarray:
-    """The map in the jet colormap blended over the uint8 image; absolute map values, so normal images stay blue."""
-    colours = matplotlib.colormaps["jet"](anomaly_map)[..., :3]
-    return (1 - OVERLAY_WEIGHT) * image / 255.0 + OVERLAY_WEIGHT * colours
 
 
 def examples_file(category: str) -> str:

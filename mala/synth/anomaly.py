@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 from mala.config import SynthConfig
-from mala.data.images import IMAGE_SUFFIXES
+from mala.data.images import IMAGE_SUFFIXES, image_files
 from mala.errors import DataError
 from mala.synth.augment import random_augment_uint8, to_uint8
 from mala.synth.perlin import perlin_mask
@@ -37,7 +37,7 @@ def list_texture_images(texture_dir: Path) -> list[Path]:
     """All images under texture_dir, recursively, sorted so indices are stable across machines."""
     if not texture_dir.is_dir():
         raise DataError(f"texture folder {texture_dir} does not exist (synth.texture_dir)")
-    paths = sorted(p for p in texture_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    paths = image_files(texture_dir)
     if not paths:
         suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
         raise DataError(f"texture folder {texture_dir} holds no images ({suffixes}) (synth.texture_dir)")

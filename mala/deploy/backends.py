@@ -1,0 +1,97 @@
+"""What runs the inference graph: torch on a mala checkpoint, or onnxruntime on an exported ONNX file.
+
+Both take uint8 images (B, S, S, 3) and give the raw scores (B,) and maps (B, S, S) of `graph.InferenceGraph`.
+This module imports neither torch nor onnxruntime until a backend of that kind is opened, so the ONNX path runs on
+a machine with only onnxruntime, numpy and Pillow.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from mala.deploy.calibration import Calibration, Thresholds
+from mala.errors import CheckpointError, ConfigError
+
+METADATA_KEY = "mala"  # the ONNX metadata entry that `mala export` writes (graph.py)
+INPUT_NAME = "images"
+
+
+class Backend(Protocol):
+    kind: str
+    image_size: int
+    description: dict[str, Any]  # image_size, categories, calibration, source (graph.load_graph)
+
+    def run(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Raw image scores (B,) and anomaly maps (B, S, S) for uint8 images (B, S, S, 3)."""
+        ...
+
+
+def thresholds(backend: Backend, category: str | None) -> Thresholds | None:
+    """The stored thresholds for `category` (None: all categories); None for a model without thresholds."""
+    raw = backend.description.get("calibration")
+    if raw is None:
+        if category is not None:
+            raise ConfigError(f"{backend.description.get('source', 'the model')} has no thresholds, so none for "
+                              f"category '{category}'; choose them with `mala calibrate` or `mala test`")
+        return None
+    return Calibration.from_dict(raw).thresholds(category)
+
+
+class OnnxBackend:
+    kind = "onnxruntime"
+
+    def __init__(self, path: Path, threads: int | None = None):
+        try:
+            import onnxruntime
+        except ImportError:
+            raise ConfigError("onnxruntime is not installed: pip install 'mala[runtime]' (or onnxruntime)") from None
+        options = onnxruntime.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        try:
+            self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own untyped errors for missing or malformed files
+            raise CheckpointError(f"{path}: cannot load as an ONNX model ({exc.__class__.__name__}: {exc})") from None
+        raw = self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+        if raw is None:
+            raise CheckpointError(f"{path}: an ONNX model, but not one that `mala export` wrote (no '{METADATA_KEY}' "
+                                  "metadata)")
+        self.description = json.loads(raw)
+        self.image_size = int(self.description["image_size"])
+
+    def run(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        scores, maps, _, _ = self.session.run(None, {INPUT_NAME: images})
+        return scores, maps
+
+
+class TorchBackend:
+    kind = "torch"
+
+    def __init__(self, path: Path, device: str = "cpu"):
+        import torch
+
+        from mala.deploy.graph import load_graph
+
+        self.torch, self.device = torch, device
+        graph, self.description = load_graph(path)
+        self.graph = graph.to(device)
+        self.image_size = int(self.description["image_size"])
+
+    def run(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with self.torch.inference_mode():
+            scores, maps, _, _ = self.graph(self.torch.from_numpy(images).to(self.device))
+        return scores.float().cpu().numpy(), maps.float().cpu().numpy()
+
+
+def open_backend(path: Path, device: str = "cpu", threads: int | None = None) -> Backend:
+    """onnxruntime for an `.onnx` file, torch for a mala checkpoint (a run folder stands for its model file)."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: model not found")
+    if path.suffix.lower() == ".onnx":
+        return OnnxBackend(path, threads)
+    return TorchBackend(path, device)

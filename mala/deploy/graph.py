@@ -1,0 +1,127 @@
+"""The whole inference as one torch module: uint8 images in, scores and maps out; and its ONNX export.
+
+The same module runs `mala predict` with torch and is what `mala export` writes, so both paths compute the same
+thing. Input: RGB images already resized to the model's size, uint8 (B, S, S, 3), as any image decoder gives them
+(the only step left to the caller is the resize, bilinear as in training). Outputs: the raw image score (eq. 7) and
+anomaly map (B, S, S), and both normalised with the stored thresholds (threshold at 0.5; see calibration.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import io
+import json
+import logging
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from mala.checkpoint import load_checkpoint, load_trained_model, model_file, read_metadata, save_checkpoint
+from mala.config import MalaConfig
+from mala.deploy.backends import INPUT_NAME, METADATA_KEY
+from mala.deploy.calibration import Calibration, Thresholds
+from mala.errors import ConfigError
+from mala.eval.evaluate import anomaly_maps
+from mala.model import MALA, image_score
+
+OUTPUT_NAMES = ("score", "anomaly_map", "normalized_score", "normalized_map")
+# Without thresholds the normalised outputs equal the raw ones: threshold 0.5 on a [0, 1] range.
+IDENTITY = (0.5, 0.0, 1.0)
+
+
+class InferenceGraph(nn.Module):
+    def __init__(self, model: MALA, cfg: MalaConfig, thresholds: Thresholds | None = None):
+        super().__init__()
+        self.model, self.cfg = model.eval(), cfg
+        image = (thresholds.image_threshold, thresholds.image_min, thresholds.image_max) if thresholds else IDENTITY
+        pixel = (thresholds.pixel_threshold, thresholds.pixel_min, thresholds.pixel_max) if thresholds else IDENTITY
+        self.register_buffer("image_normalisation", torch.tensor(image, dtype=torch.float32), persistent=False)
+        self.register_buffer("pixel_normalisation", torch.tensor(pixel, dtype=torch.float32), persistent=False)
+
+    @staticmethod
+    def _normalize(values: torch.Tensor, constants: torch.Tensor) -> torch.Tensor:
+        threshold, low, high = constants[0], constants[1], constants[2]
+        spread = torch.where(high > low, high - low, torch.ones_like(high))
+        return torch.clamp((values - threshold) / spread + 0.5, 0.0, 1.0)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        pixels = images.permute(0, 3, 1, 2).float() / 255.0
+        maps = anomaly_maps(self.model, pixels, self.cfg)
+        scores = image_score(maps, self.cfg.run.score_kernel)
+        return (scores, maps, self._normalize(scores, self.image_normalisation),
+                self._normalize(maps, self.pixel_normalisation))
+
+
+def read_calibration(checkpoint: Path) -> Calibration | None:
+    """The thresholds stored in a mala checkpoint, None if it has none yet."""
+    raw = read_metadata(model_file(checkpoint)).get("calibration")
+    return None if raw is None else Calibration.from_dict(raw)
+
+
+def store_calibration(checkpoint: Path, calibration: Calibration) -> Path:
+    """Rewrite the checkpoint (atomically) with these thresholds; returns its path."""
+    path = model_file(checkpoint)
+    state = load_checkpoint(path)
+    state["calibration"] = calibration.to_dict()
+    save_checkpoint(path, state)
+    return path
+
+
+def load_graph(checkpoint: Path, category: str | None = None) -> tuple[InferenceGraph, dict]:
+    """The inference graph of a trained model, normalised with the thresholds of `category` (None: all categories),
+    and the description an export stores beside it."""
+    model, cfg, info = load_trained_model(checkpoint)
+    calibration = read_calibration(checkpoint)
+    if calibration is None and category is not None:
+        raise ConfigError(f"{checkpoint}: has no thresholds yet, so none for category '{category}'; "
+                          "choose them with `mala calibrate` or `mala test` first")
+    thresholds = calibration.thresholds(category) if calibration else None
+    description = {
+        "image_size": cfg.model.image_size,
+        "categories": info.get("categories", []),
+        "category": category,
+        "calibration": calibration.to_dict() if calibration else None,
+        "source": str(checkpoint),
+    }
+    return InferenceGraph(model, cfg, thresholds).eval(), description
+
+
+@contextlib.contextmanager
+def quiet_exporter() -> Iterator[None]:
+    """The exporter prints its progress, warns about torchvision operators this graph does not use and about its
+    own deprecated internals: none of it is the user's business."""
+    exporter_log = logging.getLogger("torch.onnx")
+    level = exporter_log.level
+    exporter_log.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            yield
+    finally:
+        exporter_log.setLevel(level)
+
+
+def export_onnx(checkpoint: Path, out: Path, category: str | None = None, opset: int = 18) -> Path:
+    """Write the inference graph as one ONNX file with a dynamic batch size and the description as metadata.
+
+    Uses torch's torch.export-based exporter (the export extra: onnxscript); the file is written atomically."""
+    if importlib.util.find_spec("onnxscript") is None:
+        raise ConfigError("ONNX export needs onnxscript: pip install 'mala[export]' (or onnxscript)")
+    graph, description = load_graph(checkpoint, category)
+    size = description["image_size"]
+    example = torch.zeros(2, size, size, 3, dtype=torch.uint8)
+    with torch.no_grad(), quiet_exporter():
+        program = torch.onnx.export(graph, (example,), None, input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
+                                    opset_version=opset, dynamic_shapes=({0: torch.export.Dim("batch")},),
+                                    dynamo=True, verbose=False)
+    program.model.metadata_props[METADATA_KEY] = json.dumps(description)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    temporary = out.with_name(out.name + ".tmp")
+    program.save(temporary, external_data=False)
+    temporary.replace(out)
+    return out

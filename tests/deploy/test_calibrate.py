@@ -1,0 +1,60 @@
+"""`mala calibrate` and `mala test` choose thresholds on real data and store them with the model; predictions
+then flag what the thresholds promise."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+
+from mala import engine
+from mala.cli import main
+from mala.deploy.backends import TorchBackend
+from mala.deploy.calibration import ALL
+from mala.deploy.graph import read_calibration
+from mala.deploy.predict import Predictor, predict_folder
+from mala.errors import ConfigError
+from tests.conftest import shared_data
+
+
+def test_quantile_on_normal_images_flags_that_share_of_them(checkpoint, tmp_path):
+    normal = shared_data("metal_plate", "train", "good")
+    calibration = engine.calibrate(checkpoint, normal_folders=[normal], quantile=0.8, pixel_quantile=0.9)
+    entry = calibration.thresholds("good")  # categories are named after the folders
+    assert entry.image_rule == "0.8 quantile of 54 normal images" and entry.images == 54
+    assert read_calibration(checkpoint) == calibration
+    summary = predict_folder(Predictor(TorchBackend(checkpoint), "good"), normal, tmp_path / "out",
+                             write_pictures=False)
+    # the same images through the deployment path: about 20% of them at or above the 0.8 quantile
+    assert summary["anomalous"] == pytest.approx(0.2 * 54, abs=1.5)
+    with (tmp_path / "out" / "results.csv").open() as handle:
+        areas = [float(row["anomalous_area"]) for row in csv.DictReader(handle)]
+    assert np.mean(areas) == pytest.approx(0.1, abs=0.02)  # about 10% of normal pixels above the 0.9 quantile
+
+
+def test_f1_max_on_labelled_data_for_each_category_and_all(checkpoint):
+    roots = [shared_data("metal_plate"), shared_data("magnetic_tile")]
+    calibration = engine.calibrate(checkpoint, roots=roots, categories=["metal_plate"])
+    assert set(calibration.entries) == {ALL, "metal_plate"}
+    entry = calibration.thresholds("metal_plate")
+    assert entry.image_rule == "F1-max" and entry.pixel_rule == "F1-max over pixels"
+    assert entry.image_min <= entry.image_threshold <= entry.image_max
+
+
+def test_test_stores_thresholds_but_keeps_those_of_calibrate(checkpoint, tmp_path, capsys):
+    data = ["--data", str(shared_data("metal_plate"))]
+    assert main(["test", "--checkpoint", str(checkpoint), *data, "--figures", "0", "--out", str(tmp_path / "t")]) == 0
+    assert read_calibration(checkpoint).chosen_by == "mala test"
+    assert (tmp_path / "t" / "thresholds.json").exists()
+    assert main(["calibrate", "--checkpoint", str(checkpoint), "--normal",
+                 str(shared_data("metal_plate", "train", "good"))]) == 0
+    assert "thresholds stored in" in capsys.readouterr().out
+    main(["test", "--checkpoint", str(checkpoint), *data, "--figures", "0", "--out", str(tmp_path / "t2")])
+    assert read_calibration(checkpoint).chosen_by == "mala calibrate"
+    assert "thresholds from `mala calibrate` kept" in capsys.readouterr().err
+
+
+def test_calibrate_needs_exactly_one_kind_of_data(checkpoint):
+    with pytest.raises(ConfigError, match="one of them"):
+        engine.calibrate(checkpoint)

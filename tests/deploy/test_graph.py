@@ -1,0 +1,92 @@
+"""The exported ONNX graph computes what the torch graph computes, on real images, for any batch size."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime
+import pytest
+import torch
+
+from mala.data.images import read_rgb
+from mala.deploy.backends import METADATA_KEY, OnnxBackend, TorchBackend
+from mala.deploy.calibration import ALL, Calibration, Thresholds
+from mala.deploy.graph import OUTPUT_NAMES, export_onnx, load_graph, store_calibration
+from mala.errors import CheckpointError, ConfigError
+from tests.conftest import shared_data
+from tests.deploy.conftest import save_random_model
+
+
+def real_images(size: int, count: int) -> np.ndarray:
+    """Defective and good test images of both real categories, resized as the model sees them."""
+    files = sorted(shared_data("metal_plate", "test").rglob("*.png"))[:count // 2]
+    files += sorted(shared_data("magnetic_tile", "test").rglob("*.jpg"))[:count - len(files)]
+    return np.stack([read_rgb(path, size) for path in files])
+
+
+THRESHOLDS = Thresholds(0.45, 0.6, 0.3, 0.7, 0.05, 0.95, "F1-max", "F1-max over pixels", 10)
+PLATE = Thresholds(0.5, 0.4, 0.2, 0.9, 0.0, 1.0, "F1-max", "F1-max over pixels", 5)
+
+
+@pytest.fixture(scope="module")
+def calibrated(tmp_path_factory):
+    """A calibrated checkpoint and its ONNX export (exported once: the exporter takes seconds)."""
+    folder = tmp_path_factory.mktemp("calibrated")
+    checkpoint = save_random_model(folder / "model.safetensors", ["metal_plate", "magnetic_tile"])
+    store_calibration(checkpoint, Calibration({ALL: THRESHOLDS, "metal_plate": PLATE}, "mala calibrate"))
+    return checkpoint, export_onnx(checkpoint, folder / "model.onnx")
+
+
+@pytest.mark.parametrize("batch", [1, 5])
+def test_onnx_outputs_match_torch_on_real_images(calibrated, batch):
+    checkpoint, path = calibrated
+    graph, _ = load_graph(checkpoint)
+    images = real_images(64, batch)
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    exported = session.run(None, {"images": images})
+    with torch.no_grad():
+        expected = [t.numpy() for t in graph(torch.from_numpy(images))]
+    for name, got, want in zip(OUTPUT_NAMES, exported, expected):
+        assert got.shape == want.shape, name
+        np.testing.assert_allclose(got, want, atol=1e-4, err_msg=name)
+    np.testing.assert_allclose(exported[2], THRESHOLDS.normalized_score(exported[0]), atol=1e-5)
+    np.testing.assert_allclose(exported[3], THRESHOLDS.normalized_map(exported[1]), atol=1e-5)
+
+
+def test_backends_agree_and_the_export_describes_the_model(calibrated):
+    checkpoint, path = calibrated
+    onnx_backend, torch_backend = OnnxBackend(path), TorchBackend(checkpoint)
+    images = real_images(64, 4)
+    for got, want in zip(onnx_backend.run(images), torch_backend.run(images)):
+        np.testing.assert_allclose(got, want, atol=1e-4)
+    description = onnx_backend.description
+    assert description["categories"] == ["metal_plate", "magnetic_tile"] and description["image_size"] == 64
+    assert Calibration.from_dict(description["calibration"]).thresholds("metal_plate") == PLATE
+
+
+def test_a_category_graph_normalises_with_that_category_thresholds(calibrated):
+    checkpoint, _ = calibrated
+    graph, description = load_graph(checkpoint, category="metal_plate")
+    with torch.no_grad():
+        score, _, normalized, _ = graph(torch.from_numpy(real_images(64, 2)))
+    np.testing.assert_allclose(normalized.numpy(), PLATE.normalized_score(score.numpy()), atol=1e-6)
+    assert description["category"] == "metal_plate"
+
+
+def test_export_for_a_category_without_thresholds_is_refused(checkpoint, tmp_path):
+    with pytest.raises(ConfigError, match="no thresholds yet"):
+        export_onnx(checkpoint, tmp_path / "model.onnx", category="metal_plate")
+
+
+def test_an_onnx_file_from_elsewhere_is_refused(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    node = helper.make_node("Identity", ["x"], ["y"])
+    graph = helper.make_graph([node], "other", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    onnx.save(helper.make_model(graph), str(tmp_path / "other.onnx"))
+    with pytest.raises(CheckpointError, match=f"no '{METADATA_KEY}' metadata"):
+        OnnxBackend(tmp_path / "other.onnx")
+    (tmp_path / "broken.onnx").write_bytes(b"not a model")
+    with pytest.raises(CheckpointError, match="cannot load as an ONNX model"):
+        OnnxBackend(tmp_path / "broken.onnx")
