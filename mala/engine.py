@@ -13,6 +13,7 @@ from mala.data import check
 from mala.data.dataset import ImageCache
 from mala.data.samples import categories_of
 from mala.data.sources import scan_roots, test_samples, train_samples
+from mala.data.specs import DataSource
 from mala.data.unlabeled import unlabeled_samples
 from mala.deploy.calibration import Calibration
 from mala.deploy.graph import read_calibration, store_calibration
@@ -107,14 +108,19 @@ def _store_test_thresholds(checkpoint: Path, calibration: Calibration) -> None:
         print(f"thresholds from `{stored.chosen_by}` kept in {checkpoint}; this test's are in thresholds.json",
               file=sys.stderr)
         return
-    path = store_calibration(checkpoint, calibration)
+    try:
+        path = store_calibration(checkpoint, calibration)
+    except OSError as exc:  # a model on read-only storage still gets tested
+        print(f"thresholds not stored with the model ({exc.strerror or exc}); they are in the report's "
+              "thresholds.json", file=sys.stderr)
+        return
     print(f"thresholds (F1-max on this test set where it has anomalies) stored in {path}; "
           "choose them on other data with `mala calibrate`", file=sys.stderr)
 
 
 def _describe(roots: list) -> list[str]:
     """Paths of `--data` values or DataSources, for the record of where thresholds were chosen."""
-    return [str(getattr(root, "root", None) or root) for root in roots]
+    return [str(root.root if isinstance(root, DataSource) and root.root is not None else root) for root in roots]
 
 
 def normal_samples(folders: list[Path]) -> list:

@@ -58,3 +58,20 @@ def test_test_stores_thresholds_but_keeps_those_of_calibrate(checkpoint, tmp_pat
 def test_calibrate_needs_exactly_one_kind_of_data(checkpoint):
     with pytest.raises(ConfigError, match="one of them"):
         engine.calibrate(checkpoint)
+
+
+def test_a_model_on_read_only_storage_is_still_tested(checkpoint, tmp_path, capsys, monkeypatch):
+    def read_only(*_):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(engine, "store_calibration", read_only)  # as root, a chmod would not stop the write
+    results = engine.test(checkpoint, [shared_data("metal_plate")], out=tmp_path / "report", figures_per_category=0)
+    assert results["metal_plate"]["image_auroc"] is not None
+    assert read_calibration(checkpoint) is None and (tmp_path / "report" / "thresholds.json").exists()
+    assert "thresholds not stored with the model (Permission denied)" in capsys.readouterr().err
+
+
+def test_thresholds_record_where_they_were_chosen(checkpoint):
+    root = shared_data("metal_plate")
+    calibration = engine.calibrate(checkpoint, roots=[root])
+    assert calibration.data == [str(root)]
