@@ -3,6 +3,7 @@ accumulated batches with optional gradient clipping."""
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any, Callable, Sequence
 
 import torch
@@ -20,7 +21,7 @@ def optimizer_steps(batches: int, accumulate: int) -> int:
     return -(-batches // accumulate)
 
 
-class StageRunner:
+class StageRunner(ABC):
     """Base of `Stage1` and `Stage2`: they give the epoch's dataset and the losses, this class the rest."""
 
     stage: int
@@ -34,8 +35,9 @@ class StageRunner:
         """Images per optimizer step over all ranks."""
         return self.settings.batch_size * self.fabric.world_size * self.cfg.run.accumulate
 
+    @abstractmethod
     def epoch_dataset(self, epoch: int) -> Dataset:
-        raise NotImplementedError
+        """The samples of `epoch`, in the order every rank shares."""
 
     def loader(self, epoch: int, skip_steps: int = 0) -> DataLoader:
         """This rank's batches of `epoch`, without those of the first `skip_steps` optimizer steps."""
@@ -65,5 +67,6 @@ class StageRunner:
         """One optimizer step on one batch."""
         return self.accumulated_step([batch], progress_epochs)
 
+    @abstractmethod
     def accumulated_step(self, batches: Sequence[Any], progress_epochs: float) -> dict[str, float]:
-        raise NotImplementedError
+        """One optimizer step over `batches` (with the stage's learning-rate schedule); returns the loss parts."""
