@@ -10,7 +10,7 @@ import numpy as np
 
 from mala.data.dataset import ImageCache
 from mala.deploy.calibration import ALL, Calibration, Thresholds
-from mala.eval.evaluate import Predictions, with_known_pixels
+from mala.eval.evaluate import Predictions, pixels_at_model_size, with_known_pixels
 from mala.errors import DataError
 from mala.eval.metrics import f1_max_threshold
 
@@ -59,7 +59,7 @@ def thresholds_of(cache: ImageCache, predictions: Predictions, indices: np.ndarr
                   pixel_quantile: float) -> Thresholds:
     labels = np.array([cache.samples[i].label for i in indices])
     known = with_known_pixels(cache, indices)
-    masks = np.stack([cache.mask(i) for i in known]) if len(known) else None
+    masks = pixels_at_model_size(cache, predictions.maps, known)[0] if len(known) else None
     has_mask = np.isin(indices, known)
     return choose_thresholds(labels, predictions.scores[indices], predictions.maps[indices], has_mask, masks,
                              quantile, pixel_quantile)
