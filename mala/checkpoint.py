@@ -149,5 +149,6 @@ def load_trained_model(path: Path) -> tuple[MALA, MalaConfig, dict[str, Any]]:
         raise CheckpointError(f"{path}: a mala checkpoint without model weights or config")
     cfg = config_from_dict(state["config"], str(path))
     model = MALA(cfg.model)
+    model.prepare_to_load(state["model"])
     load_module_state(model, state["model"], path)
     return model.eval(), cfg, state.get("data", {})

@@ -29,6 +29,13 @@ class ModelConfig:
     mlp_ratio: float = 4.0
     plpm_width: int = 32  # channels of the first PLPM conv layer; doubled at each downsampling
     use_tbm: bool = True  # ablation: without TBM the map comes from the decoder tokens alone
+    # hybrid encoder (README, "Pretrained backbone"): none = the paper's pixel ViT; else a frozen ImageNet
+    # EfficientNet-Lite whose feature maps become the tokens; patch_size is then the token grid's stride (8 or 16)
+    backbone: Literal["none", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"] = "none"
+    backbone_stages: list[int] = field(default_factory=lambda: [2, 4])  # timm's blocks.S: stride 8 and 16
+    tbm_tokens: Literal["encoder", "backbone"] = "encoder"  # Z_enc_first of eq. 5: first encoder block or backbone
+    memory_weight: float = 0.0  # hybrid only: share of the normal-feature memory's map in the anomaly map
+    memory_size: int = 200_000  # most normal tokens the memory keeps (a random subset beyond it)
 
 
 @dataclass

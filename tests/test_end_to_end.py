@@ -1,4 +1,5 @@
-"""Both stages, ONE model over magnetic_tile + metal_plate, tested on their real test sets: clearly above chance."""
+"""The `tiny` recipe (hybrid encoder, stage 2, normal-feature memory), ONE model over magnetic_tile + metal_plate, at
+112 px and 12 epochs, tested on their real test sets. Seen here: mean image / pixel AUROC 97.8 / 89.1."""
 
 import json
 
@@ -30,7 +31,8 @@ def test_short_unified_run_beats_chance_on_real_defects(tmp_path):
     written = json.loads((tmp_path / "report" / "metrics.json").read_text())
     assert written["trained_on"] == ["magnetic_tile", "metal_plate"]
     assert written["metrics"]["mean"]["image_auroc"] == results["mean"]["image_auroc"]
-    assert results["metal_plate"]["image_auroc"] > 0.75
-    assert results["metal_plate"]["pixel_auroc"] > 0.65
-    assert results["mean"]["image_auroc"] > 0.6
-    assert results["mean"]["pixel_auroc"] > 0.6
+    assert results["metal_plate"]["image_auroc"] > 0.93
+    assert results["metal_plate"]["pixel_auroc"] > 0.9
+    assert results["magnetic_tile"]["image_auroc"] > 0.9
+    assert results["mean"]["image_auroc"] > 0.92
+    assert results["mean"]["pixel_auroc"] > 0.84

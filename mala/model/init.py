@@ -32,6 +32,8 @@ IGNORED = {  # prefix: why the weights under it are skipped
     "head.": "timm's classifier",
     "fc_norm.": "timm's pooled-feature norm",
     "tbm.": "the Token Balance Module, which stage 2 starts afresh",
+    "feature_tokens.": "the hybrid's frozen ImageNet backbone, which comes from its package",
+    "memory.": "the normal-feature memory, which is filled anew after training",
 }
 STATE_DICT_WRAPPERS = ("model", "state_dict")
 

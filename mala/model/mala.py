@@ -14,6 +14,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from mala.config import ModelConfig
+from mala.model.backbone import STAGE_STRIDES, pretrained_backbone
+from mala.model.hybrid import FeatureEmbed, FeatureTokens
+from mala.model.memory import FeatureMemory
 from mala.model.tbm import TokenBalanceModule
 from mala.model.vit import Block, PatchEmbed, init_vit_weights, sincos_pos_embed
 
@@ -37,8 +40,18 @@ class MALA(nn.Module):
         self.grid_size = cfg.image_size // cfg.patch_size
         num_patches = self.grid_size**2
 
-        # encoder
-        self.patch_embed = PatchEmbed(cfg.patch_size, 3, cfg.embed_dim)
+        # encoder: pixel patches (the paper), or the hybrid's frozen ImageNet backbone features
+        self.feature_tokens: FeatureTokens | None = None
+        if cfg.backbone == "none":
+            self.patch_embed = PatchEmbed(cfg.patch_size, 3, cfg.embed_dim)
+        else:
+            coarsest = max([cfg.patch_size] + [STAGE_STRIDES[s] for s in cfg.backbone_stages])
+            if cfg.image_size % coarsest:
+                raise ValueError(f"image size {cfg.image_size} is not a multiple of the backbone's stride {coarsest}")
+            backbone = pretrained_backbone(cfg.backbone, last_stage=max(cfg.backbone_stages))
+            self.feature_tokens = FeatureTokens(backbone, tuple(cfg.backbone_stages), cfg.patch_size)
+            self.patch_embed = FeatureEmbed(self.feature_tokens.channels, cfg.embed_dim)
+            self.memory = FeatureMemory(self.feature_tokens.channels)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + 1, cfg.embed_dim), requires_grad=False)
         self.blocks = nn.ModuleList(Block(cfg.embed_dim, cfg.num_heads, cfg.mlp_ratio) for _ in range(cfg.depth))
@@ -57,8 +70,10 @@ class MALA(nn.Module):
         self.decoder_pred = nn.Linear(cfg.decoder_embed_dim, cfg.patch_size**2 * 3)
 
         # stage 2: two-channel map per patch
+        first_dim = self.feature_tokens.channels if cfg.tbm_tokens == "backbone" and self.feature_tokens else cfg.embed_dim
         self.tbm = TokenBalanceModule(
-            cfg.embed_dim, cfg.decoder_embed_dim, 2 * cfg.patch_size**2, use_encoder_tokens=cfg.use_tbm
+            cfg.embed_dim, cfg.decoder_embed_dim, 2 * cfg.patch_size**2, use_encoder_tokens=cfg.use_tbm,
+            first_dim=first_dim,
         )
 
         self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
@@ -67,10 +82,12 @@ class MALA(nn.Module):
 
     def _init_weights(self) -> None:
         self.reset_position_embeddings()
-        nn.init.xavier_uniform_(self.patch_embed.proj.weight.view(self.patch_embed.proj.weight.shape[0], -1))
         nn.init.normal_(self.cls_token, std=0.02)
         nn.init.normal_(self.mask_token, std=0.02)
-        self.apply(init_vit_weights)
+        for name, module in self.named_children():
+            if name != "feature_tokens":  # the backbone keeps its ImageNet weights
+                module.apply(init_vit_weights)
+        nn.init.xavier_uniform_(self.patch_embed.proj.weight.view(self.patch_embed.proj.weight.shape[0], -1))
 
     def reset_position_embeddings(self) -> None:
         """Regenerate the fixed sine-cosine embeddings (also after loading a checkpoint of another size)."""
@@ -117,7 +134,19 @@ class MALA(nn.Module):
         x = tokens.reshape(batch, g, g, p, p, channels)
         return torch.einsum("nhwpqc->nchpwq", x).reshape(batch, channels, g * p, g * p)
 
-    def _embed_patches(self, images: torch.Tensor) -> torch.Tensor:
+    @property
+    def hybrid(self) -> bool:
+        return self.feature_tokens is not None
+
+    def prepare_to_load(self, state: dict[str, torch.Tensor]) -> None:
+        """Make room for the normal-feature memory a state dict holds (its size is known only after training)."""
+        if self.hybrid and "memory.tokens" in state:
+            self.memory.resize(state["memory.tokens"].shape[0])
+
+    def _embed_patches(self, images: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
+        if self.hybrid:
+            features = self.feature_tokens(images) if features is None else features
+            return self.patch_embed(features) + self.pos_embed[:, 1:, :]
         return self.patch_embed(self.normalize(images)) + self.pos_embed[:, 1:, :]
 
     def _prepend_cls(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -171,24 +200,38 @@ class MALA(nn.Module):
 
     # ----- stage 2: end-to-end anomaly map --------------------------------------------------------------
 
-    def encode_full(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Patch tokens after the first encoder block and after the last (normed), on the whole image."""
-        x = self._prepend_cls(self._embed_patches(images))
+    def encode_full(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Patch tokens after the first encoder block and after the last (normed), on the whole image, and the
+        hybrid's backbone feature tokens (None for the pixel ViT)."""
+        features = self.feature_tokens(images) if self.hybrid else None
+        x = self._prepend_cls(self._embed_patches(images, features))
         first = x = self.blocks[0](x)
         for block in self.blocks[1:]:
             x = block(x)
-        return first[:, 1:, :], self.norm(x)
+        return first[:, 1:, :], self.norm(x), features
+
+    def _map_logits(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        with torch.no_grad():  # the encoder is frozen in stage 2
+            enc_first, enc_last, features = self.encode_full(images)
+        if self.cfg.tbm_tokens == "backbone" and features is not None:
+            enc_first = features
+        dec_last = self._decode(self.decoder_embed(enc_last))[:, 1:, :]
+        return self.unpatchify(self.tbm(enc_first, enc_last[:, 1:, :], dec_last), 2), features
 
     def map_logits(self, images: torch.Tensor) -> torch.Tensor:
         """Two-channel logits Y (B, 2, S, S); channel 0 of softmax(Y) is the anomaly map."""
-        with torch.no_grad():  # the encoder is frozen in stage 2
-            enc_first, enc_last = self.encode_full(images)
-        dec_last = self._decode(self.decoder_embed(enc_last))[:, 1:, :]
-        return self.unpatchify(self.tbm(enc_first, enc_last[:, 1:, :], dec_last), 2)
+        return self._map_logits(images)[0]
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Anomaly map (B, S, S) in [0, 1] for images (B, 3, S, S) in [0, 1]."""
-        return torch.softmax(self.map_logits(images), dim=1)[:, 0]
+        """Anomaly map (B, S, S) in [0, 1] for images (B, 3, S, S) in [0, 1]: the stage-2 map, fused with the
+        normal-feature memory's map when the hybrid has one (`memory_weight`)."""
+        logits, features = self._map_logits(images)
+        learned = torch.softmax(logits, dim=1)[:, 0]
+        weight = self.cfg.memory_weight
+        if features is None or weight == 0 or self.memory.empty:
+            return learned
+        remembered = self.memory(features, (self.grid_size, self.grid_size), learned.shape[-2:])
+        return (1 - weight) * learned + weight * remembered
 
 
 def image_score(anomaly_map: torch.Tensor, kernel: int) -> torch.Tensor:

@@ -12,11 +12,13 @@ class TokenBalanceModule(nn.Module):
     With `use_encoder_tokens=False` (the paper's "without TBM" ablation) Y = LP2(Z_dec_last).
     """
 
-    def __init__(self, encoder_dim: int, decoder_dim: int, out_dim: int, use_encoder_tokens: bool = True):
+    def __init__(self, encoder_dim: int, decoder_dim: int, out_dim: int, use_encoder_tokens: bool = True,
+                 first_dim: int | None = None):
+        """`first_dim`: width of Z_enc_first when it differs from the encoder's (the hybrid's backbone tokens)."""
         super().__init__()
         self.use_encoder_tokens = use_encoder_tokens
         if use_encoder_tokens:
-            self.lp1 = nn.Linear(2 * encoder_dim, decoder_dim)
+            self.lp1 = nn.Linear((first_dim or encoder_dim) + encoder_dim, decoder_dim)
         self.lp2 = nn.Linear(2 * decoder_dim if use_encoder_tokens else decoder_dim, out_dim)
 
     def forward(self, enc_first: torch.Tensor, enc_last: torch.Tensor, dec_last: torch.Tensor) -> torch.Tensor:

@@ -21,6 +21,7 @@ from mala.data.dataset import ImageCache
 from mala.errors import CheckpointError, ConfigError, MalaError
 from mala.model import MALA
 from mala.model.init import initialise
+from mala.train.memory import fill_memory
 from mala.synth import AnomalySynthesizer, foreground_mask, looks_like_object
 from mala.checkpoint import load_checkpoint, load_module_state, save_checkpoint
 from mala.train.checkpoints import CHECKPOINT_DIR, LAST_NAME, checkpoint_name, save_rotating
@@ -121,6 +122,7 @@ class Trainer:
             raise CheckpointError(f"{run_dir}: nothing to resume (no {LAST_CHECKPOINT})")
         state = load_checkpoint(path)
         trainer = cls(config_from_dict(state["config"], str(path)), run_dir, fabric)
+        trainer.model.prepare_to_load(state["model"])
         load_module_state(trainer.model, state["model"], path)
         trainer.progress = trainer._resumed_from = Progress(**state["progress"])
         trainer._resume_state = state
@@ -139,6 +141,8 @@ class Trainer:
             self._train_stages(data)
         finally:
             self.logger.close()
+        if self.model.hybrid and self.cfg.model.memory_weight > 0:
+            fill_memory(self.model, data.cache, self.cfg.run.seed)
         return self._save_model(data)
 
     def _train_stages(self, data: TrainingData) -> None:

@@ -13,19 +13,25 @@ from mala.deploy.graph import export_onnx
 from mala.model import MALA
 
 
-def small_model_config() -> MalaConfig:
-    cfg = MalaConfig(model=ModelConfig(image_size=64, patch_size=8, embed_dim=64, depth=2, num_heads=2,
-                                       decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=2, plpm_width=8))
+def small_model_config(hybrid: bool = False) -> MalaConfig:
+    """The pixel ViT, or (`hybrid`) the hybrid encoder on lite0 with a normal-feature memory in the map."""
+    hybrid_keys = {"patch_size": 16, "backbone": "efficientnet_lite0", "memory_weight": 0.5} if hybrid else {}
+    cfg = MalaConfig(model=ModelConfig(**{**dict(image_size=64, patch_size=8, embed_dim=64, depth=2, num_heads=2,
+                                                  decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=2,
+                                                  plpm_width=8), **hybrid_keys}))
     cfg.run.score_kernel = 5
     return cfg
 
 
-def save_random_model(path: Path, categories: list[str], seed: int = 0) -> Path:
+def save_random_model(path: Path, categories: list[str], seed: int = 0, hybrid: bool = False) -> Path:
     """A model file as `mala train` writes it, with random weights (the deployment path does not care)."""
-    cfg = small_model_config()
+    cfg = small_model_config(hybrid)
     torch.manual_seed(seed)
+    model = MALA(cfg.model)
+    if hybrid:
+        model.memory.fill(torch.randn(300, model.feature_tokens.channels), 3.0)
     state = {"kind": "model", "config": cfg.to_dict(), "data": {"categories": categories, "object_categories": []},
-             "model": MALA(cfg.model).state_dict()}
+             "model": model.state_dict()}
     save_checkpoint(path, state)
     return path
 

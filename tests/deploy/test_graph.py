@@ -52,6 +52,19 @@ def test_onnx_outputs_match_torch_on_real_images(calibrated, batch):
     np.testing.assert_allclose(exported[3], THRESHOLDS.normalized_map(exported[1]), atol=1e-5)
 
 
+def test_the_hybrid_with_its_memory_exports_to_the_same_outputs(tmp_path):
+    checkpoint = save_random_model(tmp_path / "model.safetensors", ["metal_plate"], hybrid=True)
+    graph, _ = load_graph(checkpoint)
+    images = real_images(64, 3)
+    session = onnxruntime.InferenceSession(str(export_onnx(checkpoint, tmp_path / "model.onnx")),
+                                           providers=["CPUExecutionProvider"])
+    exported = session.run(None, {"images": images})
+    with torch.no_grad():
+        expected = [t.numpy() for t in graph(torch.from_numpy(images))]
+    for name, got, want in zip(OUTPUT_NAMES, exported, expected):
+        np.testing.assert_allclose(got, want, atol=1e-4, err_msg=name)
+
+
 def test_backends_agree_and_the_export_describes_the_model(calibrated):
     checkpoint, path = calibrated
     onnx_backend, torch_backend = OnnxBackend(path), TorchBackend(checkpoint)

@@ -13,7 +13,7 @@ def test_dry_run_prints_steps_per_epoch_and_trains_nothing(tmp_path, capsys):
     out = tmp_path / "run"
     # 64 px only makes the timed steps quicker: the plan's counts do not depend on the image size
     assert main(["train", "--config", "tiny", "--dry-run", "--data", str(shared_data("metal_plate")),
-                 "--set", "model.image_size=64", "--out", str(out)]) == 0
+                 "--set", "model.image_size=64", "--set", "stage1.enabled=true", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     cfg = load_config("tiny")
     for stage, settings in ((1, cfg.stage1), (2, cfg.stage2)):

@@ -1,0 +1,64 @@
+"""Normal-feature memory: the distance of each token to its nearest normal training token (as PatchCore).
+
+Our addition to MALA for the hybrid encoder (README, "Deviations"): the stage-2 map learns what synthetic
+anomalies look like; the memory knows what the real normal parts look like. One memory holds the tokens of all
+categories, so the model stays one model; a token's nearest neighbour is found among its own category's tokens
+without being told the category.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+CHUNK = 16384  # memory rows compared at once: bounds the (queries x rows) distance matrix
+
+
+class FeatureMemory(nn.Module):
+    def __init__(self, channels: int, rows: int = 0):
+        super().__init__()
+        self.register_buffer("tokens", torch.zeros(rows, channels))
+        self.register_buffer("scale", torch.ones(()))  # a high quantile of normal distances: 1.0 means "unusual"
+
+    @property
+    def empty(self) -> bool:
+        return self.tokens.shape[0] == 0
+
+    def resize(self, rows: int) -> None:
+        """Room for `rows` tokens, before a state dict of that size is loaded."""
+        self.tokens = self.tokens.new_zeros(rows, self.tokens.shape[1])
+
+    def fill(self, tokens: torch.Tensor, scale: float) -> None:
+        self.tokens = tokens.detach().float().contiguous()
+        self.scale.fill_(scale)
+
+    def nearest_distance(self, queries: torch.Tensor) -> torch.Tensor:
+        """Euclidean distance (..., C) -> (...) of each query to its nearest memory token."""
+        flat = queries.reshape(-1, queries.shape[-1]).float()
+        squared = (flat * flat).sum(1, keepdim=True)
+        best = None
+        for start in range(0, self.tokens.shape[0], CHUNK):
+            rows = self.tokens[start:start + CHUNK]
+            distances = squared - 2 * flat @ rows.T + (rows * rows).sum(1)
+            nearest = distances.amin(dim=1)
+            best = nearest if best is None else torch.minimum(best, nearest)
+        return best.clamp_min(0).sqrt().reshape(queries.shape[:-1])
+
+    def forward(self, tokens: torch.Tensor, grid: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
+        """Tokens (B, N, C) to a map (B, H, W) in [0, 1): distance / scale squashed by 1 - exp(-x), upsampled
+        bilinearly and smoothed (Gaussian, sigma 4 px, as PatchCore)."""
+        distance = self.nearest_distance(tokens).reshape(tokens.shape[0], 1, *grid) / self.scale
+        upsampled = F.interpolate(distance, size=size, mode="bilinear", align_corners=False)
+        return 1 - torch.exp(-gaussian_blur(upsampled, sigma=4.0)[:, 0])
+
+
+def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of (B, 1, H, W) with reflected borders (kernel 2 x 4 sigma + 1)."""
+    radius = int(4 * sigma)
+    x = torch.arange(-radius, radius + 1, dtype=images.dtype, device=images.device)
+    kernel = torch.exp(-x**2 / (2 * sigma**2))
+    kernel = kernel / kernel.sum()
+    padded = F.pad(images, (radius, radius, 0, 0), mode="reflect")
+    rows = F.conv2d(padded, kernel.view(1, 1, 1, -1))
+    return F.conv2d(F.pad(rows, (0, 0, radius, radius), mode="reflect"), kernel.view(1, 1, -1, 1))

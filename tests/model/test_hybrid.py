@@ -1,0 +1,98 @@
+"""The hybrid encoder: backbone features become tokens, the backbone never trains, the memory finds neighbours."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mala.checkpoint import load_trained_model, save_checkpoint
+from mala.config import MalaConfig, ModelConfig
+from mala.data.dataset import ImageCache
+from mala.data.samples import Sample
+from mala.model import MALA
+from mala.model.memory import FeatureMemory
+from mala.train.memory import fill_memory
+
+
+def hybrid_config(**changes) -> ModelConfig:
+    base = ModelConfig(image_size=64, patch_size=16, embed_dim=64, depth=2, num_heads=2, decoder_embed_dim=32,
+                       decoder_depth=1, decoder_num_heads=2, plpm_width=8, backbone="efficientnet_lite0")
+    return dataclasses.replace(base, **changes)
+
+
+@pytest.mark.parametrize("stride,tbm_tokens", [(16, "encoder"), (8, "backbone")])
+def test_tokens_on_the_grid_and_maps_at_image_size(stride, tbm_tokens):
+    model = MALA(hybrid_config(patch_size=stride, tbm_tokens=tbm_tokens)).eval()
+    images = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        tokens = model.feature_tokens(images)
+        assert tokens.shape == (2, (64 // stride) ** 2, 40 + 112)
+        assert model.reconstruct(images, 0.75).image.shape == images.shape
+        maps = model(images)
+    assert maps.shape == (2, 64, 64) and 0 <= float(maps.min()) and float(maps.max()) <= 1
+
+
+def test_the_backbone_never_trains_and_never_changes():
+    model = MALA(hybrid_config())
+    before = {k: v.clone() for k, v in model.feature_tokens.state_dict().items()}
+    for stage in (1, 2):
+        model.set_stage(stage)
+        model.train()
+        assert not any(p.requires_grad for p in model.feature_tokens.parameters())
+        assert not model.feature_tokens.backbone.training
+    model.set_stage(1)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    images = torch.rand(2, 3, 64, 64)
+    (model.reconstruct(images, 0.75).image - images).abs().mean().backward()
+    optimizer.step()
+    assert model.patch_embed.proj.weight.grad is not None
+    for key, value in model.feature_tokens.state_dict().items():
+        torch.testing.assert_close(value, before[key], rtol=0, atol=0)
+
+
+def test_an_image_size_off_the_backbone_stride_is_refused():
+    with pytest.raises(ValueError, match="not a multiple of the backbone's stride 16"):
+        MALA(hybrid_config(image_size=72, patch_size=8))
+
+
+def test_memory_distances_match_brute_force():
+    memory = FeatureMemory(channels=5)
+    rows = torch.randn(40_000, 5)  # more than one chunk
+    memory.fill(rows, 1.0)
+    queries = torch.randn(3, 7, 5)
+    expected = torch.cdist(queries.reshape(-1, 5), rows).amin(1).reshape(3, 7)
+    torch.testing.assert_close(memory.nearest_distance(queries), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_a_normal_image_is_far_from_the_memory_only_where_it_was_changed():
+    model = MALA(hybrid_config(memory_weight=1.0)).eval()
+    rng = np.random.default_rng(0)
+    base = (np.linspace(0, 255, 64)[None, :, None] * np.ones((64, 1, 3))).astype(np.uint8)
+    images = [np.clip(base.astype(int) + rng.integers(-8, 9, base.shape), 0, 255).astype(np.uint8) for _ in range(6)]
+    cache = ImageCache([Sample("gradient", Path(f"n{i}.png"), "train", 0) for i in range(6)], np.stack(images), {})
+    fill_memory(model, cache, seed=0)
+    assert model.memory.tokens.shape == (6 * 16, 152) and float(model.memory.scale) > 0
+    test = torch.from_numpy(images[0]).permute(2, 0, 1)[None].float() / 255
+    changed = test.clone()
+    changed[:, :, 16:32, 16:32] = torch.rand(1, 3, 16, 16)
+    with torch.no_grad():
+        normal_map, changed_map = model(test), model(changed)
+    assert float(changed_map[0, 16:32, 16:32].mean()) > 2 * float(normal_map[0, 16:32, 16:32].mean())
+    assert float(changed_map[0, 16:32, 16:32].mean()) > float(changed_map[0, 48:, 48:].mean())
+
+
+def test_a_saved_hybrid_with_its_memory_loads_back(tmp_path):
+    cfg = MalaConfig(model=hybrid_config(memory_weight=0.5))
+    model = MALA(cfg.model).eval()
+    model.memory.fill(torch.randn(123, 152), 2.5)
+    path = tmp_path / "model.safetensors"
+    save_checkpoint(path, {"kind": "model", "config": cfg.to_dict(), "data": {}, "model": model.state_dict()})
+    loaded, _, _ = load_trained_model(path)
+    images = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(images), model(images))
+    assert loaded.memory.tokens.shape == (123, 152) and float(loaded.memory.scale) == 2.5
