@@ -15,7 +15,6 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
@@ -28,17 +27,18 @@ from mala.data.dataset import ImageCache, TestImages  # noqa: E402
 from mala.data.sources import scan_roots, test_samples  # noqa: E402
 from mala.eval.evaluate import Predictions, category_metrics  # noqa: E402
 from mala.model import image_score  # noqa: E402
+from mala.model.mala import fuse_maps  # noqa: E402
 
 
 @torch.no_grad()
-def both_maps(model, cache: ImageCache) -> tuple[np.ndarray, np.ndarray]:
+def both_maps(model, cache: ImageCache) -> tuple[torch.Tensor, torch.Tensor]:
     """(stage-2 maps, memory maps), each (N, S, S)."""
     learned, remembered = [], []
     for images, _, _, _ in DataLoader(TestImages(cache), batch_size=8):
-        logits, features = model._map_logits(images)
+        logits, features = model.logits_and_features(images)
         learned.append(torch.softmax(logits, dim=1)[:, 0])
-        remembered.append(model.memory(features, (model.grid_size, model.grid_size), images.shape[-2:]))
-    return torch.cat(learned).numpy(), torch.cat(remembered).numpy()
+        remembered.append(model.memory_map(features))
+    return torch.cat(learned), torch.cat(remembered)
 
 
 def main() -> None:
@@ -54,9 +54,9 @@ def main() -> None:
     rows = {}
     print("| memory weight | category | image AUROC | pixel AUROC | pixel AUPRO |\n|---|---|---|---|---|")
     for weight in args.weights:
-        maps = ((1 - weight) * learned + weight * remembered).astype(np.float32)
-        scores = image_score(torch.from_numpy(maps), cfg.run.score_kernel).numpy()
-        results = category_metrics(cache, Predictions(maps, scores))
+        maps = fuse_maps(learned, remembered, weight)
+        scores = image_score(maps, cfg.run.score_kernel).numpy()
+        results = category_metrics(cache, Predictions(maps.numpy(), scores))
         rows[str(weight)] = results
         for category, r in results.items():
             print(f"| {weight} | {category} | {100 * r['image_auroc']:.1f} | {100 * r['pixel_auroc']:.1f} | "

@@ -135,6 +135,12 @@ def load_module_state(module: torch.nn.Module, state: dict[str, torch.Tensor], w
     module.load_state_dict(state)
 
 
+def load_model_state(model: MALA, state: dict[str, torch.Tensor], where: Path) -> None:
+    """`load_module_state` for a MALA, after making room for the normal-feature memory the state holds."""
+    model.prepare_to_load(state)
+    load_module_state(model, state, where)
+
+
 def model_file(path: Path) -> Path:
     """A run folder stands for its final model file."""
     path = Path(path)
@@ -149,6 +155,5 @@ def load_trained_model(path: Path) -> tuple[MALA, MalaConfig, dict[str, Any]]:
         raise CheckpointError(f"{path}: a mala checkpoint without model weights or config")
     cfg = config_from_dict(state["config"], str(path))
     model = MALA(cfg.model)
-    model.prepare_to_load(state["model"])
-    load_module_state(model, state["model"], path)
+    load_model_state(model, state["model"], path)
     return model.eval(), cfg, state.get("data", {})

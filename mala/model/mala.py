@@ -70,7 +70,7 @@ class MALA(nn.Module):
         self.decoder_pred = nn.Linear(cfg.decoder_embed_dim, cfg.patch_size**2 * 3)
 
         # stage 2: two-channel map per patch
-        first_dim = self.feature_tokens.channels if cfg.tbm_tokens == "backbone" and self.feature_tokens else cfg.embed_dim
+        first_dim = self.feature_tokens.channels if self.tbm_reads_backbone else cfg.embed_dim
         self.tbm = TokenBalanceModule(
             cfg.embed_dim, cfg.decoder_embed_dim, 2 * cfg.patch_size**2, use_encoder_tokens=cfg.use_tbm,
             first_dim=first_dim,
@@ -137,6 +137,11 @@ class MALA(nn.Module):
     @property
     def hybrid(self) -> bool:
         return self.feature_tokens is not None
+
+    @property
+    def tbm_reads_backbone(self) -> bool:
+        """Whether Z_enc_first of eq. 5 is the backbone's feature tokens (`tbm_tokens: backbone`, hybrid only)."""
+        return self.hybrid and self.cfg.tbm_tokens == "backbone"
 
     def prepare_to_load(self, state: dict[str, torch.Tensor]) -> None:
         """Make room for the normal-feature memory a state dict holds (its size is known only after training)."""
@@ -210,28 +215,37 @@ class MALA(nn.Module):
             x = block(x)
         return first[:, 1:, :], self.norm(x), features
 
-    def _map_logits(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def logits_and_features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`map_logits` and the backbone feature tokens they were computed from (None for the pixel ViT)."""
         with torch.no_grad():  # the encoder is frozen in stage 2
             enc_first, enc_last, features = self.encode_full(images)
-        if self.cfg.tbm_tokens == "backbone" and features is not None:
+        if self.tbm_reads_backbone:
             enc_first = features
         dec_last = self._decode(self.decoder_embed(enc_last))[:, 1:, :]
         return self.unpatchify(self.tbm(enc_first, enc_last[:, 1:, :], dec_last), 2), features
 
     def map_logits(self, images: torch.Tensor) -> torch.Tensor:
         """Two-channel logits Y (B, 2, S, S); channel 0 of softmax(Y) is the anomaly map."""
-        return self._map_logits(images)[0]
+        return self.logits_and_features(images)[0]
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Anomaly map (B, S, S) in [0, 1] for images (B, 3, S, S) in [0, 1]: the stage-2 map, fused with the
         normal-feature memory's map when the hybrid has one (`memory_weight`)."""
-        logits, features = self._map_logits(images)
+        logits, features = self.logits_and_features(images)
         learned = torch.softmax(logits, dim=1)[:, 0]
         weight = self.cfg.memory_weight
         if features is None or weight == 0 or self.memory.empty:
             return learned
-        remembered = self.memory(features, (self.grid_size, self.grid_size), learned.shape[-2:])
-        return (1 - weight) * learned + weight * remembered
+        return fuse_maps(learned, self.memory_map(features), weight)
+
+    def memory_map(self, features: torch.Tensor) -> torch.Tensor:
+        """The normal-feature memory's map (B, S, S) of backbone feature tokens (B, N, C)."""
+        return self.memory(features, (self.grid_size, self.grid_size), (self.cfg.image_size, self.cfg.image_size))
+
+
+def fuse_maps(learned: torch.Tensor, remembered: torch.Tensor, memory_weight: float) -> torch.Tensor:
+    """The hybrid's anomaly map: (1 - w) x stage-2 map + w x memory map."""
+    return (1 - memory_weight) * learned + memory_weight * remembered
 
 
 def image_score(anomaly_map: torch.Tensor, kernel: int) -> torch.Tensor:

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mala.train.losses import gaussian_kernel_1d
+
 CHUNK = 16384  # memory rows compared at once: bounds the (queries x rows) distance matrix
 
 
@@ -54,11 +56,10 @@ class FeatureMemory(nn.Module):
 
 
 def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of (B, 1, H, W) with reflected borders (kernel 2 x 4 sigma + 1)."""
+    """Separable Gaussian blur of (B, 1, H, W) with reflected borders (kernel 2 x 4 sigma + 1); unlike the SSIM
+    window's zero padding (mala.train.losses), reflection keeps a map's borders from fading."""
     radius = int(4 * sigma)
-    x = torch.arange(-radius, radius + 1, dtype=images.dtype, device=images.device)
-    kernel = torch.exp(-x**2 / (2 * sigma**2))
-    kernel = kernel / kernel.sum()
+    kernel = gaussian_kernel_1d(2 * radius + 1, sigma).to(images)
     padded = F.pad(images, (radius, radius, 0, 0), mode="reflect")
     rows = F.conv2d(padded, kernel.view(1, 1, 1, -1))
     return F.conv2d(F.pad(rows, (0, 0, radius, radius), mode="reflect"), kernel.view(1, 1, -1, 1))

@@ -9,6 +9,7 @@ from tqdm import tqdm
 
 from mala.data.dataset import ImageCache, NormalImages
 from mala.model import MALA
+from mala.model.memory import FeatureMemory
 
 HELD_OUT = 0.1  # share of images whose distances to the others set the memory's scale
 SCALE_QUANTILE = 0.99
@@ -31,8 +32,9 @@ def fill_memory(model: MALA, cache: ImageCache, seed: int) -> None:
     if len(tokens) > 1:
         held_out = rng.permutation(len(tokens))[: max(1, int(round(HELD_OUT * len(tokens))))]
         others = np.setdiff1d(np.arange(len(tokens)), held_out)
-        model.memory.fill(tokens[others].flatten(0, 1), 1.0)
-        distances = model.memory.nearest_distance(tokens[held_out].flatten(0, 1))
+        reference = FeatureMemory(tokens.shape[-1])
+        reference.fill(tokens[others].flatten(0, 1), 1.0)
+        distances = reference.nearest_distance(tokens[held_out].flatten(0, 1))
         scale = float(torch.quantile(distances[:100_000], SCALE_QUANTILE).clamp_min(1e-6))
     every = tokens.flatten(0, 1)
     limit = model.cfg.memory_size

@@ -23,7 +23,7 @@ from mala.model import MALA
 from mala.model.init import initialise
 from mala.train.memory import fill_memory
 from mala.synth import AnomalySynthesizer, foreground_mask, looks_like_object
-from mala.checkpoint import load_checkpoint, load_module_state, save_checkpoint
+from mala.checkpoint import load_checkpoint, load_model_state, save_checkpoint
 from mala.train.checkpoints import CHECKPOINT_DIR, LAST_NAME, checkpoint_name, save_rotating
 from mala.train.logs import RunLogger
 from mala.train.stage1 import Stage1
@@ -122,8 +122,7 @@ class Trainer:
             raise CheckpointError(f"{run_dir}: nothing to resume (no {LAST_CHECKPOINT})")
         state = load_checkpoint(path)
         trainer = cls(config_from_dict(state["config"], str(path)), run_dir, fabric)
-        trainer.model.prepare_to_load(state["model"])
-        load_module_state(trainer.model, state["model"], path)
+        load_model_state(trainer.model, state["model"], path)
         trainer.progress = trainer._resumed_from = Progress(**state["progress"])
         trainer._resume_state = state
         trainer.saved_data = state["data"]
