@@ -5,7 +5,8 @@ mean, from ONE trained model (no retraining per weight).
         --data ../shared/data/magnetic_tile ../shared/data/metal_plate --weights 0 0.25 0.5 0.75 1
 
 Prints a Markdown table of image / pixel AUROC and AUPRO per category and weight (0: the stage-2 map alone,
-1: the memory alone) and writes it to --out (JSON) when given.
+1: the memory alone) and writes it to --out (JSON) when given. `--memory-radius R` first thins the stored memory
+to an epsilon-net of radius R x its scale (`model.memory_radius`), as a model trained with that setting holds.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from mala.data.sources import scan_roots, test_samples  # noqa: E402
 from mala.eval.evaluate import Predictions, category_metrics  # noqa: E402
 from mala.model import image_score  # noqa: E402
 from mala.model.mala import fuse_maps  # noqa: E402
+from mala.train.memory import cover  # noqa: E402
 
 
 @torch.no_grad()
@@ -46,9 +48,14 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path, required=True)
     parser.add_argument("--data", nargs="+", required=True)
     parser.add_argument("--weights", type=float, nargs="+", default=[0, 0.25, 0.5, 0.75, 1])
+    parser.add_argument("--memory-radius", type=float, default=0.0)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     model, cfg, _ = load_trained_model(args.checkpoint)
+    if args.memory_radius > 0:
+        memory = model.memory
+        memory.fill(cover(memory.tokens, args.memory_radius * float(memory.scale), cfg.run.seed), float(memory.scale))
+        print(f"memory thinned to {len(memory.tokens)} tokens (radius {args.memory_radius} x scale)")
     cache = ImageCache.build(test_samples(scan_roots(args.data)), cfg.model.image_size, desc="decoding test images")
     learned, remembered = both_maps(model, cache)
     rows = {}

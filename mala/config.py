@@ -36,6 +36,9 @@ class ModelConfig:
     tbm_tokens: Literal["encoder", "backbone"] = "encoder"  # Z_enc_first of eq. 5: first encoder block or backbone
     memory_weight: float = 0.0  # hybrid only: share of the normal-feature memory's map in the anomaly map
     memory_size: int = 200_000  # most normal tokens the memory keeps (a random subset beyond it)
+    # the memory keeps an epsilon-net of the normal tokens, epsilon = memory_radius x the normal distance scale:
+    # a smaller, faster memory whose distances are off by at most epsilon; 0 keeps every token
+    memory_radius: float = 0.0
 
 
 @dataclass
@@ -55,6 +58,10 @@ class Stage1Config:
     ssim_weight: float = 1.0
     adv_weight: float = 0.05
     use_plpm: bool = True  # ablation: no adversarial term, no discriminator
+    # hybrid encoder only: what the decoder learns to predict. pixels = the paper's eq. 3; features = the masked
+    # tokens' backbone features (mean squared error, no PLPM); both = eq. 3 + feature_weight x the feature loss
+    target: Literal["pixels", "features", "both"] = "pixels"
+    feature_weight: float = 1.0
 
     @property
     def lr(self) -> float:

@@ -34,6 +34,7 @@ IGNORED = {  # prefix: why the weights under it are skipped
     "tbm.": "the Token Balance Module, which stage 2 starts afresh",
     "feature_tokens.": "the hybrid's frozen ImageNet backbone, which comes from its package",
     "memory.": "the normal-feature memory, which is filled anew after training",
+    "decoder_feature_pred.": "the hybrid's stage-1 feature head, which stage 1 starts afresh",
 }
 STATE_DICT_WRAPPERS = ("model", "state_dict")
 

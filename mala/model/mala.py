@@ -28,6 +28,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 class MaskedReconstruction:
     image: torch.Tensor  # (B, 3, S, S) reconstruction in [0, 1] space (not clamped)
     mask: torch.Tensor  # (B, N) 1 where the patch was hidden from the encoder
+    features: torch.Tensor | None = None  # hybrid: (B, N, C) predicted backbone feature tokens
+    target_features: torch.Tensor | None = None  # hybrid: (B, N, C) the backbone's own feature tokens
 
 
 class MALA(nn.Module):
@@ -68,6 +70,8 @@ class MALA(nn.Module):
         )
         self.decoder_norm = nn.LayerNorm(cfg.decoder_embed_dim, eps=1e-6)
         self.decoder_pred = nn.Linear(cfg.decoder_embed_dim, cfg.patch_size**2 * 3)
+        if self.hybrid:  # stage 1's feature target (`stage1.target`): the masked tokens' backbone features
+            self.decoder_feature_pred = nn.Linear(cfg.decoder_embed_dim, self.feature_tokens.channels)
 
         # stage 2: two-channel map per patch
         first_dim = self.feature_tokens.channels if self.tbm_reads_backbone else cfg.embed_dim
@@ -109,7 +113,8 @@ class MALA(nn.Module):
         """Stage 1 trains encoder, decoder and pixel head; stage 2 freezes the encoder and trains decoder and TBM."""
         fixed = {id(self.pos_embed), id(self.decoder_pos_embed)}
         stage1 = set(map(id, self.encoder_parameters() + self.decoder_parameters()))
-        stage1 |= {id(self.mask_token)} | set(map(id, self.decoder_pred.parameters()))
+        heads = [self.decoder_pred] + ([self.decoder_feature_pred] if self.hybrid else [])
+        stage1 |= {id(self.mask_token)} | {id(p) for head in heads for p in head.parameters()}
         stage2 = set(map(id, self.decoder_parameters() + list(self.tbm.parameters())))
         trainable = stage1 if stage == 1 else stage2
         for parameter in self.parameters():
@@ -189,8 +194,10 @@ class MALA(nn.Module):
     def reconstruct(
         self, images: torch.Tensor, mask_ratio: float, noise: torch.Tensor | None = None
     ) -> MaskedReconstruction:
-        """Encode the visible patches, decode the whole image (mask_ratio 0: the full image is seen)."""
-        tokens, mask, ids_restore = self.random_masking(self._embed_patches(images), mask_ratio, noise)
+        """Encode the visible patches, decode the whole image (mask_ratio 0: the full image is seen); the hybrid also
+        predicts every token's backbone features."""
+        features = self.feature_tokens(images) if self.hybrid else None
+        tokens, mask, ids_restore = self.random_masking(self._embed_patches(images, features), mask_ratio, noise)
         x = self._prepend_cls(tokens)
         for block in self.blocks:
             x = block(x)
@@ -201,7 +208,8 @@ class MALA(nn.Module):
         patches = torch.gather(patches, 1, ids_restore.unsqueeze(-1).expand(-1, -1, x.shape[2]))
         decoded = self._decode(torch.cat([x[:, :1, :], patches], dim=1))
         pixels = self.unpatchify(self.decoder_pred(decoded[:, 1:, :]), 3)
-        return MaskedReconstruction(image=pixels * self.pixel_std + self.pixel_mean, mask=mask)
+        predicted = self.decoder_feature_pred(decoded[:, 1:, :]) if self.hybrid else None
+        return MaskedReconstruction(pixels * self.pixel_std + self.pixel_mean, mask, predicted, features)
 
     # ----- stage 2: end-to-end anomaly map --------------------------------------------------------------
 

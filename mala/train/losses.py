@@ -71,6 +71,13 @@ def stage1_reconstruction_loss(
     return LossTerms(total, parts)
 
 
+def masked_feature_loss(predicted: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean squared error of predicted feature tokens (B, N, C) over the hidden tokens (mask 1): MAE's loss, with
+    the hybrid's backbone features in place of pixels."""
+    error = ((predicted - target) ** 2).mean(dim=-1)
+    return (error * mask).sum() / mask.sum().clamp_min(1)
+
+
 def adversarial_loss(fake_logits: torch.Tensor) -> torch.Tensor:
     """Generator side: push the discriminator's verdict on reconstructions toward 0 ("original")."""
     return F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))

@@ -11,8 +11,11 @@ from torch.utils.data import Dataset
 
 from mala.config import MalaConfig
 from mala.data.dataset import ImageCache, NormalImages, draw_per_category, epoch_rng
+from mala.errors import ConfigError
 from mala.model import MALA, PseudoLabelPredictor
-from mala.train.losses import adversarial_loss, discriminator_loss, stage1_reconstruction_loss
+from mala.model.mala import MaskedReconstruction
+from mala.train.losses import (LossTerms, adversarial_loss, discriminator_loss, masked_feature_loss,
+                               stage1_reconstruction_loss)
 from mala.train.runner import StageRunner
 
 
@@ -31,7 +34,12 @@ class Stage1(StageRunner):
 
     def __init__(self, cfg: MalaConfig, model: MALA, fabric, cache: ImageCache):
         super().__init__(cfg, fabric, cache, cfg.stage1)
+        if self.settings.target != "pixels" and not model.hybrid:
+            raise ConfigError(f"stage1.target={self.settings.target} needs a backbone (model.backbone); the pixel "
+                              f"ViT reconstructs pixels")
         model.set_stage(1)
+        if model.hybrid and self.settings.target == "pixels":  # an unused head would stall DDP's gradient sync
+            model.decoder_feature_pred.requires_grad_(False)
         self.num_patches = model.grid_size**2
         generator_params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(
@@ -40,7 +48,7 @@ class Stage1(StageRunner):
         self.model, self.optimizer = fabric.setup(model, optimizer)
         self.model.mark_forward_method("reconstruct")  # so DDP syncs gradients of this non-forward method
         self.discriminator = self.disc_optimizer = None
-        if self.settings.use_plpm:
+        if self.settings.use_plpm and self.settings.target != "features":
             plpm = PseudoLabelPredictor(cfg.model.plpm_width)
             disc_optimizer = torch.optim.AdamW(  # the paper's AdamW settings for both players
                 plpm.parameters(), lr=self.settings.lr, weight_decay=self.settings.weight_decay, betas=self.settings.betas
@@ -77,9 +85,7 @@ class Stage1(StageRunner):
         def generator_loss(images: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
             reconstruction = self.model.reconstruct(images, self.settings.mask_ratio, self._mask_noise(len(images)))
             reconstructions.append(reconstruction.image.detach())
-            fake = reconstruction.image
-            adversarial = adversarial_loss(self.discriminator(fake)) if self.discriminator else None
-            loss = stage1_reconstruction_loss(images, fake, adversarial, self.settings)
+            loss = self.reconstruction_loss(images, reconstruction)
             return loss.total, {"loss": loss.total.item(), **loss.parts}
 
         def disc_loss(pair: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
@@ -92,6 +98,20 @@ class Stage1(StageRunner):
             parts |= self.optimize(self.discriminator, self.disc_optimizer, list(zip(batches, reconstructions)),
                                    disc_loss)
         return {**parts, "lr": lr}
+
+    def reconstruction_loss(self, images: torch.Tensor, reconstruction: MaskedReconstruction) -> LossTerms:
+        """Paper eq. 3 on the pixels, the masked feature loss, or both (`stage1.target`)."""
+        total, parts = torch.zeros(()), {}
+        if self.settings.target != "features":
+            fake = reconstruction.image
+            adversarial = adversarial_loss(self.discriminator(fake)) if self.discriminator else None
+            pixels = stage1_reconstruction_loss(images, fake, adversarial, self.settings)
+            total, parts = pixels.total, pixels.parts
+        if self.settings.target != "pixels":
+            features = masked_feature_loss(reconstruction.features, reconstruction.target_features, reconstruction.mask)
+            total = total + self.settings.feature_weight * features
+            parts["feature"] = features.item()
+        return LossTerms(total, parts)
 
     def state_dict(self) -> dict:
         state = {"optimizer": self.optimizer.state_dict()}

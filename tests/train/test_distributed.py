@@ -36,9 +36,13 @@ def test_rank_shares_interleave_so_global_batches_match_one_process():
         assert sorted([*rank0[2 * k:2 * k + 2], *rank1[2 * k:2 * k + 2]]) == list(range(4 * k, 4 * k + 4))
 
 
-def test_two_processes_reach_the_weights_of_one_process_with_the_same_global_batch(tmp_path):
+HYBRID = ["model.backbone=efficientnet_lite0", "model.patch_size=16", "stage1.target=both", "model.memory_weight=0.5"]
+
+
+@pytest.mark.parametrize("encoder", [[], HYBRID], ids=["pixel", "hybrid"])
+def test_two_processes_reach_the_weights_of_one_process_with_the_same_global_batch(tmp_path, encoder):
     settings = ["stage1.epochs=2", "stage1.warmup_epochs=1", "stage1.images_per_category=8", "stage2.epochs=1",
-                "stage2.images_per_category=8", "stage2.anomalous_per_category=6"]
+                "stage2.images_per_category=8", "stage2.anomalous_per_category=6", *encoder]
     run(train_command(tmp_path / "one", settings + ["stage1.batch_size=4", "stage2.batch_size=4"], "--devices", "1"))
     two = run(train_command(tmp_path / "two", settings + ["stage1.batch_size=2", "stage2.batch_size=2"],
                             "--devices", "2"))

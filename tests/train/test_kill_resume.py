@@ -1,5 +1,6 @@
-"""A `mala train` process killed with SIGKILL in the middle of stage 1 resumes from its last step checkpoint and
-ends with the weights of an uninterrupted run; the run folder holds CSV and TensorBoard logs and loss.png."""
+"""A `mala train` process killed with SIGKILL in the middle of stage 1 (the pixel ViT) or stage 2 (the hybrid of
+the `tiny` preset, with its memory) resumes from its last step checkpoint and ends with the weights of an
+uninterrupted run; the run folder holds CSV and TensorBoard logs and loss.png."""
 
 import csv
 import json
@@ -22,6 +23,9 @@ SETTINGS = ["stage1.epochs=4", "stage1.warmup_epochs=1", "stage1.images_per_cate
             "stage2.batch_size=4"]
 FLAGS = ["--checkpoint-every-steps", "1", "--keep-checkpoints", "2"]
 STEPS = 4 * 4 + 2  # stage 1: 4 epochs x 16 images / 4; stage 2: 8 / 4
+HYBRID = ["model.backbone=efficientnet_lite0", "model.patch_size=16", "model.tbm_tokens=backbone",
+          "model.memory_weight=0.5", "stage1.enabled=false", "stage2.epochs=3", "stage2.images_per_category=8",
+          "stage2.anomalous_per_category=6", "stage2.batch_size=4"]
 
 
 def _progress(run_dir: Path) -> dict | None:
@@ -31,7 +35,7 @@ def _progress(run_dir: Path) -> dict | None:
         return None
 
 
-def _kill_during_stage1(command: list[str], run_dir: Path, after_steps: int = 3, timeout: float = 240) -> None:
+def _kill_after(command: list[str], run_dir: Path, after_steps: int = 3, timeout: float = 240) -> None:
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + timeout
     try:
@@ -53,7 +57,7 @@ def straight(tmp_path_factory) -> Path:
 def test_sigkill_in_stage1_then_resume_reaches_the_uninterrupted_weights(tmp_path, straight):
     killed = tmp_path / "killed"
     command = train_command(killed, SETTINGS, *FLAGS)
-    _kill_during_stage1(command, killed)
+    _kill_after(command, killed)
     progress = read_metadata(killed / LAST_CHECKPOINT)["progress"]
     assert progress["stage"] == 1 and progress["epoch"] < 4, progress  # killed inside stage 1
     named = sorted(p.name for p in (killed / "checkpoints").glob("stage*.safetensors"))
@@ -66,6 +70,19 @@ def test_sigkill_in_stage1_then_resume_reaches_the_uninterrupted_weights(tmp_pat
     with (killed / "steps.csv").open() as handle:
         steps = [int(row["run_step"]) for row in csv.DictReader(handle)]
     assert steps == list(range(1, STEPS + 1))  # rows written after the checkpoint were dropped, none repeated
+
+
+def test_sigkill_in_stage2_of_the_hybrid_then_resume_reaches_the_uninterrupted_weights_and_memory(tmp_path):
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    run(train_command(straight, HYBRID, *FLAGS))
+    _kill_after(train_command(killed, HYBRID, *FLAGS), killed)
+    progress = read_metadata(killed / LAST_CHECKPOINT)["progress"]
+    assert progress["stage"] == 2 and progress["epoch"] < 3, progress
+    run(resume_command(killed))
+    reference, resumed = weights(straight), weights(killed)
+    assert reference["memory.tokens"].shape[0] > 0 and reference.keys() == resumed.keys()
+    for key in reference:
+        assert torch.equal(reference[key], resumed[key]), key
 
 
 def test_run_folder_has_csv_and_tensorboard_logs_and_the_loss_plot(straight):

@@ -1,11 +1,15 @@
 """The two training stages on real images: stage 1 learns, stage 2 trains decoder + TBM only."""
 
+import dataclasses
+
 import numpy as np
+import pytest
 import torch
 from lightning_fabric import Fabric
 
 from mala.data.dataset import ImageCache
 from mala.data.mvtec import scan_mvtec
+from mala.errors import ConfigError
 from mala.model import MALA
 from mala.synth import AnomalySynthesizer
 from mala.train.stage1 import Stage1
@@ -50,3 +54,35 @@ def test_stage2_freezes_encoder_and_trains_decoder_and_tbm(small_config):
     # not used by the map, so untouched too
     assert torch.equal(before["mask_token"], after["mask_token"])
     assert torch.equal(before["decoder_pred.weight"], after["decoder_pred.weight"])
+
+
+def _stage1_losses(cfg, epochs: int) -> list[dict[str, float]]:
+    stage = Stage1(cfg, MALA(cfg.model), Fabric(accelerator="cpu", devices=1), _cache(32, cfg.model.image_size))
+    return [stage.step(images, epoch + step / stage.steps_per_epoch)
+            for epoch in range(epochs) for step, images in enumerate(stage.loader(epoch))]
+
+
+def test_stage1_feature_target_learns_the_masked_backbone_features(small_config):
+    torch.manual_seed(0)
+    cfg = small_config
+    cfg.model = dataclasses.replace(cfg.model, patch_size=16, backbone="efficientnet_lite0")
+    cfg.stage1.target, cfg.stage1.images_per_category, cfg.stage1.batch_size = "features", 32, 8
+    cfg.stage1.base_lr, cfg.stage1.warmup_epochs, cfg.stage1.epochs = 2e-3 * 256 / 8, 1, 6
+    parts = _stage1_losses(cfg, cfg.stage1.epochs)
+    assert all(set(p) == {"loss", "feature", "lr"} for p in parts)  # no pixel terms, no PLPM
+    first, last = np.mean([p["feature"] for p in parts[:3]]), np.mean([p["feature"] for p in parts[-3:]])
+    assert last < 0.8 * first, (first, last)
+
+
+def test_stage1_both_targets_add_the_feature_term_to_eq3(small_config):
+    cfg = small_config
+    cfg.model = dataclasses.replace(cfg.model, patch_size=16, backbone="efficientnet_lite0")
+    cfg.stage1.target, cfg.stage1.images_per_category, cfg.stage1.batch_size = "both", 8, 8
+    (parts,) = _stage1_losses(cfg, 1)
+    assert {"l1", "ssim", "adv", "feature", "disc"} <= set(parts)
+
+
+def test_stage1_feature_target_needs_a_backbone(small_config):
+    small_config.stage1.target = "features"
+    with pytest.raises(ConfigError, match="needs a backbone"):
+        Stage1(small_config, MALA(small_config.model), Fabric(accelerator="cpu", devices=1), _cache(4, 64))
