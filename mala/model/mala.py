@@ -30,6 +30,11 @@ class MaskedReconstruction:
     mask: torch.Tensor  # (B, N) 1 where the patch was hidden from the encoder
 
 
+def visible_patch_count(num_patches: int, mask_ratio: float) -> int:
+    """Patches the encoder sees at `mask_ratio`, rounded (196 at 0.7: 59); truncation would hide one too many."""
+    return round(num_patches * (1 - mask_ratio))
+
+
 class MALA(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -176,7 +181,7 @@ class MALA(nn.Module):
         `noise` (B, L): the tokens with the lowest values are kept; drawn here when not given (the trainer gives
         it so that data-parallel ranks mask as one process with the whole batch would)."""
         batch, length, dim = tokens.shape
-        keep = int(length * (1 - mask_ratio))
+        keep = visible_patch_count(length, mask_ratio)
         noise = torch.rand(batch, length, device=tokens.device) if noise is None else noise.to(tokens.device)
         ids_shuffle = torch.argsort(noise, dim=1)
         ids_restore = torch.argsort(ids_shuffle, dim=1)
