@@ -56,6 +56,10 @@ class Stage1Config:
     adv_weight: float = 0.05
     use_plpm: bool = True  # ablation: no adversarial term, no discriminator
 
+    def __post_init__(self) -> None:
+        if not 0 <= self.mask_ratio < 1:
+            raise ConfigError(f"stage1.mask_ratio must be at least 0 and below 1, got {self.mask_ratio}")
+
     @property
     def lr(self) -> float:
         return self.base_lr * self.batch_size / 256

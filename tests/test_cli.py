@@ -33,6 +33,11 @@ def test_bad_config_value(tmp_path):
     _assert_one_line_error(result, "--set 'stage1.nonsense=3'")
 
 
+def test_a_mask_ratio_that_hides_everything_is_refused(tmp_path):
+    result = _mala("train", "--data", str(tmp_path), "--set", "stage1.mask_ratio=1")
+    _assert_one_line_error(result, "stage1.mask_ratio must be at least 0 and below 1, got 1.0")
+
+
 def test_checkpoint_that_is_not_one(tmp_path):
     fake = tmp_path / "model.safetensors"
     fake.write_bytes(b"\x00" * 64)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -260,7 +261,33 @@ def image_score(anomaly_map: torch.Tensor, kernel: int) -> torch.Tensor:
     return pooled.flatten(1).amax(dim=1)
 
 
-def reconstruction_map(model: MALA, images: torch.Tensor) -> torch.Tensor:
-    """The ablation's reconstruction-based map: mean absolute difference to the unmasked reconstruction."""
-    recon = model.reconstruct(images, mask_ratio=0.0).image
-    return (recon - images).abs().mean(dim=1)
+PARTITION_SEED = 0  # the reconstruction map's patch partition: fixed, so a model's maps are reproducible
+
+
+def patch_partition(num_patches: int, mask_ratio: float) -> list[torch.Tensor]:
+    """round(1 / (1 - mask_ratio)) (at least 2) disjoint random sets of patch indices covering all patches, each
+    about the size stage 1 keeps visible; seeded, so the same at every call."""
+    parts = max(2, round(1 / (1 - mask_ratio)))
+    order = np.random.default_rng(PARTITION_SEED).permutation(num_patches)  # numpy: a constant to torch.export
+    return [torch.from_numpy(part) for part in np.array_split(order, parts)]
+
+
+def hidden_reconstruction(model: MALA, images: torch.Tensor, mask_ratio: float) -> torch.Tensor:
+    """Every patch reconstructed only from passes that hide it: pass k shows set k of `patch_partition` (so about
+    `mask_ratio` of the patches are hidden, as in training) and each patch takes the mean of its hidden passes."""
+    batch, num_patches = images.shape[0], model.grid_size**2
+    total = count = 0
+    for visible in patch_partition(num_patches, mask_ratio):
+        noise = torch.ones(batch, num_patches, device=images.device)
+        noise[:, visible] = 0  # `random_masking` keeps the lowest noise: exactly this set
+        recon = model.reconstruct(images, 1 - len(visible) / num_patches, noise)
+        hidden = recon.mask.unsqueeze(-1)
+        total = total + model.patchify(recon.image) * hidden
+        count = count + hidden
+    return model.unpatchify(total / count, 3)
+
+
+def reconstruction_map(model: MALA, images: torch.Tensor, mask_ratio: float) -> torch.Tensor:
+    """The ablation's reconstruction-based map: mean absolute difference to `hidden_reconstruction`, so that a
+    defect is predicted from its surroundings, not copied from its own visible pixels."""
+    return (hidden_reconstruction(model, images, mask_ratio) - images).abs().mean(dim=1)
