@@ -111,6 +111,12 @@ class MALA(nn.Module):
         modules = [self.decoder_embed, *self.decoder_blocks, self.decoder_norm]
         return [self.decoder_pos_embed] + [p for m in modules for p in m.parameters()]
 
+    @staticmethod
+    def no_weight_decay() -> set[str]:
+        """Parameters AdamW's decay must not pull to zero besides biases and norms: the tokens (and the fixed
+        position embeddings, which never train)."""
+        return {"cls_token", "mask_token", "pos_embed", "decoder_pos_embed"}
+
     def set_stage(self, stage: int) -> None:
         """Stage 1 trains encoder, decoder and pixel head; stage 2 freezes the encoder and trains decoder and TBM."""
         fixed = {id(self.pos_embed), id(self.decoder_pos_embed)}
