@@ -42,6 +42,7 @@ class MALA(nn.Module):
         if cfg.image_size % cfg.patch_size:
             raise ValueError(f"image size {cfg.image_size} is not a multiple of patch size {cfg.patch_size}")
         self.cfg = cfg
+        self.encoder_frozen = False  # set by `set_stage`
         self.patch_size = cfg.patch_size
         self.grid_size = cfg.image_size // cfg.patch_size
         num_patches = self.grid_size**2
@@ -103,9 +104,12 @@ class MALA(nn.Module):
 
     # ----- parameter groups -------------------------------------------------------------------------
 
+    def encoder_modules(self) -> list[nn.Module]:
+        """The ViT encoder's trained parts (the hybrid's backbone is not one: it never trains)."""
+        return [self.patch_embed, *self.blocks, self.norm]
+
     def encoder_parameters(self) -> list[nn.Parameter]:
-        modules = [self.patch_embed, *self.blocks, self.norm]
-        return [self.cls_token, self.pos_embed] + [p for m in modules for p in m.parameters()]
+        return [self.cls_token, self.pos_embed] + [p for m in self.encoder_modules() for p in m.parameters()]
 
     def decoder_parameters(self) -> list[nn.Parameter]:
         modules = [self.decoder_embed, *self.decoder_blocks, self.decoder_norm]
@@ -126,6 +130,18 @@ class MALA(nn.Module):
         trainable = stage1 if stage == 1 else stage2
         for parameter in self.parameters():
             parameter.requires_grad_(id(parameter) in trainable and id(parameter) not in fixed)
+        self.encoder_frozen = stage == 2
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> MALA:
+        """nn.Module.train, except that a frozen encoder (stage 2) stays in eval mode: dropout, drop-path or batch
+        norm can never change the tokens the decoder learns from."""
+        super().train(mode)
+        if self.encoder_frozen:
+            frozen = self.encoder_modules() + ([self.feature_tokens] if self.hybrid else [])
+            for module in frozen:
+                module.train(False)
+        return self
 
     # ----- shared pieces ----------------------------------------------------------------------------
 

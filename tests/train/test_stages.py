@@ -13,6 +13,7 @@ from mala.synth import AnomalySynthesizer
 from mala.train.stage1 import Stage1
 from mala.train.stage2 import Stage2
 from tests.conftest import shared_data
+from tests.model.test_hybrid import hybrid_config
 
 
 def _cache(count: int, size: int) -> ImageCache:
@@ -95,3 +96,26 @@ def test_resuming_an_optimizer_of_another_grouping_is_refused_in_words(small_con
     single_group = torch.optim.AdamW([p for p in stage.model.parameters() if p.requires_grad]).state_dict()
     with pytest.raises(CheckpointError, match="1 parameter group"):
         stage.load_state_dict({"optimizer": single_group})
+
+
+@pytest.mark.parametrize("hybrid", [False, True])
+def test_stage2_keeps_the_frozen_encoder_in_eval_mode_through_train_calls(small_config, hybrid):
+    cfg = small_config
+    if hybrid:
+        cfg.model = hybrid_config()
+    model = MALA(cfg.model)
+    stage = Stage2(cfg, model, Fabric(accelerator="cpu", devices=1), _empty_cache(64), None, {})
+    images = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        before = model.encode_full(images)
+    stage.model.train()  # the Fabric wrapper, as a training loop would call it
+    frozen = model.encoder_modules() + ([model.feature_tokens] if hybrid else [])
+    assert not any(m.training for module in frozen for m in module.modules())
+    assert model.training and model.decoder_blocks[0].training and model.tbm.training
+    stage.step((images, (torch.rand(2, 64, 64) > 0.8).float()), 0.0)
+    with torch.no_grad():
+        after = model.encode_full(images)
+    for was, now in zip(before, after):
+        assert (was is None and now is None) or torch.equal(was, now)
+    model.set_stage(1)  # stage 1 trains the encoder: train mode again
+    assert model.train().blocks[0].training
