@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+from mala.deploy.graph import read_calibration
 from tests.conftest import shared_data
 
 
@@ -57,3 +58,5 @@ def test_demo_generates_trains_and_tests(tmp_path):
     assert set(metrics) == {"weave", "granite", "washer", "pcb_chip", "mean"}
     assert 0 <= metrics["mean"]["pixel_auroc"] <= 1
     assert "mean" in result.stdout and "image auroc" in result.stdout
+    # decisions come from thresholds chosen on the validation images, not on the test set
+    assert read_calibration(tmp_path / "run" / "model.safetensors").data == [str(tmp_path / "validation")]
