@@ -128,7 +128,7 @@ def cmd_test(args: argparse.Namespace) -> None:
     out = args.out or Path(args.checkpoint).parent / "test"
     results = engine.test(Path(args.checkpoint), _data(args), _csv(args.categories), out, device=args.device,
                           figures_per_category=args.figures, full_resolution=args.full_resolution,
-                          cache_dir=args.cache_dir)
+                          cache_dir=args.cache_dir, store_test_thresholds=args.store_test_thresholds)
     print_metrics(results)
     print(f"report written to {out}: open {out / 'index.html'} (metrics.json, metrics.csv, table.md beside it)")
 
@@ -139,8 +139,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
     predictor = Predictor(open_backend(args.model, args.device), args.category)
     if not predictor.calibrated:
-        print("mala: note: this model has no thresholds yet, so no decisions: run `mala test` or `mala calibrate`",
-              file=sys.stderr)
+        print("mala: note: this model has no thresholds yet, so no decisions: run `mala calibrate`", file=sys.stderr)
     summary = predict_folder(predictor, args.input, args.out, args.batch_size, not args.no_pictures)
     decided = ", ".join(f"{summary[key]} {key}" for key in ("anomalous", "normal") if summary[key])
     print(f"{summary['images']} images: {decided or 'no decisions'}, {summary['failed']} unreadable "
@@ -263,6 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
                            "needs one image size per category and about 16 bytes of memory per pixel of the largest "
                            "category (120 images of 1024 x 1024: ~2 GB); metric time grows with the pixel count "
                            "(512 px originals: ~9x). The report's pictures and ROC curves stay at the model's size")
+    test.add_argument("--store-test-thresholds", action="store_true",
+                      help="store this test set's F1-max thresholds with the model (the test labels choose them: "
+                           "decisions then look better on this test set than they are); else `mala calibrate`")
     test.set_defaults(func=cmd_test)
 
     cost = commands.add_parser("cost", help="parameters, GFLOPs and images/s per config (the paper's Table 6)")

@@ -63,6 +63,10 @@ class Stage1Config:
     target: Literal["pixels", "features", "both"] = "pixels"
     feature_weight: float = 1.0
 
+    def __post_init__(self) -> None:
+        if not 0 <= self.mask_ratio < 1:
+            raise ConfigError(f"stage1.mask_ratio must be at least 0 and below 1, got {self.mask_ratio}")
+
     @property
     def lr(self) -> float:
         return self.base_lr * self.batch_size / 256
@@ -96,6 +100,15 @@ class SynthConfig:
     num_augmentations: int = 3
     local_prob: float = 0.5  # for object categories: chance of a foreground-restricted anomaly
     object_categories: list[str] | None = None  # None: decided per category from its images
+    # recorded, not read: every saved config states where anomaly content came from (`describe_source`)
+    anomaly_source: str = ""
+
+    def describe_source(self) -> str:
+        """Where the anomalies' content comes from, in words (the paper takes all of it from DTD)."""
+        if not self.texture_dir:
+            return "self-texture only (no DTD): every anomaly's content is the image itself"
+        share = self.self_texture_prob
+        return f"{1 - share:.0%} textures from {self.texture_dir}, {share:.0%} the image itself"
 
 
 @dataclass
@@ -128,7 +141,9 @@ class MalaConfig:
     run: RunConfig = field(default_factory=RunConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        values = dataclasses.asdict(self)
+        values["synth"]["anomaly_source"] = self.synth.describe_source()
+        return values
 
     def save(self, path: Path) -> None:
         path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))

@@ -31,10 +31,14 @@ def demo_overrides(minutes: float) -> list[str]:
 
 
 def run_demo(out: Path, minutes: float = REFERENCE_MINUTES, seed: int = 0) -> dict[str, dict[str, float | None]]:
-    """Generate the demo data under `out/data`, train into `out/run`, test; returns per-category metrics."""
-    data = Path(out) / "data"
+    """Generate the demo data under `out/data`, train into `out/run`, choose the decision thresholds on validation
+    images drawn with another seed (`out/validation`), test; returns per-category metrics."""
+    data, validation = Path(out) / "data", Path(out) / "validation"
     categories = make_demo_dataset(data, image_size=DEMO_SIZE, n_train=60, n_test_good=12, n_test_defect=6, seed=seed)
     print(f"demo dataset: {', '.join(categories)} in {data}")
     cfg = apply_overrides(load_config("tiny"), demo_overrides(minutes))
     model = engine.train(cfg, [data], Path(out) / "run")
+    # the validation set's own `test` images: labelled, and none of them in training or test
+    make_demo_dataset(validation, image_size=DEMO_SIZE, n_train=1, n_test_good=12, n_test_defect=3, seed=seed + 1)
+    engine.calibrate(model, roots=[validation])
     return engine.test(model, [data], out=Path(out) / "run" / "test")

@@ -84,10 +84,12 @@ def plan_training(cfg: MalaConfig, roots: list[Path], categories: list[str] | No
 
 def test(checkpoint: Path, roots: list[Path], categories: list[str] | None = None,
          out: Path | None = None, device: str = "cpu", figures_per_category: int = 4,
-         full_resolution: bool = False, cache_dir: Path | None = None) -> dict[str, dict[str, float | None]]:
+         full_resolution: bool = False, cache_dir: Path | None = None,
+         store_test_thresholds: bool = False) -> dict[str, dict[str, float | None]]:
     """Per-category metrics of a trained model on the roots' test sets; with `out`, a report folder there
-    (metrics.json/.csv, table.md, ROC curves, example maps, index.html). `full_resolution`: pixel metrics at each
-    image's original size."""
+    (metrics.json/.csv, table.md, ROC curves, example maps, index.html, the test set's F1-max thresholds in
+    thresholds.json). `full_resolution`: pixel metrics at each image's original size. The model file is left as it
+    is unless `store_test_thresholds` (thresholds chosen with the test labels: optimistic decisions)."""
     model, cfg, info = load_trained_model(checkpoint)
     samples = test_samples(scan_roots(roots, categories))
     cache = ImageCache.build(samples, cfg.model.image_size, desc="decoding test images", cache_dir=cache_dir)
@@ -97,25 +99,27 @@ def test(checkpoint: Path, roots: list[Path], categories: list[str] | None = Non
     if out is not None:
         write_report(Path(out), cache, predictions, results, figures_per_category, info.get("categories", []))
         (Path(out) / "thresholds.json").write_text(json.dumps(calibration.to_dict(), indent=1))
-    _store_test_thresholds(checkpoint, calibration)
+    if store_test_thresholds:
+        _store_test_thresholds(checkpoint, calibration)
+    elif read_calibration(checkpoint) is None:
+        print(f"{checkpoint} has no decision thresholds: choose them with `mala calibrate` on validation or normal "
+              "images (this test's F1-max is a metric, not a decision rule)", file=sys.stderr)
     return results
 
 
 def _store_test_thresholds(checkpoint: Path, calibration: Calibration) -> None:
-    """Thresholds chosen by a test go with the model unless `mala calibrate` chose some: those are kept."""
+    """`mala test --store-test-thresholds`: the test set's F1-max thresholds go with the model, with the warning."""
     stored = read_calibration(checkpoint)
-    if stored is not None and stored.chosen_by != calibration.chosen_by:
-        print(f"thresholds from `{stored.chosen_by}` kept in {checkpoint}; this test's are in thresholds.json",
-              file=sys.stderr)
-        return
     try:
         path = store_calibration(checkpoint, calibration)
     except OSError as exc:  # a model on read-only storage still gets tested
         print(f"thresholds not stored with the model ({exc.strerror or exc}); they are in the report's "
               "thresholds.json", file=sys.stderr)
         return
-    print(f"thresholds (F1-max on this test set where it has anomalies) stored in {path}; "
-          "choose them on other data with `mala calibrate`", file=sys.stderr)
+    replaced = f", replacing those of `{stored.chosen_by}`" if stored is not None else ""
+    print(f"warning: thresholds chosen on this test set stored in {path}{replaced}. The test labels chose them, so "
+          "accuracy and F1 of their decisions on this test set are optimistic; for decisions you can trust, choose "
+          "them on other data with `mala calibrate`", file=sys.stderr)
 
 
 def _describe(roots: list) -> list[str]:

@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+from mala.deploy.graph import read_calibration
 from tests.conftest import shared_data
 
 
@@ -33,6 +34,11 @@ def test_bad_config_value(tmp_path):
     _assert_one_line_error(result, "--set 'stage1.nonsense=3'")
 
 
+def test_a_mask_ratio_that_hides_everything_is_refused(tmp_path):
+    result = _mala("train", "--data", str(tmp_path), "--set", "stage1.mask_ratio=1")
+    _assert_one_line_error(result, "stage1.mask_ratio must be at least 0 and below 1, got 1.0")
+
+
 def test_checkpoint_that_is_not_one(tmp_path):
     fake = tmp_path / "model.safetensors"
     fake.write_bytes(b"\x00" * 64)
@@ -52,3 +58,5 @@ def test_demo_generates_trains_and_tests(tmp_path):
     assert set(metrics) == {"weave", "granite", "washer", "pcb_chip", "mean"}
     assert 0 <= metrics["mean"]["pixel_auroc"] <= 1
     assert "mean" in result.stdout and "image auroc" in result.stdout
+    # decisions come from thresholds chosen on the validation images, not on the test set
+    assert read_calibration(tmp_path / "run" / "model.safetensors").data == [str(tmp_path / "validation")]

@@ -78,7 +78,7 @@ def load_graph(checkpoint: Path, category: str | None = None) -> tuple[Inference
     calibration = read_calibration(checkpoint)
     if calibration is None and category is not None:
         raise ConfigError(f"{checkpoint}: has no thresholds yet, so none for category '{category}'; "
-                          "choose them with `mala calibrate` or `mala test` first")
+                          "choose them with `mala calibrate` first")
     thresholds = calibration.thresholds(category) if calibration else None
     description = {
         "image_size": cfg.model.image_size,

@@ -27,7 +27,7 @@ class Predictions:
 def anomaly_maps(model: MALA, images: torch.Tensor, cfg: MalaConfig) -> torch.Tensor:
     """The configured pipeline's map: the end-to-end head, or the reconstruction error (ablation)."""
     if cfg.run.pipeline == "reconstruction":
-        return reconstruction_map(model, images)
+        return reconstruction_map(model, images, cfg.stage1.mask_ratio)
     return model(images)
 
 

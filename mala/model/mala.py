@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -32,12 +33,18 @@ class MaskedReconstruction:
     target_features: torch.Tensor | None = None  # hybrid: (B, N, C) the backbone's own feature tokens
 
 
+def visible_patch_count(num_patches: int, mask_ratio: float) -> int:
+    """Patches the encoder sees at `mask_ratio`, rounded (196 at 0.7: 59); truncation would hide one too many."""
+    return round(num_patches * (1 - mask_ratio))
+
+
 class MALA(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         if cfg.image_size % cfg.patch_size:
             raise ValueError(f"image size {cfg.image_size} is not a multiple of patch size {cfg.patch_size}")
         self.cfg = cfg
+        self.encoder_frozen = False  # set by `set_stage`
         self.patch_size = cfg.patch_size
         self.grid_size = cfg.image_size // cfg.patch_size
         num_patches = self.grid_size**2
@@ -101,13 +108,22 @@ class MALA(nn.Module):
 
     # ----- parameter groups -------------------------------------------------------------------------
 
+    def encoder_modules(self) -> list[nn.Module]:
+        """The ViT encoder's trained parts (the hybrid's backbone is not one: it never trains)."""
+        return [self.patch_embed, *self.blocks, self.norm]
+
     def encoder_parameters(self) -> list[nn.Parameter]:
-        modules = [self.patch_embed, *self.blocks, self.norm]
-        return [self.cls_token, self.pos_embed] + [p for m in modules for p in m.parameters()]
+        return [self.cls_token, self.pos_embed] + [p for m in self.encoder_modules() for p in m.parameters()]
 
     def decoder_parameters(self) -> list[nn.Parameter]:
         modules = [self.decoder_embed, *self.decoder_blocks, self.decoder_norm]
         return [self.decoder_pos_embed] + [p for m in modules for p in m.parameters()]
+
+    @staticmethod
+    def no_weight_decay() -> set[str]:
+        """Parameters AdamW's decay must not pull to zero besides biases and norms: the tokens (and the fixed
+        position embeddings, which never train)."""
+        return {"cls_token", "mask_token", "pos_embed", "decoder_pos_embed"}
 
     def set_stage(self, stage: int) -> None:
         """Stage 1 trains encoder, decoder and pixel head; stage 2 freezes the encoder and trains decoder and TBM."""
@@ -119,6 +135,18 @@ class MALA(nn.Module):
         trainable = stage1 if stage == 1 else stage2
         for parameter in self.parameters():
             parameter.requires_grad_(id(parameter) in trainable and id(parameter) not in fixed)
+        self.encoder_frozen = stage == 2
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> MALA:
+        """nn.Module.train, except that a frozen encoder (stage 2) stays in eval mode: dropout, drop-path or batch
+        norm can never change the tokens the decoder learns from."""
+        super().train(mode)
+        if self.encoder_frozen:
+            frozen = self.encoder_modules() + ([self.feature_tokens] if self.hybrid else [])
+            for module in frozen:
+                module.train(False)
+        return self
 
     # ----- shared pieces ----------------------------------------------------------------------------
 
@@ -181,7 +209,7 @@ class MALA(nn.Module):
         `noise` (B, L): the tokens with the lowest values are kept; drawn here when not given (the trainer gives
         it so that data-parallel ranks mask as one process with the whole batch would)."""
         batch, length, dim = tokens.shape
-        keep = int(length * (1 - mask_ratio))
+        keep = visible_patch_count(length, mask_ratio)
         noise = torch.rand(batch, length, device=tokens.device) if noise is None else noise.to(tokens.device)
         ids_shuffle = torch.argsort(noise, dim=1)
         ids_restore = torch.argsort(ids_shuffle, dim=1)
@@ -263,7 +291,33 @@ def image_score(anomaly_map: torch.Tensor, kernel: int) -> torch.Tensor:
     return pooled.flatten(1).amax(dim=1)
 
 
-def reconstruction_map(model: MALA, images: torch.Tensor) -> torch.Tensor:
-    """The ablation's reconstruction-based map: mean absolute difference to the unmasked reconstruction."""
-    recon = model.reconstruct(images, mask_ratio=0.0).image
-    return (recon - images).abs().mean(dim=1)
+PARTITION_SEED = 0  # the reconstruction map's patch partition: fixed, so a model's maps are reproducible
+
+
+def patch_partition(num_patches: int, mask_ratio: float) -> list[torch.Tensor]:
+    """round(1 / (1 - mask_ratio)) (at least 2) disjoint random sets of patch indices covering all patches, each
+    about the size stage 1 keeps visible; seeded, so the same at every call."""
+    parts = max(2, round(1 / (1 - mask_ratio)))
+    order = np.random.default_rng(PARTITION_SEED).permutation(num_patches)  # numpy: a constant to torch.export
+    return [torch.from_numpy(part) for part in np.array_split(order, parts)]
+
+
+def hidden_reconstruction(model: MALA, images: torch.Tensor, mask_ratio: float) -> torch.Tensor:
+    """Every patch reconstructed only from passes that hide it: pass k shows set k of `patch_partition` (so about
+    `mask_ratio` of the patches are hidden, as in training) and each patch takes the mean of its hidden passes."""
+    batch, num_patches = images.shape[0], model.grid_size**2
+    total = count = 0
+    for visible in patch_partition(num_patches, mask_ratio):
+        noise = torch.ones(batch, num_patches, device=images.device)
+        noise[:, visible] = 0  # `random_masking` keeps the lowest noise: exactly this set
+        recon = model.reconstruct(images, 1 - len(visible) / num_patches, noise)
+        hidden = recon.mask.unsqueeze(-1)
+        total = total + model.patchify(recon.image) * hidden
+        count = count + hidden
+    return model.unpatchify(total / count, 3)
+
+
+def reconstruction_map(model: MALA, images: torch.Tensor, mask_ratio: float) -> torch.Tensor:
+    """The ablation's reconstruction-based map: mean absolute difference to `hidden_reconstruction`, so that a
+    defect is predicted from its surroundings, not copied from its own visible pixels."""
+    return (hidden_reconstruction(model, images, mask_ratio) - images).abs().mean(dim=1)

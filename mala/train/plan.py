@@ -15,6 +15,7 @@ from mala.config import MalaConfig
 from mala.data.dataset import ImageCache
 from mala.eval.cost import describe_device, parameter_counts
 from mala.model import MALA
+from mala.model.mala import visible_patch_count
 from mala.train.distributed import batches_per_epoch
 from mala.train.runner import optimizer_steps
 from mala.train.stage1 import Stage1
@@ -44,6 +45,12 @@ def _world_size(cfg: MalaConfig) -> int:
     return cfg.run.devices * cfg.run.num_nodes
 
 
+def _visible_patches(cfg: MalaConfig) -> str:
+    """"V of N", the patches stage 1's encoder sees per image, counted as `MALA.random_masking` counts them."""
+    num_patches = (cfg.model.image_size // cfg.model.patch_size) ** 2
+    return f"{visible_patch_count(num_patches, cfg.stage1.mask_ratio)} of {num_patches}"
+
+
 def steps_per_epoch(images: int, batch_size: int, world_size: int, accumulate: int = 1) -> int:
     """Optimizer steps, as the stages' loaders do it: the epoch split over the devices (padded to equal shares),
     batched, `accumulate` batches a step."""
@@ -60,7 +67,8 @@ def stage_plans(cfg: MalaConfig, num_categories: int) -> list[StagePlan]:
         global_batch = s1.batch_size * world_size * accumulate
         plans.append(StagePlan(
             1, s1.epochs, images, s1.batch_size, steps_per_epoch(images, s1.batch_size, world_size, accumulate),
-            f"{s1.images_per_category} per category x {num_categories}, {s1.mask_ratio:.0%} of patches masked",
+            f"{s1.images_per_category} per category x {num_categories}, {s1.mask_ratio:.0%} of patches masked "
+            f"({_visible_patches(cfg)} visible)",
             f"lr {s1.base_lr * global_batch / 256:.3g} (= {s1.base_lr:g} x global batch {global_batch} / 256), "
             f"{s1.warmup_epochs} warm-up epochs, then cosine decay to 0",
         ))

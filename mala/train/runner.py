@@ -7,13 +7,42 @@ from abc import ABC, abstractmethod
 from typing import Any, Callable, Sequence
 
 import torch
+from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from mala.config import MalaConfig
 from mala.data.dataset import ImageCache
+from mala.errors import CheckpointError
 from mala.train.distributed import batches_per_epoch, rank_loader
 
 LossFunction = Callable[[Any], tuple[torch.Tensor, dict[str, float]]]
+
+
+def weight_decay_groups(module: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """The trainable parameters as MAE groups them (timm's `param_groups_weight_decay`): matrices and kernels decay;
+    biases, 1-D parameters (norms) and the module's `no_weight_decay()` names (tokens) do not."""
+    skip = set(module.no_weight_decay()) if hasattr(module, "no_weight_decay") else set()
+    decayed, kept = [], []
+    for name, parameter in module.named_parameters():
+        if parameter.requires_grad:
+            exempt = parameter.ndim <= 1 or name.endswith(".bias") or name in skip
+            (kept if exempt else decayed).append(parameter)
+    return [{"params": kept, "weight_decay": 0.0}, {"params": decayed, "weight_decay": weight_decay}]
+
+
+def adamw(module: nn.Module, lr: float, weight_decay: float, **options: Any) -> torch.optim.AdamW:
+    """AdamW over the module's trainable parameters in `weight_decay_groups`."""
+    return torch.optim.AdamW(weight_decay_groups(module, weight_decay), lr=lr, **options)
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """Resume an optimizer; a checkpoint written before its parameter groups changed is refused in words."""
+    saved, wanted = len(state["param_groups"]), len(optimizer.param_groups)
+    if saved != wanted:
+        raise CheckpointError(f"the checkpoint's optimizer has {saved} parameter group(s), this version {wanted} "
+                              "(weight decay now spares biases, norms and tokens): it cannot be resumed; start a "
+                              "new run")
+    optimizer.load_state_dict(state)
 
 
 def optimizer_steps(batches: int, accumulate: int) -> int:

@@ -16,7 +16,7 @@ from mala.model import MALA, PseudoLabelPredictor
 from mala.model.mala import MaskedReconstruction
 from mala.train.losses import (LossTerms, adversarial_loss, discriminator_loss, masked_feature_loss,
                                stage1_reconstruction_loss)
-from mala.train.runner import StageRunner
+from mala.train.runner import StageRunner, adamw, load_optimizer_state
 
 
 def warmup_cosine_lr(base_lr: float, progress_epochs: float, warmup_epochs: int, total_epochs: int) -> float:
@@ -41,18 +41,14 @@ class Stage1(StageRunner):
         if model.hybrid and self.settings.target == "pixels":  # an unused head would stall DDP's gradient sync
             model.decoder_feature_pred.requires_grad_(False)
         self.num_patches = model.grid_size**2
-        generator_params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(
-            generator_params, lr=self.settings.lr, weight_decay=self.settings.weight_decay, betas=self.settings.betas
-        )
+        optimizer = adamw(model, self.settings.lr, self.settings.weight_decay, betas=self.settings.betas)
         self.model, self.optimizer = fabric.setup(model, optimizer)
         self.model.mark_forward_method("reconstruct")  # so DDP syncs gradients of this non-forward method
         self.discriminator = self.disc_optimizer = None
         if self.settings.use_plpm and self.settings.target != "features":
             plpm = PseudoLabelPredictor(cfg.model.plpm_width)
-            disc_optimizer = torch.optim.AdamW(  # the paper's AdamW settings for both players
-                plpm.parameters(), lr=self.settings.lr, weight_decay=self.settings.weight_decay, betas=self.settings.betas
-            )
+            # the paper's AdamW settings for both players
+            disc_optimizer = adamw(plpm, self.settings.lr, self.settings.weight_decay, betas=self.settings.betas)
             self.discriminator, self.disc_optimizer = fabric.setup(plpm, disc_optimizer)
 
     def epoch_dataset(self, epoch: int) -> Dataset:
@@ -121,7 +117,7 @@ class Stage1(StageRunner):
         return state
 
     def load_state_dict(self, state: dict) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(self.optimizer, state["optimizer"])
         if self.discriminator:
             self.discriminator.load_state_dict(state["plpm"])
-            self.disc_optimizer.load_state_dict(state["plpm_optimizer"])
+            load_optimizer_state(self.disc_optimizer, state["plpm_optimizer"])

@@ -12,7 +12,7 @@ from mala.config import MalaConfig
 from mala.data.dataset import ImageCache, SyntheticAnomalies, draw_per_category, epoch_rng
 from mala.model import MALA
 from mala.train.losses import stage2_loss
-from mala.train.runner import StageRunner
+from mala.train.runner import StageRunner, adamw, load_optimizer_state
 
 
 class Stage2(StageRunner):
@@ -24,8 +24,7 @@ class Stage2(StageRunner):
         if self.settings.anomalous_per_category > self.settings.images_per_category:
             raise ValueError("stage2.anomalous_per_category exceeds stage2.images_per_category")
         model.set_stage(2)
-        params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=self.settings.lr, weight_decay=self.settings.weight_decay)
+        optimizer = adamw(model, self.settings.lr, self.settings.weight_decay)
         self.model, self.optimizer = fabric.setup(model, optimizer)
         self.model.mark_forward_method("map_logits")  # so DDP syncs gradients of this non-forward method
 
@@ -54,4 +53,4 @@ class Stage2(StageRunner):
         return {"optimizer": self.optimizer.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(self.optimizer, state["optimizer"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from itertools import islice
@@ -135,6 +136,7 @@ class Trainer:
         if self.fabric.is_global_zero:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self.cfg.save(self.run_dir / "config.yaml")
+        self._announce_anomaly_source()
         self.logger = RunLogger(self.run_dir, self.fabric.is_global_zero, self._resumed_from)
         try:
             self._train_stages(data)
@@ -153,6 +155,18 @@ class Trainer:
         if self.cfg.run.pipeline == "end_to_end" and self.progress.epoch < self.cfg.stage2.epochs:
             runner = Stage2(self.cfg, self.model, self.fabric, data.cache, self._synthesizer(), self._foregrounds(data))
             self._run(runner, data, self.cfg.stage2.epochs)
+
+    def _announce_anomaly_source(self) -> None:
+        """One stderr line on where stage 2's anomalies come from; plainly a warning without textures (the paper's
+        come from DTD)."""
+        if self.cfg.run.pipeline != "end_to_end" or not self.fabric.is_global_zero:
+            return
+        if self.cfg.synth.texture_dir:
+            print(f"mala: synthetic anomalies: {self.cfg.synth.describe_source()}", file=sys.stderr)
+        else:
+            print("mala: warning: no texture folder (--textures, synth.texture_dir): synthetic anomalies are "
+                  "self-texture only, their content taken from the images themselves, not from DTD as in the "
+                  "paper", file=sys.stderr)
 
     def _synthesizer(self) -> AnomalySynthesizer:
         synthesizer = AnomalySynthesizer(self.cfg.synth, self.cfg.model.image_size)

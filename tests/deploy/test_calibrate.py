@@ -1,9 +1,10 @@
-"""`mala calibrate` and `mala test` choose thresholds on real data and store them with the model; predictions
-then flag what the thresholds promise."""
+"""`mala calibrate` chooses thresholds on real data and stores them with the model (`mala test` only when asked,
+with a warning); predictions then flag what the thresholds promise."""
 
 from __future__ import annotations
 
 import csv
+import json
 
 import numpy as np
 import pytest
@@ -42,17 +43,31 @@ def test_f1_max_on_labelled_data_for_each_category_and_all(checkpoint):
     assert entry.image_min <= entry.image_threshold <= entry.image_max
 
 
-def test_test_stores_thresholds_but_keeps_those_of_calibrate(checkpoint, tmp_path, capsys):
+def test_test_leaves_the_model_file_alone_and_reports_its_f1_max_thresholds(checkpoint, tmp_path, capsys):
+    before = checkpoint.read_bytes()
     data = ["--data", str(shared_data("metal_plate"))]
     assert main(["test", "--checkpoint", str(checkpoint), *data, "--figures", "0", "--out", str(tmp_path / "t")]) == 0
-    assert read_calibration(checkpoint).chosen_by == "mala test"
-    assert (tmp_path / "t" / "thresholds.json").exists()
+    assert checkpoint.read_bytes() == before and read_calibration(checkpoint) is None
+    report = json.loads((tmp_path / "t" / "thresholds.json").read_text())
+    assert report["chosen_by"] == "mala test" and report["entries"]["metal_plate"]["image_rule"] == "F1-max"
+    assert json.loads((tmp_path / "t" / "metrics.json").read_text())["metrics"]["metal_plate"]["image_f1_max"] > 0
+    assert "has no decision thresholds: choose them with `mala calibrate`" in capsys.readouterr().err
+
+
+def test_test_stores_its_thresholds_only_when_asked_and_names_the_leak(checkpoint, tmp_path, capsys):
+    data = ["--data", str(shared_data("metal_plate"))]
     assert main(["calibrate", "--checkpoint", str(checkpoint), "--normal",
                  str(shared_data("metal_plate", "train", "good"))]) == 0
-    assert "thresholds stored in" in capsys.readouterr().out
-    main(["test", "--checkpoint", str(checkpoint), *data, "--figures", "0", "--out", str(tmp_path / "t2")])
-    assert read_calibration(checkpoint).chosen_by == "mala calibrate"
-    assert "thresholds from `mala calibrate` kept" in capsys.readouterr().err
+    calibrated = read_calibration(checkpoint)
+    assert main(["test", "--checkpoint", str(checkpoint), *data, "--figures", "0", "--out", str(tmp_path / "t")]) == 0
+    assert read_calibration(checkpoint) == calibrated  # by default a test never changes the model
+    capsys.readouterr()
+    assert main(["test", "--checkpoint", str(checkpoint), *data, "--figures", "0", "--out", str(tmp_path / "t2"),
+                 "--store-test-thresholds"]) == 0
+    assert read_calibration(checkpoint).chosen_by == "mala test"
+    warning = capsys.readouterr().err
+    assert "warning:" in warning and "replacing those of `mala calibrate`" in warning
+    assert "The test labels chose them" in warning and "optimistic" in warning
 
 
 def test_calibrate_needs_exactly_one_kind_of_data(checkpoint):
@@ -65,7 +80,8 @@ def test_a_model_on_read_only_storage_is_still_tested(checkpoint, tmp_path, caps
         raise PermissionError(13, "Permission denied")
 
     monkeypatch.setattr(engine, "store_calibration", read_only)  # as root, a chmod would not stop the write
-    results = engine.test(checkpoint, [shared_data("metal_plate")], out=tmp_path / "report", figures_per_category=0)
+    results = engine.test(checkpoint, [shared_data("metal_plate")], out=tmp_path / "report", figures_per_category=0,
+                          store_test_thresholds=True)
     assert results["metal_plate"]["image_auroc"] is not None
     assert read_calibration(checkpoint) is None and (tmp_path / "report" / "thresholds.json").exists()
     assert "thresholds not stored with the model (Permission denied)" in capsys.readouterr().err

@@ -3,8 +3,10 @@ import re
 import numpy as np
 import torch
 
-from mala.config import load_config
+from mala.config import MalaConfig, load_config
 from mala.model import MALA
+from mala.model.mala import visible_patch_count
+from mala.train.plan import stage_plans
 from mala.model.vit import sincos_pos_embed
 
 # The key patterns of facebookresearch/mae `mae_visualize_vit_*.pth` (encoder + decoder), one per kind of tensor.
@@ -60,6 +62,20 @@ def test_random_masking_keeps_exact_count_per_image(small_config):
         visible = tokens[b][mask[b] == 0]
         assert torch.equal(visible.sort(dim=0).values, kept[b].sort(dim=0).values)
     assert torch.equal(ids_restore.sort(dim=1).values, torch.arange(64).expand(5, -1))
+
+
+def test_visible_patch_count_rounds_instead_of_truncating():
+    # 196 x 0.3 is 58.8 (58.79... in floating point): MAE's int() keeps 58, one patch fewer than the ratio says
+    assert visible_patch_count(196, 0.7) == 59
+    assert MALA.random_masking(torch.randn(2, 196, 4), 0.7)[0].shape == (2, 59, 4)
+    assert visible_patch_count(196, 0.75) == 49 and visible_patch_count(64, 0.0) == 64
+
+
+def test_dry_run_plan_counts_visible_patches_as_the_model_does():
+    cfg = MalaConfig()
+    cfg.stage1.mask_ratio = 0.7
+    plan = stage_plans(cfg, num_categories=1)[0]
+    assert "(59 of 196 visible)" in plan.sampling
 
 
 def test_patchify_roundtrip(small_config):

@@ -9,12 +9,13 @@ from lightning_fabric import Fabric
 
 from mala.data.dataset import ImageCache
 from mala.data.mvtec import scan_mvtec
-from mala.errors import ConfigError
+from mala.errors import CheckpointError, ConfigError
 from mala.model import MALA
 from mala.synth import AnomalySynthesizer
 from mala.train.stage1 import Stage1
 from mala.train.stage2 import Stage2
 from tests.conftest import shared_data
+from tests.model.test_hybrid import hybrid_config
 
 
 def _cache(count: int, size: int) -> ImageCache:
@@ -86,3 +87,69 @@ def test_stage1_feature_target_needs_a_backbone(small_config):
     small_config.stage1.target = "features"
     with pytest.raises(ConfigError, match="needs a backbone"):
         Stage1(small_config, MALA(small_config.model), Fabric(accelerator="cpu", devices=1), _cache(4, 64))
+
+
+def _decay_by_name(module: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, float]:
+    names = {id(p): name for name, p in module.named_parameters()}
+    return {names[id(p)]: group["weight_decay"] for group in optimizer.param_groups for p in group["params"]}
+
+
+def _empty_cache(size: int) -> ImageCache:
+    return ImageCache([], np.empty((0, size, size, 3), dtype=np.uint8), {})
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_weight_decay_spares_biases_norms_and_tokens_as_in_mae(small_config, stage):
+    cfg = small_config
+    cfg.stage1.weight_decay, cfg.stage2.weight_decay = 0.05, 0.01
+    model, fabric = MALA(cfg.model), Fabric(accelerator="cpu", devices=1)
+    if stage == 1:
+        runner = Stage1(cfg, model, fabric, _empty_cache(64))
+    else:
+        runner = Stage2(cfg, model, fabric, _empty_cache(64), synthesize=None, foregrounds={})
+    configured = 0.05 if stage == 1 else 0.01
+    decay = _decay_by_name(model, runner.optimizer)
+    assert set(decay) == {name for name, p in model.named_parameters() if p.requires_grad}
+    assert all(rate == 0 for name, rate in decay.items() if name.endswith(".bias") or "norm" in name)
+    assert decay["decoder_norm.weight"] == decay["decoder_blocks.0.norm1.weight"] == 0
+    assert decay["decoder_blocks.0.attn.qkv.weight"] == decay["decoder_embed.weight"] == configured
+    if stage == 1:
+        assert decay["cls_token"] == decay["mask_token"] == 0
+        assert decay["patch_embed.proj.weight"] == decay["blocks.0.mlp.fc1.weight"] == configured
+        plpm = runner.discriminator.module
+        assert _decay_by_name(plpm, runner.disc_optimizer) == {
+            name: 0.0 if p.ndim == 1 else configured for name, p in plpm.named_parameters()}
+    else:
+        assert decay["tbm.lp2.weight"] == configured and "tbm.lp2.bias" in decay
+        assert "cls_token" not in decay and "blocks.0.mlp.fc1.weight" not in decay  # frozen: not optimised
+
+
+def test_resuming_an_optimizer_of_another_grouping_is_refused_in_words(small_config):
+    cfg = small_config
+    stage = Stage2(cfg, MALA(cfg.model), Fabric(accelerator="cpu", devices=1), _empty_cache(64), None, {})
+    single_group = torch.optim.AdamW([p for p in stage.model.parameters() if p.requires_grad]).state_dict()
+    with pytest.raises(CheckpointError, match="1 parameter group"):
+        stage.load_state_dict({"optimizer": single_group})
+
+
+@pytest.mark.parametrize("hybrid", [False, True])
+def test_stage2_keeps_the_frozen_encoder_in_eval_mode_through_train_calls(small_config, hybrid):
+    cfg = small_config
+    if hybrid:
+        cfg.model = hybrid_config()
+    model = MALA(cfg.model)
+    stage = Stage2(cfg, model, Fabric(accelerator="cpu", devices=1), _empty_cache(64), None, {})
+    images = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        before = model.encode_full(images)
+    stage.model.train()  # the Fabric wrapper, as a training loop would call it
+    frozen = model.encoder_modules() + ([model.feature_tokens] if hybrid else [])
+    assert not any(m.training for module in frozen for m in module.modules())
+    assert model.training and model.decoder_blocks[0].training and model.tbm.training
+    stage.step((images, (torch.rand(2, 64, 64) > 0.8).float()), 0.0)
+    with torch.no_grad():
+        after = model.encode_full(images)
+    for was, now in zip(before, after):
+        assert (was is None and now is None) or torch.equal(was, now)
+    model.set_stage(1)  # stage 1 trains the encoder: train mode again
+    assert model.train().blocks[0].training

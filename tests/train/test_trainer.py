@@ -5,6 +5,7 @@ import torch
 from lightning_fabric import Fabric
 
 from mala.checkpoint import read_metadata
+from mala.config import load_config
 from mala.data.dataset import ImageCache
 from mala.data.mvtec import scan_mvtec
 from mala.errors import MalaError
@@ -75,3 +76,20 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_checkpoint(tmp_path, 
         Trainer(cfg, tmp_path / "run", _fabric()).fit(data)
     last = tmp_path / "run" / LAST_CHECKPOINT
     assert read_metadata(last)["progress"] == {"stage": 1, "epoch": 1, "step": 0, "run_step": 2}  # the good one
+
+
+@pytest.mark.parametrize("textures", [False, True])
+def test_a_run_states_where_its_anomalies_come_from(tmp_path, quick, capsys, textures):
+    cfg, data = quick
+    cfg.stage1.enabled, cfg.stage2.epochs = False, 1
+    if textures:
+        cfg.synth.texture_dir = str(shared_data("metal_plate", "train", "good"))  # any images serve as textures
+    Trainer(cfg, tmp_path / "run", _fabric()).fit(data)
+    err = capsys.readouterr().err
+    recorded = load_config(str(tmp_path / "run" / "config.yaml")).synth.anomaly_source
+    if textures:
+        assert "synthetic anomalies: 50% textures from" in err and "warning" not in err
+        assert recorded == f"50% textures from {cfg.synth.texture_dir}, 50% the image itself"
+    else:
+        assert "warning: no texture folder" in err and "not from DTD as in the paper" in err
+        assert recorded.startswith("self-texture only (no DTD)")
