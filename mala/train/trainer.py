@@ -50,22 +50,42 @@ class TrainingData:
 
     cache: ImageCache
     object_categories: list[str] = field(default_factory=list)
+    set_by_hand: list[str] = field(default_factory=list)  # categories whose kind synth.objects gives
 
     @property
     def categories(self) -> list[str]:
         return sorted(self.cache.indices_by_category())
 
+    def synthesis_lines(self) -> list[str]:
+        """Per category, where stage 2 draws its synthetic anomalies and who decided it."""
+        objects = set(self.object_categories)
+        kinds = {True: "object (anomalies on the foreground)", False: "texture (anomalies anywhere)"}
+        by_hand = set(self.set_by_hand)
+        return [f"{category}: {kinds[category in objects]}{', set in synth.objects' if category in by_hand else ''}"
+                for category in self.categories]
 
-def decide_object_categories(cache: ImageCache, configured: list[str] | None, probe: int = 8) -> list[str]:
-    """Configured list, or the automatic rule of `looks_like_object` on a few normal images per category."""
-    if configured is not None:
-        return sorted(configured)
-    chosen = []
-    for category, indices in cache.indices_by_category().items():
-        images = [cache.images[i].astype(np.float32) / 255.0 for i in indices[:probe]]
-        if looks_like_object(images):
-            chosen.append(category)
-    return chosen
+
+def training_data(cache: ImageCache, configured: list[str] | None = None, by_hand: dict[str, bool] | None = None,
+                  probe: int = 8) -> TrainingData:
+    """The cache with its object categories: `by_hand` first, then the `configured` list if given, else the automatic
+    rule of `looks_like_object` on a few normal images per category."""
+    by_hand = by_hand or {}
+    indices_by_category = cache.indices_by_category()
+    unknown = sorted(set(by_hand) - set(indices_by_category))
+    if unknown:
+        raise ConfigError(f"synth.objects names {', '.join(unknown)}, not among the training categories "
+                          f"({', '.join(sorted(indices_by_category))})")
+    objects = []
+    for category, indices in indices_by_category.items():
+        if category in by_hand:
+            is_object = by_hand[category]
+        elif configured is not None:
+            is_object = category in configured
+        else:
+            is_object = looks_like_object([cache.images[i].astype(np.float32) / 255.0 for i in indices[:probe]])
+        if is_object:
+            objects.append(category)
+    return TrainingData(cache, sorted(objects), sorted(by_hand))
 
 
 def make_fabric(cfg: MalaConfig) -> Fabric:
@@ -136,6 +156,9 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self.cfg.save(self.run_dir / "config.yaml")
         self.logger = RunLogger(self.run_dir, self.fabric.is_global_zero, self._resumed_from)
+        if self.cfg.run.pipeline == "end_to_end":
+            for line in data.synthesis_lines():
+                self.fabric.print(line)
         try:
             self._train_stages(data)
         finally:
@@ -164,7 +187,8 @@ class Trainer:
     def _foregrounds(data: TrainingData) -> dict[int, np.ndarray]:
         objects = set(data.object_categories)
         return {
-            i: foreground_mask(data.cache.images[i].astype(np.float32) / 255.0)
+            i: foreground_mask(data.cache.images[i].astype(np.float32) / 255.0,
+                               known_object=sample.category in data.set_by_hand)
             for i, sample in enumerate(data.cache.samples)
             if sample.category in objects
         }
