@@ -14,13 +14,13 @@ from typing import Iterable, Iterator
 import numpy as np
 import torch
 from lightning_fabric import Fabric
-from tqdm import tqdm
 
 from mala.config import MalaConfig, config_from_dict
 from mala.data.dataset import ImageCache
 from mala.errors import CheckpointError, ConfigError, MalaError
 from mala.model import MALA
 from mala.model.init import initialise
+from mala.progress import ProgressBar, progress
 from mala.train.memory import fill_memory
 from mala.synth import AnomalySynthesizer, foreground_mask, looks_like_object
 from mala.checkpoint import load_checkpoint, load_model_state, save_checkpoint
@@ -198,10 +198,10 @@ class Trainer:
             runner.load_state_dict(self._resume_state["stage_state"])
             self._resume_state = None
         per_epoch = len(data.categories) * runner.settings.images_per_category
-        bar = tqdm(
+        bar = progress(
             total=epochs * per_epoch, unit="img", desc=f"stage {runner.stage}",
             initial=min(self.progress.epoch * per_epoch + self.progress.step * runner.global_batch_size, per_epoch * epochs),
-            disable=not self.fabric.is_global_zero, dynamic_ncols=True,
+            disable=not self.fabric.is_global_zero,
         )
         for epoch in range(self.progress.epoch, epochs):
             self._run_epoch(runner, data, epoch, bar)
@@ -211,7 +211,7 @@ class Trainer:
         bar.close()
         self.logger.stage_done()
 
-    def _run_epoch(self, runner: Stage1 | Stage2, data: TrainingData, epoch: int, bar: tqdm) -> None:
+    def _run_epoch(self, runner: Stage1 | Stage2, data: TrainingData, epoch: int, bar: ProgressBar) -> None:
         """The epoch's optimizer steps from `progress.step` on (0 unless resumed mid-epoch), with step checkpoints."""
         stage, run = runner.stage, self.cfg.run
         first = self.progress.step
