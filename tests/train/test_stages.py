@@ -50,3 +50,26 @@ def test_stage2_freezes_encoder_and_trains_decoder_and_tbm(small_config):
     # not used by the map, so untouched too
     assert torch.equal(before["mask_token"], after["mask_token"])
     assert torch.equal(before["decoder_pred.weight"], after["decoder_pred.weight"])
+
+
+def test_the_generator_step_leaves_the_plpm_without_gradients_but_learns_from_it(small_config):
+    cfg = small_config
+    cfg.stage1.l1_weight, cfg.stage1.ssim_weight, cfg.stage1.adv_weight = 0.0, 0.0, 1.0  # the adversarial term alone
+    torch.manual_seed(0)
+    stage = Stage1(cfg, MALA(cfg.model), Fabric(accelerator="cpu", devices=1), _cache(4, 64))
+    after_each_step = []
+    optimize = stage.optimize
+
+    def recording_optimize(module, optimizer, batches, loss_of):
+        parts = optimize(module, optimizer, batches, loss_of)
+        after_each_step.append({"plpm": [p.grad for p in stage.discriminator.parameters()],
+                                "generator": [p.grad for p in stage.model.parameters() if p.requires_grad]})
+        return parts
+
+    stage.optimize = recording_optimize
+    stage.step(torch.rand(4, 3, 64, 64), 0.5)
+    generator_step, discriminator_step = after_each_step
+    assert all(grad is None or not grad.any() for grad in generator_step["plpm"])
+    assert any(grad is not None and grad.abs().sum() > 0 for grad in generator_step["generator"])
+    assert all(grad is not None for grad in discriminator_step["plpm"])
+    assert all(p.requires_grad for p in stage.discriminator.parameters())  # trainable again for the next step
