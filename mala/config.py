@@ -109,6 +109,8 @@ class SynthConfig:
             return "self-texture only (no DTD): every anomaly's content is the image itself"
         share = self.self_texture_prob
         return f"{1 - share:.0%} textures from {self.texture_dir}, {share:.0%} the image itself"
+    # by hand, before both of the above: category -> true (object: anomalies on the foreground) or false (texture)
+    objects: dict[str, bool] = field(default_factory=dict)
 
 
 @dataclass
@@ -164,6 +166,8 @@ def _build(cls: type, values: dict[str, Any], where: str) -> Any:
             value = _build(type(default), value, f"{where}.{name}")
         elif isinstance(default, tuple):
             value = tuple(value)
+        elif isinstance(default, dict):
+            value = _as_flags(value, f"{where}.{name}")
         elif isinstance(default, float) and not isinstance(value, bool):
             value = _as_float(value, f"{where}.{name}")  # YAML reads 1e-3 (no dot) as a string
         kwargs[name] = value
@@ -175,6 +179,16 @@ def _as_float(value: Any, where: str) -> float:
         return float(value)
     except (TypeError, ValueError):
         raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+
+
+def _as_flags(value: Any, where: str) -> dict[str, bool]:
+    """A mapping of names to true/false, e.g. synth.objects."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(flag, bool) for flag in value.values()):
+        raise ConfigError(f"{where}: expected a mapping of names to true/false, e.g. {{metal_plate: true}}, "
+                          f"got {value!r}")
+    return {str(name): flag for name, flag in value.items()}
 
 
 def config_from_dict(values: dict[str, Any], where: str = "config") -> MalaConfig:

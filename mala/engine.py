@@ -24,7 +24,7 @@ from mala.eval.thresholds import DEFAULT_QUANTILE, calibrate as choose_calibrati
 from mala.model import MALA
 from mala.model.init import initialise
 from mala.train.plan import describe_plan
-from mala.train.trainer import Trainer, TrainingData, decide_object_categories, make_fabric
+from mala.train.trainer import Trainer, TrainingData, make_fabric, training_data
 
 
 def load_training_data(cfg: MalaConfig, roots: list[Path], categories: list[str] | None,
@@ -32,7 +32,7 @@ def load_training_data(cfg: MalaConfig, roots: list[Path], categories: list[str]
     samples = train_samples(scan_roots(roots, categories))
     cache = ImageCache.build(samples, cfg.model.image_size, desc="decoding training images", cache_dir=cache_dir)
     objects = object_categories if object_categories is not None else cfg.synth.object_categories
-    return TrainingData(cache, decide_object_categories(cache, objects))
+    return training_data(cache, objects, cfg.synth.objects)
 
 
 def _trainer(cfg: MalaConfig | None, run_dir: Path, resume: bool, init: Path | None) -> Trainer:
@@ -170,7 +170,7 @@ def synth_preview(roots: list[Path], out: Path, textures: Path | None, count: in
         by_category.setdefault(sample.category, []).append(sample)
     chosen = [group[i] for i in range(count) for group in by_category.values() if i < len(group)][:count]
     cache = ImageCache.build(chosen, size, desc="decoding images")
-    objects = set(decide_object_categories(cache, None))
+    objects = set(training_data(cache).object_categories)
     images = [cache.images[i].astype("float32") / 255.0 for i in range(len(chosen))]
     foregrounds = [foreground_mask(img) if s.category in objects else None for img, s in zip(images, chosen)]
     return write_preview_grid(images, AnomalySynthesizer(cfg, size), out, seed, foregrounds)

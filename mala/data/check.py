@@ -6,12 +6,11 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from tqdm import tqdm
-
 from mala.data.images import read_mask, read_rgb
 from mala.data.samples import SPLITS, Sample
 from mala.data.scanning import Problems, reported
 from mala.data.sources import DataSpec, scan_sources
+from mala.progress import progress
 
 PROBE_SIZE = 8  # decoding is what is checked; the resized pixels are thrown away
 COLUMNS = ("normal", "anomalous", "no mask")  # "no mask": anomalous images that count for image metrics only
@@ -64,7 +63,7 @@ def check_data(specs: list[DataSpec], categories: list[str] | None = None, worke
     """Scan every dataset and decode every file, collecting all problems instead of stopping at the first."""
     scan = scan_sources(specs, categories)
     with ThreadPoolExecutor(max(1, workers)) as pool:
-        found = tqdm(pool.map(_decoding_problems, scan.samples), total=len(scan.samples), desc="reading images",
+        found = progress(pool.map(_decoding_problems, scan.samples), total=len(scan.samples), desc="reading images",
                      unit="img", leave=False)
         decoding = [problem for problems in found for problem in problems]
     return DataReport(scan.samples, scan.problems + decoding)

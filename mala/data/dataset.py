@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import Dataset
-from tqdm import tqdm
 
 from mala.data.diskcache import Arrays, cache_key, load_arrays, save_arrays
 from mala.data.images import read_mask, read_rgb
 from mala.data.samples import Sample, categories_of
 from mala.errors import DataError
+from mala.progress import progress
 
 
 @dataclass
@@ -63,7 +63,7 @@ def _decode(samples: list[Sample], size: int, workers: int, desc: str) -> Arrays
             masks[index] = read_mask(sample.mask_path, size, image_path=sample.path)
 
     with ThreadPoolExecutor(max(1, workers)) as pool:
-        for _ in tqdm(pool.map(load, range(len(samples))), total=len(samples), desc=desc, unit="img", leave=False):
+        for _ in progress(pool.map(load, range(len(samples))), total=len(samples), desc=desc, unit="img", leave=False):
             pass
     return images, masks
 

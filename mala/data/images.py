@@ -41,12 +41,31 @@ def _open(path: Path) -> Image.Image:
     return image
 
 
+INTEGER_DEPTHS = (8, 12, 16)  # bit depths a grey integer image may hold, whatever its container's size
+
+
+def _unit_range(values: np.ndarray, floating: bool) -> np.ndarray:
+    """Grey values scaled to [0, 1] by their real range (README, "Images and masks").
+
+    Integers: divided by the largest value of the smallest of 8, 12 and 16 bits that holds the image's maximum
+    (12-bit data in a 16-bit container is common in industry; the image's own maximum would stretch every
+    image differently), or by that maximum beyond 16 bits. Floats: as they are in [0, 1], else min to max.
+    """
+    values = np.where(np.isfinite(values), values, 0.0)
+    low, high = float(values.min()), float(values.max())
+    if floating:
+        if low >= 0.0 and high <= 1.0:
+            return values
+        return (values - low) / (high - low) if high > low else np.zeros_like(values)
+    top = next((2.0**bits - 1 for bits in INTEGER_DEPTHS if high <= 2**bits - 1), high)
+    return np.clip(values, 0.0, None) / top
+
+
 def to_8bit_rgb(image: Image.Image) -> Image.Image:
-    """Grey, 16-bit, palette and alpha images become 8-bit RGB (grey repeated to 3 channels)."""
-    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        values = np.asarray(image, dtype=np.float64)
-        top = 65535.0 if image.mode.startswith("I;16") or values.max() > 255 else 255.0
-        image = Image.fromarray(np.clip(values / top * 255.0, 0, 255).astype(np.uint8))
+    """Grey (8, 12, 16, 32-bit, float), palette and alpha images become 8-bit RGB (grey repeated to 3 channels)."""
+    if image.mode.startswith("I") or image.mode == "F":
+        unit = _unit_range(np.asarray(image, dtype=np.float64), floating=image.mode == "F")
+        image = Image.fromarray(np.round(unit * 255.0).astype(np.uint8))
     return image.convert("RGB")
 
 

@@ -14,10 +14,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from mala.deploy.calibration import Calibration, Thresholds
+from mala.deploy.contract import INPUT_NAME, METADATA_KEY
 from mala.errors import CheckpointError, ConfigError
-
-METADATA_KEY = "mala"  # the ONNX metadata entry that `mala export` writes (graph.py)
-INPUT_NAME = "images"
 
 
 class Backend(Protocol):

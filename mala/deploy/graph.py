@@ -22,13 +22,12 @@ from torch import nn
 
 from mala.checkpoint import load_checkpoint, load_trained_model, model_file, read_metadata, save_checkpoint
 from mala.config import MalaConfig
-from mala.deploy.backends import INPUT_NAME, METADATA_KEY
 from mala.deploy.calibration import Calibration, Thresholds
+from mala.deploy.contract import INPUT_NAME, METADATA_KEY, OUTPUT_NAMES
 from mala.errors import ConfigError
 from mala.eval.evaluate import anomaly_maps
 from mala.model import MALA, image_score
 
-OUTPUT_NAMES = ("score", "anomaly_map", "normalized_score", "normalized_map")
 # Without thresholds the normalised outputs equal the raw ones: threshold 0.5 on a [0, 1] range.
 IDENTITY = (0.5, 0.0, 1.0)
 

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
 from mala.data.images import open_rgb, require_image_files, resize_rgb
 from mala.deploy.backends import Backend, thresholds
 from mala.deploy.render import map_image, overlay, resize_map
 from mala.errors import DataError
+from mala.progress import progress
 
 NO_THRESHOLD = "no threshold"  # the decision of a model that was never tested or calibrated
 
@@ -151,7 +151,7 @@ def predict_folder(predictor: Predictor, source: Path, out: Path, batch_size: in
     counts = {"anomalous": 0, "normal": 0, NO_THRESHOLD: 0}
     failures = 0
     try:
-        with tqdm(total=len(files), desc="predicting", unit="img") as progress:
+        with progress(total=len(files), desc="predicting", unit="img") as bar:
             for start in range(0, len(files), batch_size):
                 readable, failed = _read(files[start:start + batch_size])
                 for path, reason in failed:
@@ -161,7 +161,7 @@ def predict_folder(predictor: Predictor, source: Path, out: Path, batch_size: in
                     writer.add_prediction(path, image, prediction)
                     counts[prediction.decision] += 1
                 failures += len(failed)
-                progress.update(len(readable) + len(failed))
+                bar.update(len(readable) + len(failed))
     finally:
         summary = {"images": len(files), "failed": failures, **counts, "backend": predictor.backend.kind,
                    "thresholds": None if predictor.thresholds is None else asdict(predictor.thresholds)}

@@ -7,13 +7,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from mala.config import MalaConfig
 from mala.data.dataset import ImageCache, TestImages
 from mala.eval.full_resolution import pixels_at_original_size
 from mala.eval.metrics import compute_metrics
 from mala.model import MALA, image_score, reconstruction_map
+from mala.progress import progress
 
 MEAN_ROW = "mean"
 
@@ -38,7 +38,7 @@ def predict(model: MALA, cache: ImageCache, cfg: MalaConfig, batch_size: int = 1
     maps = np.empty((len(cache.samples), size, size), dtype=np.float32)
     scores = np.empty(len(cache.samples), dtype=np.float64)
     loader = DataLoader(TestImages(cache), batch_size=batch_size)
-    for images, _, _, indices in tqdm(loader, desc="testing", unit="batch", leave=False):
+    for images, _, _, indices in progress(loader, desc="testing", unit="batch", leave=False):
         batch_maps = anomaly_maps(model, images.to(device), cfg)
         maps[indices.numpy()] = batch_maps.float().cpu().numpy()
         scores[indices.numpy()] = image_score(batch_maps, cfg.run.score_kernel).float().cpu().numpy()

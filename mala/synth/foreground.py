@@ -70,18 +70,24 @@ def _clean(mask: np.ndarray) -> np.ndarray:
     return _largest_component(ndimage.binary_fill_holes(mask))
 
 
-def _segment(image: np.ndarray) -> np.ndarray:
+def _segment(image: np.ndarray, known_object: bool) -> np.ndarray:
     """Raw foreground at WORK_SIZE: far from the border colour, then cleaned."""
     small = _to_work_size(image)
     distance = np.linalg.norm(small - np.median(_border(small), axis=0), axis=2)
-    threshold = max(_otsu_threshold(distance), float(np.quantile(_border(distance), BORDER_QUANTILE)))
+    threshold = _otsu_threshold(distance)
+    if not known_object:  # the border condition tells textures from objects; a known object needs no such test
+        threshold = max(threshold, float(np.quantile(_border(distance), BORDER_QUANTILE)))
     return _clean(distance > threshold)
 
 
-def foreground_mask(image: np.ndarray) -> np.ndarray:
-    """Boolean HxW foreground of a float [0, 1] HxWx3 (or HxW) image; all True when no object is found."""
+def foreground_mask(image: np.ndarray, known_object: bool = False) -> np.ndarray:
+    """Boolean HxW foreground of a float [0, 1] HxWx3 (or HxW) image; all True when no object is found.
+
+    known_object: the image is known to show an object (set by hand), which may touch the image border: the
+    colour threshold alone decides, without the border condition that makes textures come out as no object.
+    """
     height, width = image.shape[:2]
-    mask = _segment(image)
+    mask = _segment(image, known_object)
     if not MIN_COVERAGE <= mask.mean() <= MAX_COVERAGE:
         return np.ones((height, width), dtype=bool)
     return _resize(mask.astype(np.uint8) * 255, (width, height), Image.Resampling.BILINEAR) > 127

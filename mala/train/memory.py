@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from mala.data.dataset import ImageCache, NormalImages
 from mala.model import MALA
 from mala.model.memory import FeatureMemory
+from mala.progress import progress
 
 HELD_OUT = 0.1  # share of images whose distances to the others set the memory's scale
 SCALE_QUANTILE = 0.99
@@ -20,8 +20,8 @@ COVER_CHUNK = 2048  # candidate tokens compared with the kept ones at once
 def normal_feature_tokens(model: MALA, cache: ImageCache, batch_size: int = 8) -> torch.Tensor:
     """Backbone feature tokens (images, N, C) of every cached image, in cache order."""
     loader = DataLoader(NormalImages(cache, np.arange(len(cache.samples))), batch_size=batch_size)
-    return torch.cat([model.feature_tokens(images) for images in tqdm(loader, desc="normal-feature memory",
-                                                                        unit="batch", leave=False)])
+    batches = progress(loader, desc="normal-feature memory", unit="batch", leave=False)
+    return torch.cat([model.feature_tokens(images) for images in batches])
 
 
 def cover(tokens: torch.Tensor, radius: float, seed: int) -> torch.Tensor:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from contextlib import contextmanager
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -25,6 +26,19 @@ def warmup_cosine_lr(base_lr: float, progress_epochs: float, warmup_epochs: int,
         return base_lr * progress_epochs / warmup_epochs
     span = max(total_epochs - warmup_epochs, 1)
     return base_lr * 0.5 * (1 + math.cos(math.pi * (progress_epochs - warmup_epochs) / span))
+
+
+@contextmanager
+def frozen(module: torch.nn.Module) -> Iterator[None]:
+    """Inside the block the module passes gradients on to its input but takes none into its own parameters."""
+    trainable = [parameter for parameter in module.parameters() if parameter.requires_grad]
+    for parameter in trainable:
+        parameter.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for parameter in trainable:
+            parameter.requires_grad_(True)
 
 
 class Stage1(StageRunner):
@@ -89,7 +103,8 @@ class Stage1(StageRunner):
             loss = discriminator_loss(self.discriminator(images), self.discriminator(fake))
             return loss, {"disc": loss.item()}
 
-        parts = self.optimize(self.model, self.optimizer, batches, generator_loss)
+        with self._discriminator_frozen():
+            parts = self.optimize(self.model, self.optimizer, batches, generator_loss)
         if self.discriminator:  # on the reconstructions from before the generator's update, as before
             parts |= self.optimize(self.discriminator, self.disc_optimizer, list(zip(batches, reconstructions)),
                                    disc_loss)
@@ -108,6 +123,16 @@ class Stage1(StageRunner):
             total = total + self.settings.feature_weight * features
             parts["feature"] = features.item()
         return LossTerms(total, parts)
+
+    @contextmanager
+    def _discriminator_frozen(self) -> Iterator[None]:
+        """For the generator step: the adversarial term reaches the generator only, so no gradient fills the PLPM
+        and, under DDP, no all-reduce of one runs on every micro-batch (its forward outside DDP's gradient sync)."""
+        if self.discriminator is None:
+            yield
+            return
+        with frozen(self.discriminator), self.fabric.no_backward_sync(self.discriminator):
+            yield
 
     def state_dict(self) -> dict:
         state = {"optimizer": self.optimizer.state_dict()}

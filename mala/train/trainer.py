@@ -15,13 +15,13 @@ from typing import Iterable, Iterator
 import numpy as np
 import torch
 from lightning_fabric import Fabric
-from tqdm import tqdm
 
 from mala.config import MalaConfig, config_from_dict
 from mala.data.dataset import ImageCache
 from mala.errors import CheckpointError, ConfigError, MalaError
 from mala.model import MALA
 from mala.model.init import initialise
+from mala.progress import ProgressBar, progress
 from mala.train.memory import fill_memory
 from mala.synth import AnomalySynthesizer, foreground_mask, looks_like_object
 from mala.checkpoint import load_checkpoint, load_model_state, save_checkpoint
@@ -51,22 +51,42 @@ class TrainingData:
 
     cache: ImageCache
     object_categories: list[str] = field(default_factory=list)
+    set_by_hand: list[str] = field(default_factory=list)  # categories whose kind synth.objects gives
 
     @property
     def categories(self) -> list[str]:
         return sorted(self.cache.indices_by_category())
 
+    def synthesis_lines(self) -> list[str]:
+        """Per category, where stage 2 draws its synthetic anomalies and who decided it."""
+        objects = set(self.object_categories)
+        kinds = {True: "object (anomalies on the foreground)", False: "texture (anomalies anywhere)"}
+        by_hand = set(self.set_by_hand)
+        return [f"{category}: {kinds[category in objects]}{', set in synth.objects' if category in by_hand else ''}"
+                for category in self.categories]
 
-def decide_object_categories(cache: ImageCache, configured: list[str] | None, probe: int = 8) -> list[str]:
-    """Configured list, or the automatic rule of `looks_like_object` on a few normal images per category."""
-    if configured is not None:
-        return sorted(configured)
-    chosen = []
-    for category, indices in cache.indices_by_category().items():
-        images = [cache.images[i].astype(np.float32) / 255.0 for i in indices[:probe]]
-        if looks_like_object(images):
-            chosen.append(category)
-    return chosen
+
+def training_data(cache: ImageCache, configured: list[str] | None = None, by_hand: dict[str, bool] | None = None,
+                  probe: int = 8) -> TrainingData:
+    """The cache with its object categories: `by_hand` first, then the `configured` list if given, else the automatic
+    rule of `looks_like_object` on a few normal images per category."""
+    by_hand = by_hand or {}
+    indices_by_category = cache.indices_by_category()
+    unknown = sorted(set(by_hand) - set(indices_by_category))
+    if unknown:
+        raise ConfigError(f"synth.objects names {', '.join(unknown)}, not among the training categories "
+                          f"({', '.join(sorted(indices_by_category))})")
+    objects = []
+    for category, indices in indices_by_category.items():
+        if category in by_hand:
+            is_object = by_hand[category]
+        elif configured is not None:
+            is_object = category in configured
+        else:
+            is_object = looks_like_object([cache.images[i].astype(np.float32) / 255.0 for i in indices[:probe]])
+        if is_object:
+            objects.append(category)
+    return TrainingData(cache, sorted(objects), sorted(by_hand))
 
 
 def make_fabric(cfg: MalaConfig) -> Fabric:
@@ -138,6 +158,9 @@ class Trainer:
             self.cfg.save(self.run_dir / "config.yaml")
         self._announce_anomaly_source()
         self.logger = RunLogger(self.run_dir, self.fabric.is_global_zero, self._resumed_from)
+        if self.cfg.run.pipeline == "end_to_end":
+            for line in data.synthesis_lines():
+                self.fabric.print(line)
         try:
             self._train_stages(data)
         finally:
@@ -178,7 +201,8 @@ class Trainer:
     def _foregrounds(data: TrainingData) -> dict[int, np.ndarray]:
         objects = set(data.object_categories)
         return {
-            i: foreground_mask(data.cache.images[i].astype(np.float32) / 255.0)
+            i: foreground_mask(data.cache.images[i].astype(np.float32) / 255.0,
+                               known_object=sample.category in data.set_by_hand)
             for i, sample in enumerate(data.cache.samples)
             if sample.category in objects
         }
@@ -188,10 +212,10 @@ class Trainer:
             runner.load_state_dict(self._resume_state["stage_state"])
             self._resume_state = None
         per_epoch = len(data.categories) * runner.settings.images_per_category
-        bar = tqdm(
+        bar = progress(
             total=epochs * per_epoch, unit="img", desc=f"stage {runner.stage}",
             initial=min(self.progress.epoch * per_epoch + self.progress.step * runner.global_batch_size, per_epoch * epochs),
-            disable=not self.fabric.is_global_zero, dynamic_ncols=True,
+            disable=not self.fabric.is_global_zero,
         )
         for epoch in range(self.progress.epoch, epochs):
             self._run_epoch(runner, data, epoch, bar)
@@ -201,7 +225,7 @@ class Trainer:
         bar.close()
         self.logger.stage_done()
 
-    def _run_epoch(self, runner: Stage1 | Stage2, data: TrainingData, epoch: int, bar: tqdm) -> None:
+    def _run_epoch(self, runner: Stage1 | Stage2, data: TrainingData, epoch: int, bar: ProgressBar) -> None:
         """The epoch's optimizer steps from `progress.step` on (0 unless resumed mid-epoch), with step checkpoints."""
         stage, run = runner.stage, self.cfg.run
         first = self.progress.step

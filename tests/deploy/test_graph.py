@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from mala.data.images import read_rgb
-from mala.deploy.backends import METADATA_KEY, OnnxBackend, TorchBackend
+from mala.deploy.backends import OnnxBackend, TorchBackend
 from mala.deploy.calibration import ALL, Calibration, Thresholds
-from mala.deploy.graph import OUTPUT_NAMES, export_onnx, load_graph, store_calibration
+from mala.deploy.contract import METADATA_KEY, OUTPUT_NAMES
+from mala.deploy.graph import export_onnx, load_graph, store_calibration
 from mala.errors import CheckpointError, ConfigError
 from tests.conftest import shared_data
 from tests.deploy.conftest import save_random_model

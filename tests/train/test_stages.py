@@ -153,3 +153,26 @@ def test_stage2_keeps_the_frozen_encoder_in_eval_mode_through_train_calls(small_
         assert (was is None and now is None) or torch.equal(was, now)
     model.set_stage(1)  # stage 1 trains the encoder: train mode again
     assert model.train().blocks[0].training
+
+
+def test_the_generator_step_leaves_the_plpm_without_gradients_but_learns_from_it(small_config):
+    cfg = small_config
+    cfg.stage1.l1_weight, cfg.stage1.ssim_weight, cfg.stage1.adv_weight = 0.0, 0.0, 1.0  # the adversarial term alone
+    torch.manual_seed(0)
+    stage = Stage1(cfg, MALA(cfg.model), Fabric(accelerator="cpu", devices=1), _cache(4, 64))
+    after_each_step = []
+    optimize = stage.optimize
+
+    def recording_optimize(module, optimizer, batches, loss_of):
+        parts = optimize(module, optimizer, batches, loss_of)
+        after_each_step.append({"plpm": [p.grad for p in stage.discriminator.parameters()],
+                                "generator": [p.grad for p in stage.model.parameters() if p.requires_grad]})
+        return parts
+
+    stage.optimize = recording_optimize
+    stage.step(torch.rand(4, 3, 64, 64), 0.5)
+    generator_step, discriminator_step = after_each_step
+    assert all(grad is None or not grad.any() for grad in generator_step["plpm"])
+    assert any(grad is not None and grad.abs().sum() > 0 for grad in generator_step["generator"])
+    assert all(grad is not None for grad in discriminator_step["plpm"])
+    assert all(p.requires_grad for p in stage.discriminator.parameters())  # trainable again for the next step

@@ -1,0 +1,9 @@
+"""What an exported graph and its runners agree on: input and output names and the metadata key.
+
+A module of constants below both `graph` (which writes ONNX files) and `backends` (which run them), so neither
+imports the other for them; it imports nothing, so the ONNX runtime path stays free of torch.
+"""
+
+INPUT_NAME = "images"  # uint8 (B, S, S, 3)
+OUTPUT_NAMES = ("score", "anomaly_map", "normalized_score", "normalized_map")  # in this order
+METADATA_KEY = "mala"  # the ONNX metadata entry holding the description (image size, categories, calibration)
