@@ -177,9 +177,12 @@ class MALA(nn.Module):
         return self.hybrid and self.cfg.tbm_tokens == "backbone"
 
     def prepare_to_load(self, state: dict[str, torch.Tensor]) -> None:
-        """Make room for the normal-feature memory a state dict holds (its size is known only after training)."""
+        """Make room for the normal-feature memory a state dict holds (its size is known only after training), and
+        give a hybrid saved before the stage-1 feature head existed a fresh one (inference never uses it)."""
         if self.hybrid and "memory.tokens" in state:
             self.memory.resize(state["memory.tokens"].shape[0])
+        if self.hybrid and "decoder_feature_pred.weight" not in state:
+            state.update({f"decoder_feature_pred.{k}": v for k, v in self.decoder_feature_pred.state_dict().items()})
 
     def _embed_patches(self, images: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
         if self.hybrid:

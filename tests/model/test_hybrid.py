@@ -96,3 +96,16 @@ def test_a_saved_hybrid_with_its_memory_loads_back(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(loaded(images), model(images))
     assert loaded.memory.tokens.shape == (123, 152) and float(loaded.memory.scale) == 2.5
+
+
+def test_a_hybrid_saved_before_the_stage1_feature_head_still_loads(tmp_path):
+    cfg = MalaConfig(model=hybrid_config(memory_weight=0.5))
+    model = MALA(cfg.model).eval()
+    model.memory.fill(torch.randn(10, 152), 1.0)
+    older = {k: v for k, v in model.state_dict().items() if not k.startswith("decoder_feature_pred.")}
+    path = tmp_path / "model.safetensors"
+    save_checkpoint(path, {"kind": "model", "config": cfg.to_dict(), "data": {}, "model": older})
+    loaded, _, _ = load_trained_model(path)
+    images = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(images), model(images))
