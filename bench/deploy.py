@@ -48,7 +48,7 @@ def build_model(preset: str, size: int, folder: Path) -> tuple[Path, Path]:
 
 
 def images_per_second(backend: Backend, batch: int, seconds: float) -> float:
-    images = np.random.default_rng(0).integers(0, 256, (batch, backend.image_size, backend.image_size, 3), np.uint8)
+    images = np.random.default_rng(0).integers(0, 256, (batch, *backend.image_shape, 3), np.uint8)
     backend.run(images)  # warm-up
     done, started = 0, time.perf_counter()
     while time.perf_counter() - started < seconds:

@@ -25,6 +25,7 @@ import torch  # noqa: E402
 
 from mala.checkpoint import load_trained_model  # noqa: E402
 from mala.eval.cost import images_per_second  # noqa: E402
+from mala.sizes import describe_shape  # noqa: E402
 from mala.train.memory import cover  # noqa: E402
 
 
@@ -40,14 +41,14 @@ def main() -> None:
     memory = model.memory
     if args.memory_radius > 0:
         memory.fill(cover(memory.tokens, args.memory_radius * float(memory.scale), cfg.run.seed), float(memory.scale))
-    size, weight = cfg.model.image_size, cfg.model.memory_weight
+    weight = cfg.model.memory_weight
     rates: dict[str, list[float]] = {"with memory": [], "without": []}
     with torch.no_grad():
         for _ in range(args.rounds):
             for name, w in (("with memory", weight), ("without", 0.0)):
                 model.cfg = dataclasses.replace(cfg.model, memory_weight=w)
-                rates[name].append(images_per_second(model, size, args.batch, args.repeats))
-    print(f"{args.checkpoint}: {size} px, batch {args.batch}, {torch.get_num_threads()} threads, memory of "
+                rates[name].append(images_per_second(model, args.batch, args.repeats))
+    print(f"{args.checkpoint}: {describe_shape(model.image_shape)}, batch {args.batch}, {torch.get_num_threads()} threads, memory of "
           f"{len(memory.tokens)} tokens, weight {weight}")
     for name, values in rates.items():
         print(f"{name}: {', '.join(f'{v:.1f}' for v in values)} img/s, median {statistics.median(values):.1f}")

@@ -50,7 +50,7 @@ def inference_rows(presets: list[str], sizes: list[int], batches: list[int], rep
         for size in sizes:
             cfg = config_at_size(preset, size)
             model = MALA(cfg.model).eval()
-            flops = inference_flops(model, size)  # one image
+            flops = inference_flops(model)  # one image
             for batch in batches:
                 gemm = gemm_flops_per_second()
                 floor = gemm / flops
@@ -61,7 +61,7 @@ def inference_rows(presets: list[str], sizes: list[int], batches: list[int], rep
                                 f"{estimate:.0f} s > --max-seconds {max_seconds:.0f}) | {gemm / 1e9:.0f} | "
                                 f"{floor:.2f} | - |")
                     continue
-                rate = images_per_second(model, size, batch, runs - 1)
+                rate = images_per_second(model, batch, runs - 1)
                 rows.append(f"| {preset} | {size} | {batch} | {flops / 1e9:.2f} | {rate:.2f} | {gemm / 1e9:.0f} | "
                             f"{floor:.2f} | {rate / floor:.2f} |")
                 print(rows[-1], flush=True)

@@ -5,9 +5,14 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mala.errors import ConfigError, DataError, MalaError
+
+if TYPE_CHECKING:
+    from mala.config import MalaConfig
 
 
 def _csv(value: str | None) -> list[str] | None:
@@ -65,19 +70,58 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, help="seed of sampling, masking and synthesis [0]")
 
 
+ASPECT = "aspect"  # `--image-size aspect`: chosen from the training images' aspect ratio
+
+
+def _image_size(text: str) -> int | list[int]:
+    """argparse type: SIZE or HEIGHTxWIDTH, as `model.image_size` stores it."""
+    from mala.sizes import parse_size_option
+
+    try:
+        return parse_size_option(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _image_size_or_aspect(text: str) -> int | list[int] | str:
+    """argparse type: `aspect`, SIZE or HEIGHTxWIDTH."""
+    return ASPECT if text.strip().lower() == ASPECT else _image_size(text)
+
+
+def _add_image_size_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--image-size", type=_image_size_or_aspect, metavar="SIZE|HxW|aspect",
+                        help="the model's input: SIZE (square), HEIGHTxWIDTH (e.g. 320x128), or aspect (the training "
+                             "images' median aspect ratio at about the config's pixel count; README.md, Image size) "
+                             "[the config's model.image_size]")
+
+
+def _image_size_override(args: argparse.Namespace) -> list[str]:
+    """`--image-size 320x128` as `--set model.image_size=[320, 128]`; `aspect` needs the data (`_keep_aspect`)."""
+    size = getattr(args, "image_size", None)
+    return [] if size is None or size == ASPECT else [f"model.image_size={size}"]
+
+
+def _keep_aspect(args: argparse.Namespace, cfg: MalaConfig, samples_of: Callable[[], list]) -> MalaConfig:
+    """The config with `--image-size aspect` resolved from `samples_of()`, the training images."""
+    from mala import engine
+
+    return engine.keep_aspect(cfg, samples_of()) if getattr(args, "image_size", None) == ASPECT else cfg
+
+
 def _run_overrides(args: argparse.Namespace) -> list[str]:
     given = {key: getattr(args, key) for key in RUN_FLAGS if getattr(args, key, None) is not None}
+    given |= {"image_size": args.image_size} if getattr(args, "image_size", None) is not None else {}
     if given and getattr(args, "resume", False):
         flags = ", ".join("--" + flag.replace("_", "-") for flag in given)
         raise ConfigError(f"--resume continues with the run's own settings (its config.yaml); {flags} "
                           "cannot change them")
-    return [f"run.{key}={value}" for key, value in given.items()]
+    return [f"run.{key}={value}" for key, value in given.items() if key in RUN_FLAGS]
 
 
 def _load_cfg(args: argparse.Namespace):
     from mala.config import apply_overrides, load_config
 
-    cfg = apply_overrides(load_config(args.config), (args.set or []) + _run_overrides(args))
+    cfg = apply_overrides(load_config(args.config), (args.set or []) + _image_size_override(args) + _run_overrides(args))
     if getattr(args, "textures", None):
         cfg.synth.texture_dir = str(args.textures)
     return cfg
@@ -99,10 +143,13 @@ def cmd_train(args: argparse.Namespace) -> None:
     if args.dry_run:
         if args.resume:
             raise ConfigError("--dry-run plans a fresh run; it does not combine with --resume")
-        print(engine.plan_training(_load_cfg(args), _data(args), _csv(args.categories), init=args.init))
+        cfg = _keep_aspect(args, _load_cfg(args), lambda: engine.training_samples(_data(args), _csv(args.categories)))
+        print(engine.plan_training(cfg, _data(args), _csv(args.categories), init=args.init))
         return
     _run_overrides(args)  # refuses run flags with --resume
     cfg = None if args.resume else _load_cfg(args)
+    if cfg is not None:
+        cfg = _keep_aspect(args, cfg, lambda: engine.training_samples(_data(args), _csv(args.categories)))
     model_path = engine.train(cfg, _data(args), args.out, _csv(args.categories), resume=args.resume,
                               cache_dir=args.cache_dir, init=args.init)
     print(f"model saved to {model_path}")
@@ -114,6 +161,8 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
 
     _run_overrides(args)  # refuses run flags with --resume
     cfg = None if args.resume else _load_cfg(args)
+    if cfg is not None:
+        cfg = _keep_aspect(args, cfg, lambda: engine.unlabeled_samples(args.data))
     if cfg is not None and args.epochs is not None:
         cfg.stage1.epochs = args.epochs
     model_path = engine.pretrain(cfg, args.data, args.out, resume=args.resume, init=args.init,
@@ -228,6 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--init", type=Path, metavar="CHECKPOINT",
                        help="start from these weights: mae_pretrain_vit_*.pth, mae_visualize_vit_*.pth, a timm state "
                             "dict or a mala model/pretrain output (README.md, Initialisation) [random]")
+    _add_image_size_argument(train)
     train.add_argument("--dry-run", action="store_true",
                        help="print parameters, steps, learning rates and an estimated time; train nothing")
     _add_run_arguments(train)
@@ -243,6 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain.add_argument("--epochs", type=_int_at_least(1), help="stage-1 epochs [the config's stage1.epochs]")
     pretrain.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a config value")
     pretrain.add_argument("--init", type=Path, metavar="CHECKPOINT", help="start from these weights, as in train")
+    _add_image_size_argument(pretrain)
     pretrain.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     pretrain.add_argument("--cache-dir", type=Path, help="folder that keeps decoded images for later runs [none]")
     _add_run_arguments(pretrain)
@@ -270,8 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
     cost = commands.add_parser("cost", help="parameters, GFLOPs and images/s per config (the paper's Table 6)")
     cost.add_argument("--config", "--presets", dest="config", default="tiny,base,paper",
                       help="comma-separated presets or YAML files [tiny,base,paper]")
-    cost.add_argument("--image-size", type=_int_at_least(1), default=256,
-                      help="square image size; the model is built for it [256]")
+    cost.add_argument("--image-size", type=_image_size, default=256, metavar="SIZE|HxW",
+                      help="image size, square or HEIGHTxWIDTH; the model is built for it [256]")
     cost.add_argument("--batch", type=_int_at_least(1), default=1, help="images per timed forward [1]")
     cost.add_argument("--repeats", type=_int_at_least(1), default=5,
                       help="timed forwards, the median counts; keep it low for `paper` on a CPU [5]")

@@ -10,6 +10,7 @@ from typing import Any, Literal
 import yaml
 
 from mala.errors import ConfigError
+from mala.sizes import ImageShape, image_shape, stored_size
 
 PRESET_DIR = Path(__file__).parent / "presets"
 
@@ -18,7 +19,7 @@ PRESET_DIR = Path(__file__).parent / "presets"
 class ModelConfig:
     """ViT encoder/decoder sizes (MAE naming) and the stage-2 head."""
 
-    image_size: int = 224
+    image_size: int | list[int] = 224  # square side, or [height, width]; read it as `image_shape`
     patch_size: int = 16
     embed_dim: int = 192
     depth: int = 12
@@ -39,6 +40,20 @@ class ModelConfig:
     # the memory keeps an epsilon-net of the normal tokens, epsilon = memory_radius x the normal distance scale:
     # a smaller, faster memory whose distances are off by at most epsilon; 0 keeps every token
     memory_radius: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.image_size = stored_size(self.image_shape)  # checks it; [224, 224] is stored as 224
+
+    @property
+    def image_shape(self) -> ImageShape:
+        """(height, width) of the model's input, whichever form `image_size` has."""
+        return image_shape(self.image_size)
+
+    @property
+    def token_grid(self) -> tuple[int, int]:
+        """(rows, columns) of patch tokens."""
+        height, width = self.image_shape
+        return height // self.patch_size, width // self.patch_size
 
 
 @dataclass

@@ -11,7 +11,8 @@ from mala.checkpoint import load_trained_model
 from mala.config import MalaConfig
 from mala.data import check
 from mala.data.dataset import ImageCache
-from mala.data.samples import categories_of
+from mala.data.images import header_size
+from mala.data.samples import Sample, categories_of
 from mala.data.sources import scan_roots, test_samples, train_samples
 from mala.data.specs import DataSource
 from mala.data.unlabeled import unlabeled_samples
@@ -23,14 +24,24 @@ from mala.eval.report import write_report
 from mala.eval.thresholds import DEFAULT_QUANTILE, calibrate as choose_calibration
 from mala.model import MALA
 from mala.model.init import initialise
+from mala.model.mala import size_multiple
+from mala.sizes import ImageShape, aspect_shape, describe_shape, median_aspect_ratio, stored_size
 from mala.train.plan import describe_plan
 from mala.train.trainer import Trainer, TrainingData, make_fabric, training_data
 
 
+def decode(samples: list[Sample], cfg: MalaConfig, desc: str, cache_dir: Path | None = None) -> ImageCache:
+    """`ImageCache.build` at the model's size, with a warning on stderr when images had to be enlarged to it."""
+    cache = ImageCache.build(samples, cfg.model.image_shape, desc=desc, cache_dir=cache_dir)
+    note = cache.upscaled_note()
+    if note:
+        print(f"mala: warning: {note}", file=sys.stderr)
+    return cache
+
+
 def load_training_data(cfg: MalaConfig, roots: list[Path], categories: list[str] | None,
                        object_categories: list[str] | None = None, cache_dir: Path | None = None) -> TrainingData:
-    samples = train_samples(scan_roots(roots, categories))
-    cache = ImageCache.build(samples, cfg.model.image_size, desc="decoding training images", cache_dir=cache_dir)
+    cache = decode(training_samples(roots, categories), cfg, "decoding training images", cache_dir)
     objects = object_categories if object_categories is not None else cfg.synth.object_categories
     return training_data(cache, objects, cfg.synth.objects)
 
@@ -57,6 +68,32 @@ def train(cfg: MalaConfig, roots: list[Path], run_dir: Path, categories: list[st
     return trainer.fit(data)
 
 
+def training_samples(roots: list, categories: list[str] | None = None) -> list[Sample]:
+    """The normal training images of the roots (`--data` values or DataSources)."""
+    return train_samples(scan_roots(roots, categories))
+
+
+ASPECT_SAMPLE = 1000  # image headers read for the median aspect ratio, spread evenly over a larger dataset
+
+
+def aspect_image_shape(cfg: MalaConfig, samples: list[Sample]) -> ImageShape:
+    """`--image-size aspect`: the median height / width of the images, at about the config's pixel count (so about
+    its token count), each side a multiple of what the model needs (patch size, backbone stride)."""
+    step = max(1, len(samples) // ASPECT_SAMPLE)
+    ratio = median_aspect_ratio(header_size(sample.path) for sample in samples[::step])
+    height, width = cfg.model.image_shape
+    return aspect_shape(ratio, height * width, size_multiple(cfg.model))
+
+
+def keep_aspect(cfg: MalaConfig, samples: list[Sample]) -> MalaConfig:
+    """The config with `model.image_size` chosen by `aspect_image_shape` from these (training) images, said on
+    stderr; `training_samples(roots)` or `unlabeled_samples(folders)` give them."""
+    shape = aspect_image_shape(cfg, samples)
+    print(f"mala: image size {describe_shape(shape)}, the training images' median aspect ratio at about "
+          f"{describe_shape(cfg.model.image_shape)}'s pixel count", file=sys.stderr)
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, image_size=stored_size(shape)))
+
+
 def pretraining_config(cfg: MalaConfig) -> MalaConfig:
     """Stage 1 alone: the reconstruction pipeline has no stage 2, so `Trainer.fit` ends after stage 1."""
     return dataclasses.replace(cfg, stage1=dataclasses.replace(cfg.stage1, enabled=True),
@@ -69,14 +106,14 @@ def pretrain(cfg: MalaConfig | None, folders: list[Path], run_dir: Path, resume:
     starting point for `train(init=...)`. The run folder is a normal run (log, resumable checkpoint, config)."""
     trainer = _trainer(None if resume else pretraining_config(cfg), run_dir, resume, init)
     samples = unlabeled_samples(folders)
-    cache = ImageCache.build(samples, trainer.cfg.model.image_size, desc="decoding images", cache_dir=cache_dir)
+    cache = decode(samples, trainer.cfg, "decoding images", cache_dir)
     return trainer.fit(TrainingData(cache))
 
 
 def plan_training(cfg: MalaConfig, roots: list[Path], categories: list[str] | None = None,
                   init: Path | None = None) -> str:
     """The dry run of `train`: parameters, steps, learning rates and a time estimate; reads no image, writes nothing."""
-    samples = train_samples(scan_roots(roots, categories))
+    samples = training_samples(roots, categories)
     model = MALA(cfg.model)
     notes = [initialise(model, init).summary()] if init is not None else []
     return "\n".join([describe_plan(cfg, model, categories_of(samples), len(samples)), *notes])
@@ -92,7 +129,7 @@ def test(checkpoint: Path, roots: list[Path], categories: list[str] | None = Non
     is unless `store_test_thresholds` (thresholds chosen with the test labels: optimistic decisions)."""
     model, cfg, info = load_trained_model(checkpoint)
     samples = test_samples(scan_roots(roots, categories))
-    cache = ImageCache.build(samples, cfg.model.image_size, desc="decoding test images", cache_dir=cache_dir)
+    cache = decode(samples, cfg, "decoding test images", cache_dir)
     predictions = predict(model, cache, cfg, device=device)
     results = category_metrics(cache, predictions, full_resolution)
     calibration = choose_calibration(cache, predictions, "mala test", _describe(roots))
@@ -143,7 +180,7 @@ def calibrate(checkpoint: Path, roots: list | None = None, normal_folders: list[
         raise ConfigError("calibrate on labelled data (--data) or on folders of normal images (--normal), one of them")
     model, cfg, _ = load_trained_model(checkpoint)
     samples = test_samples(scan_roots(roots, categories)) if roots else normal_samples(normal_folders)
-    cache = ImageCache.build(samples, cfg.model.image_size, desc="decoding calibration images", cache_dir=cache_dir)
+    cache = decode(samples, cfg, "decoding calibration images", cache_dir)
     predictions = predict(model, cache, cfg, device=device)
     sources = _describe(roots or normal_folders)
     calibration = choose_calibration(cache, predictions, "mala calibrate", sources, quantile, pixel_quantile)

@@ -10,36 +10,41 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from mala.data.diskcache import Arrays, cache_key, load_arrays, save_arrays
-from mala.data.images import read_mask, read_rgb
+from mala.data.diskcache import cache_key, load_arrays, save_arrays
+from mala.data.images import open_rgb, read_mask, resize_rgb, smaller_than
 from mala.data.samples import Sample, categories_of
 from mala.errors import DataError
 from mala.progress import progress
+from mala.sizes import ImageShape, describe_shape, image_shape
 
 
 @dataclass
 class ImageCache:
-    """Images resized once to (S, S) uint8, and masks for anomalous test images."""
+    """Images resized once to the model's (H, W) as uint8, and masks for anomalous test images."""
 
     samples: list[Sample]
-    images: np.ndarray  # (N, S, S, 3) uint8
-    masks: dict[int, np.ndarray]  # sample index -> (S, S) bool, only anomalous samples
+    images: np.ndarray  # (N, H, W, 3) uint8
+    masks: dict[int, np.ndarray]  # sample index -> (H, W) bool, only anomalous samples
+    upscaled: int = 0  # images decoded smaller than (H, W) in either direction, and so enlarged (0 from the disk cache)
 
     @classmethod
-    def build(cls, samples: list[Sample], size: int, workers: int = 2, desc: str = "decoding images",
+    def build(cls, samples: list[Sample], size: int | ImageShape, workers: int = 2, desc: str = "decoding images",
               cache_dir: Path | None = None) -> "ImageCache":
-        """Decode and resize every image (and mask) once; with `cache_dir`, reuse the arrays stored there by an
-        earlier run with the same files and size, or store them for the next (see `diskcache`)."""
+        """Decode and resize every image (and mask) once to `size` (an int: a square; else (height, width)); with
+        `cache_dir`, reuse the arrays stored there by an earlier run with the same files and size, or store them
+        for the next (see `diskcache`)."""
         if not samples:
             raise DataError("no images to load")
+        shape = image_shape(size, "image size")
         if cache_dir is None:
-            return cls(samples, *_decode(samples, size, workers, desc))
-        key = cache_key(samples, size)
-        arrays = load_arrays(Path(cache_dir), key, len(samples), size)
-        if arrays is None:
-            arrays = _decode(samples, size, workers, desc)
-            save_arrays(Path(cache_dir), key, *arrays)
-        return cls(samples, *arrays)
+            return cls(samples, *_decode(samples, shape, workers, desc))
+        key = cache_key(samples, shape)
+        arrays = load_arrays(Path(cache_dir), key, len(samples), shape)
+        if arrays is not None:
+            return cls(samples, *arrays)
+        images, masks, upscaled = _decode(samples, shape, workers, desc)
+        save_arrays(Path(cache_dir), key, images, masks)
+        return cls(samples, images, masks, upscaled)
 
     def mask(self, index: int) -> np.ndarray:
         found = self.masks.get(index)
@@ -51,21 +56,35 @@ class ImageCache:
             for category in categories_of(self.samples)
         }
 
+    def upscaled_note(self) -> str | None:
+        """A one-line warning when some images were smaller than the model's size (README, "Image size")."""
+        if not self.upscaled:
+            return None
+        height, width = self.images.shape[1:3]
+        return (f"{self.upscaled} of {len(self.samples)} images are smaller than the model's "
+                f"{describe_shape((height, width))} and were enlarged to it: their maps show no finer detail than "
+                "the images hold")
 
-def _decode(samples: list[Sample], size: int, workers: int, desc: str) -> Arrays:
-    images = np.empty((len(samples), size, size, 3), dtype=np.uint8)
+
+def _decode(samples: list[Sample], shape: ImageShape, workers: int, desc: str) -> tuple[np.ndarray, dict[int, np.ndarray], int]:
+    """Images, masks, and how many images were enlarged."""
+    images = np.empty((len(samples), *shape, 3), dtype=np.uint8)
     masks: dict[int, np.ndarray] = {}
+    enlarged: list[int] = []
 
     def load(index: int) -> None:
         sample = samples[index]
-        images[index] = read_rgb(sample.path, size)
+        image = open_rgb(sample.path)
+        if smaller_than(image, shape):
+            enlarged.append(index)
+        images[index] = resize_rgb(image, shape)
         if sample.mask_path is not None:
-            masks[index] = read_mask(sample.mask_path, size, image_path=sample.path)
+            masks[index] = read_mask(sample.mask_path, shape, image_path=sample.path)
 
     with ThreadPoolExecutor(max(1, workers)) as pool:
         for _ in progress(pool.map(load, range(len(samples))), total=len(samples), desc=desc, unit="img", leave=False):
             pass
-    return images, masks
+    return images, masks, len(enlarged)
 
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:

@@ -19,17 +19,19 @@ import numpy as np
 from mala.data.images import mask_files
 from mala.data.samples import Sample
 from mala.errors import DataError
+from mala.sizes import ImageShape, stored_size
 
 FORMAT = 1  # raise it when decoding changes, so that files written before are not reused
-Arrays = tuple[np.ndarray, dict[int, np.ndarray]]  # images (N, S, S, 3) uint8; masks by sample index, (S, S) bool
+Arrays = tuple[np.ndarray, dict[int, np.ndarray]]  # images (N, H, W, 3) uint8; masks by sample index, (H, W) bool
 
 
 def _files(sample: Sample) -> list[Path]:
     return [sample.path, *(mask_files(sample.mask_path) if sample.mask_path is not None else [])]
 
 
-def cache_key(samples: list[Sample], size: int) -> str:
-    digest = hashlib.sha256(f"mala image cache {FORMAT} {size}\n".encode())
+def cache_key(samples: list[Sample], shape: ImageShape) -> str:
+    # a square's key is that of the files written before rectangles: its size is written as one number
+    digest = hashlib.sha256(f"mala image cache {FORMAT} {stored_size(shape)}\n".encode())
     for sample in samples:
         for path in _files(sample):
             try:
@@ -41,7 +43,7 @@ def cache_key(samples: list[Sample], size: int) -> str:
     return digest.hexdigest()[:32]
 
 
-def load_arrays(folder: Path, key: str, count: int, size: int) -> Arrays | None:
+def load_arrays(folder: Path, key: str, count: int, shape: ImageShape) -> Arrays | None:
     """The stored arrays, or None when they are missing, damaged or of another shape."""
     try:
         images = np.load(folder / f"{key}.npy")
@@ -49,7 +51,7 @@ def load_arrays(folder: Path, key: str, count: int, size: int) -> Arrays | None:
             masks = dict(zip(stored["indices"].tolist(), stored["masks"]))
     except (OSError, ValueError, KeyError, EOFError):
         return None
-    return (images, masks) if images.shape == (count, size, size, 3) else None
+    return (images, masks) if images.shape == (count, *shape, 3) else None
 
 
 def save_arrays(folder: Path, key: str, images: np.ndarray, masks: dict[int, np.ndarray]) -> None:

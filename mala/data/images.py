@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from mala.errors import DataError
+from mala.sizes import ImageShape, image_shape
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
@@ -74,20 +75,27 @@ def open_rgb(path: Path) -> Image.Image:
     return to_8bit_rgb(_open(path))
 
 
-def resize_rgb(image: Image.Image, size: int) -> np.ndarray:
-    """An RGB image as the model sees it: uint8 array (size, size, 3), resized bilinearly."""
-    return np.asarray(image.resize((size, size), Image.BILINEAR), dtype=np.uint8)
+def resize_rgb(image: Image.Image, shape: ImageShape) -> np.ndarray:
+    """An RGB image as the model sees it: uint8 array (height, width, 3), resized bilinearly (smaller ones upscaled)."""
+    height, width = shape
+    return np.asarray(image.resize((width, height), Image.BILINEAR), dtype=np.uint8)
 
 
-def read_rgb(path: Path, size: int) -> np.ndarray:
-    """Image as uint8 array (size, size, 3)."""
-    return resize_rgb(open_rgb(path), size)
+def smaller_than(image: Image.Image, shape: ImageShape) -> bool:
+    """Whether resizing to `shape` enlarges the image in either direction."""
+    return image.height < shape[0] or image.width < shape[1]
 
 
-def read_mask(path: Path, size: int, image_path: Path | None = None) -> np.ndarray:
-    """Binary mask as bool array (size, size); see `mask_pixels`."""
+def read_rgb(path: Path, size: int | ImageShape) -> np.ndarray:
+    """Image as uint8 array (height, width, 3); an int size is a square."""
+    return resize_rgb(open_rgb(path), image_shape(size, "image size"))
+
+
+def read_mask(path: Path, size: int | ImageShape, image_path: Path | None = None) -> np.ndarray:
+    """Binary mask as bool array (height, width); an int size is a square; see `mask_pixels`."""
+    height, width = image_shape(size, "image size")
     binary = mask_pixels(path, image_path)
-    resized = Image.fromarray(binary.astype(np.uint8) * 255).resize((size, size), Image.NEAREST)
+    resized = Image.fromarray(binary.astype(np.uint8) * 255).resize((width, height), Image.NEAREST)
     return np.asarray(resized) > 127
 
 
@@ -138,3 +146,8 @@ def _open_size(path: Path) -> tuple[int, int]:
             return image.size
     except (FileNotFoundError, UnidentifiedImageError, OSError) as exc:
         raise DataError(f"{path}: cannot read image ({exc.__class__.__name__})") from None
+
+
+def header_size(path: Path) -> tuple[int, int]:
+    """(width, height) of an image file, read from its header only (the pixels are not decoded)."""
+    return _open_size(path)

@@ -1,6 +1,6 @@
 """What runs the inference graph: torch on a mala checkpoint, or onnxruntime on an exported ONNX file.
 
-Both take uint8 images (B, S, S, 3) and give the raw scores (B,) and maps (B, S, S) of `graph.InferenceGraph`.
+Both take uint8 images (B, H, W, 3) and give the raw scores (B,) and maps (B, H, W) of `graph.InferenceGraph`.
 This module imports neither torch nor onnxruntime until a backend of that kind is opened, so the ONNX path runs on
 a machine with only onnxruntime, numpy and Pillow.
 """
@@ -16,16 +16,23 @@ import numpy as np
 from mala.deploy.calibration import Calibration, Thresholds
 from mala.deploy.contract import INPUT_NAME, METADATA_KEY
 from mala.errors import CheckpointError, ConfigError
+from mala.sizes import ImageShape, image_shape
 
 
 class Backend(Protocol):
     kind: str
-    image_size: int
+    image_shape: ImageShape  # (height, width) the images must have
     description: dict[str, Any]  # image_size, categories, calibration, source (graph.load_graph)
 
     def run(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Raw image scores (B,) and anomaly maps (B, S, S) for uint8 images (B, S, S, 3)."""
+        """Raw image scores (B,) and anomaly maps (B, H, W) for uint8 images (B, H, W, 3)."""
         ...
+
+
+def described_shape(description: dict[str, Any], path: Path) -> ImageShape:
+    """The model's (height, width) from its description: an int (square; every model saved before rectangles) or
+    [height, width]."""
+    return image_shape(description.get("image_size"), f"{path}: image_size")
 
 
 def thresholds(backend: Backend, category: str | None) -> Thresholds | None:
@@ -59,7 +66,7 @@ class OnnxBackend:
             raise CheckpointError(f"{path}: an ONNX model, but not one that `mala export` wrote (no '{METADATA_KEY}' "
                                   "metadata)")
         self.description = json.loads(raw)
-        self.image_size = int(self.description["image_size"])
+        self.image_shape = described_shape(self.description, path)
 
     def run(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         scores, maps, _, _ = self.session.run(None, {INPUT_NAME: images})
@@ -77,7 +84,7 @@ class TorchBackend:
         self.torch, self.device = torch, device
         graph, self.description = load_graph(path)
         self.graph = graph.to(device)
-        self.image_size = int(self.description["image_size"])
+        self.image_shape = described_shape(self.description, path)
 
     def run(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         with self.torch.inference_mode():

@@ -1,9 +1,9 @@
 """The whole inference as one torch module: uint8 images in, scores and maps out; and its ONNX export.
 
 The same module runs `mala predict` with torch and is what `mala export` writes, so both paths compute the same
-thing. Input: RGB images already resized to the model's size, uint8 (B, S, S, 3), as any image decoder gives them
+thing. Input: RGB images already resized to the model's size, uint8 (B, H, W, 3), as any image decoder gives them
 (the only step left to the caller is the resize, bilinear as in training). Outputs: the raw image score (eq. 7) and
-anomaly map (B, S, S), and both normalised with the stored thresholds (threshold at 0.5; see calibration.py).
+anomaly map (B, H, W), and both normalised with the stored thresholds (threshold at 0.5; see calibration.py).
 """
 
 from __future__ import annotations
@@ -111,8 +111,7 @@ def export_onnx(checkpoint: Path, out: Path, category: str | None = None, opset:
     if importlib.util.find_spec("onnxscript") is None:
         raise ConfigError("ONNX export needs onnxscript: pip install 'mala[export]' (or onnxscript)")
     graph, description = load_graph(checkpoint, category)
-    size = description["image_size"]
-    example = torch.zeros(2, size, size, 3, dtype=torch.uint8)
+    example = torch.zeros(2, *graph.model.image_shape, 3, dtype=torch.uint8)
     with torch.no_grad(), quiet_exporter():
         program = torch.onnx.export(graph, (example,), None, input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
                                     opset_version=opset, dynamic_shapes=({0: torch.export.Dim("batch")},),

@@ -43,8 +43,8 @@ class Predictor:
 
     def __call__(self, images: list[Image.Image]) -> list[Prediction]:
         """Predictions for RGB images of any sizes (one batch through the model)."""
-        size = self.backend.image_size
-        scores, maps = self.backend.run(np.stack([resize_rgb(image, size) for image in images]))
+        shape = self.backend.image_shape  # smaller images are enlarged to it, as in training
+        scores, maps = self.backend.run(np.stack([resize_rgb(image, shape) for image in images]))
         return [self._one(image.size, float(score), anomaly_map) for image, score, anomaly_map in zip(images, scores, maps)]
 
     def _one(self, size: tuple[int, int], score: float, anomaly_map: np.ndarray) -> Prediction:

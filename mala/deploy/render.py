@@ -24,7 +24,7 @@ def overlay(image: np.ndarray, anomaly_map: np.ndarray) -> np.ndarray:
 
 
 def resize_map(anomaly_map: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """A float map (S, S) to (height, width) = size[::-1], bilinear, pixel centres aligned (the geometry of the resize that shrank the image)."""
+    """A float map (H, W) to (height, width) = size[::-1], bilinear, pixel centres aligned (the geometry of the resize that shrank the image)."""
     resized = Image.fromarray(anomaly_map.astype(np.float32), mode="F").resize(size, Image.BILINEAR)
     return np.asarray(resized, dtype=np.float32)
 

@@ -37,6 +37,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from mala.data.images import to_8bit_rgb
 from mala.deploy.predict import Prediction, Predictor
 from mala.deploy.render import map_image, overlay, png_bytes
+from mala.sizes import stored_size
 
 DEFAULT_MAX_UPLOAD_MB = 20.0
 DEFAULT_MAX_MEGAPIXELS = 40.0
@@ -134,7 +135,7 @@ def create_app(predictor: Predictor, model_name: str, max_upload_bytes: int = in
     @app.get("/health")
     def health() -> dict[str, Any]:
         return {"status": "ok", "model": model_name, "backend": predictor.backend.kind,
-                "image_size": predictor.backend.image_size, "calibrated": predictor.calibrated,
+                "image_size": stored_size(predictor.backend.image_shape), "calibrated": predictor.calibrated,
                 "categories": description.get("categories", [])}
 
     @app.get("/", response_class=HTMLResponse)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import time
 from dataclasses import dataclass
@@ -10,8 +11,9 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from mala.config import MalaConfig, load_config
-from mala.errors import ConfigError
 from mala.model import MALA, PseudoLabelPredictor
+from mala.model.mala import check_image_size
+from mala.sizes import image_shape
 
 WARMUP_RUNS = 1
 
@@ -35,12 +37,12 @@ def _cpu_attention_flops(query_shape, key_shape, value_shape, *args, out_shape=N
 ATTENTION_FLOPS = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_attention_flops}
 
 
-def config_at_size(name: str, image_size: int) -> MalaConfig:
-    """A preset or YAML config with the image size replaced (the position embeddings follow it)."""
+def config_at_size(name: str, image_size: int | list[int]) -> MalaConfig:
+    """A preset or YAML config with the image size (square, or [height, width]) replaced; the position embeddings
+    follow it. Sides off the patch grid (or the backbone's stride) are a ConfigError."""
     cfg = load_config(name)
-    if image_size <= 0 or image_size % cfg.model.patch_size:
-        raise ConfigError(f"image size {image_size} is not a positive multiple of patch size {cfg.model.patch_size}")
-    cfg.model.image_size = image_size
+    cfg.model = dataclasses.replace(cfg.model, image_size=image_size)
+    check_image_size(cfg.model)
     return cfg
 
 
@@ -60,9 +62,9 @@ def parameter_counts(model: MALA, cfg: MalaConfig) -> dict[str, int]:
 
 
 @torch.no_grad()
-def inference_flops(model: MALA, image_size: int) -> int:
-    """FLOPs of one forward (image to anomaly map) on one image."""
-    images = torch.rand(1, 3, image_size, image_size, device=next(model.parameters()).device)
+def inference_flops(model: MALA) -> int:
+    """FLOPs of one forward (image to anomaly map) on one image of the model's size."""
+    images = torch.rand(1, 3, *model.image_shape, device=next(model.parameters()).device)
     with FlopCounterMode(display=False, custom_mapping=ATTENTION_FLOPS) as counter:
         model(images)
     return counter.get_total_flops()
@@ -74,10 +76,10 @@ def _synchronize(device: torch.device) -> None:
 
 
 @torch.no_grad()
-def images_per_second(model: MALA, image_size: int, batch: int, repeats: int) -> float:
-    """Batch size over the median time of `repeats` forwards, after a warm-up forward."""
+def images_per_second(model: MALA, batch: int, repeats: int) -> float:
+    """Batch size over the median time of `repeats` forwards at the model's size, after a warm-up forward."""
     device = next(model.parameters()).device
-    images = torch.rand(batch, 3, image_size, image_size, device=device)
+    images = torch.rand(batch, 3, *model.image_shape, device=device)
     times = []
     for run in range(WARMUP_RUNS + repeats):
         _synchronize(device)
@@ -89,7 +91,8 @@ def images_per_second(model: MALA, image_size: int, batch: int, repeats: int) ->
     return batch / statistics.median(times)
 
 
-def measure_cost(name: str, image_size: int = 256, batch: int = 1, repeats: int = 5, device: str = "cpu") -> ModelCost:
+def measure_cost(name: str, image_size: int | list[int] = 256, batch: int = 1, repeats: int = 5,
+                 device: str = "cpu") -> ModelCost:
     cfg = config_at_size(name, image_size)
     model = MALA(cfg.model)
     counts = parameter_counts(model, cfg)
@@ -97,8 +100,8 @@ def measure_cost(name: str, image_size: int = 256, batch: int = 1, repeats: int 
     return ModelCost(
         name=name,
         **counts,
-        gflops=inference_flops(model, image_size) / 1e9,
-        images_per_second=images_per_second(model, image_size, batch, repeats),
+        gflops=inference_flops(model) / 1e9,
+        images_per_second=images_per_second(model, batch, repeats),
     )
 
 
@@ -109,7 +112,8 @@ def describe_device(device: str) -> str:
     return f"{device}, {torch.get_num_threads()} threads"
 
 
-def format_cost_table(costs: list[ModelCost], image_size: int, batch: int, repeats: int, device: str) -> str:
+def format_cost_table(costs: list[ModelCost], image_size: int | list[int], batch: int, repeats: int,
+                      device: str) -> str:
     """The paper's Table 6 layout: parameters in millions, GFLOPs per image, images per second."""
     header = ("config", "stage-1 trainable (M)", "PLPM (M)", "stage-2 trainable (M)", "total (M)", "GFLOPs/image",
               "images/s")
@@ -118,7 +122,8 @@ def format_cost_table(costs: list[ModelCost], image_size: int, batch: int, repea
     widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
              for row in (header, *rows)]
-    notes = (f"at {image_size} x {image_size}; FLOPs of one inference forward counted by torch's FlopCounterMode "
+    height, width = image_shape(image_size)
+    notes = (f"at {height} x {width} (height x width); FLOPs of one inference forward counted by torch's FlopCounterMode "
              f"(2 per multiply-add); speed on {describe_device(device)}, batch {batch}, torch.no_grad, "
              f"median of {repeats} runs after {WARMUP_RUNS} warm-up")
     return "\n".join([*lines, notes])

@@ -20,7 +20,7 @@ MEAN_ROW = "mean"
 
 @dataclass
 class Predictions:
-    maps: np.ndarray  # (N, S, S) float32 anomaly maps in [0, 1] (reconstruction error for that pipeline)
+    maps: np.ndarray  # (N, H, W) float32 anomaly maps in [0, 1] (reconstruction error for that pipeline)
     scores: np.ndarray  # (N,) image scores
 
 
@@ -34,8 +34,7 @@ def anomaly_maps(model: MALA, images: torch.Tensor, cfg: MalaConfig) -> torch.Te
 @torch.no_grad()
 def predict(model: MALA, cache: ImageCache, cfg: MalaConfig, batch_size: int = 16, device: str = "cpu") -> Predictions:
     model = model.to(device).eval()
-    size = cfg.model.image_size
-    maps = np.empty((len(cache.samples), size, size), dtype=np.float32)
+    maps = np.empty((len(cache.samples), *cfg.model.image_shape), dtype=np.float32)
     scores = np.empty(len(cache.samples), dtype=np.float64)
     loader = DataLoader(TestImages(cache), batch_size=batch_size)
     for images, _, _, indices in progress(loader, desc="testing", unit="batch", leave=False):
@@ -46,7 +45,7 @@ def predict(model: MALA, cache: ImageCache, cfg: MalaConfig, batch_size: int = 1
 
 
 def pixels_at_model_size(cache: ImageCache, maps: np.ndarray, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Masks and maps (n, S, S) of the given samples, at the size the model saw them."""
+    """Masks and maps (n, H, W) of the given samples, at the size the model saw them."""
     return np.stack([cache.mask(i) for i in indices]), maps[indices]
 
 

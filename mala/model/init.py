@@ -22,6 +22,7 @@ import torch
 from mala.checkpoint import describe_mismatch, first_keys, load_weights, model_file
 from mala.errors import CheckpointError
 from mala.model.mala import MALA
+from mala.sizes import ImageShape, describe_shape
 
 PARTS = {
     "encoder": ("cls_token", "patch_embed.", "blocks.", "norm."),
@@ -45,12 +46,12 @@ class Initialisation:
 
     path: Path
     parts: list[str]  # model parts loaded, "encoder" first
-    image_size: int  # position embeddings were regenerated for it
+    image_shape: ImageShape  # position embeddings were regenerated for it
     ignored: dict[str, list[str]] = field(default_factory=dict)  # reason: keys
 
     def summary(self) -> str:
         kept = " and ".join(self.parts)
-        lines = [f"initialised {kept} from {self.path}; position embeddings regenerated for {self.image_size} px"]
+        lines = [f"initialised {kept} from {self.path}; position embeddings regenerated for {describe_shape(self.image_shape)}"]
         if "decoder" not in self.parts:
             lines.append("the file holds no decoder: decoder, mask token and pixel head keep their fresh start")
         lines += [f"ignored {reason}: {first_keys(keys)}" for reason, keys in self.ignored.items()]
@@ -122,4 +123,4 @@ def initialise(model: MALA, path: Path) -> Initialisation:
         )
     model.load_state_dict(loadable, strict=False)
     model.reset_position_embeddings()  # fixed sine-cosine for this image size, whatever the file's size was
-    return Initialisation(Path(path), parts, model.cfg.image_size, ignored)
+    return Initialisation(Path(path), parts, model.image_shape, ignored)

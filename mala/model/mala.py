@@ -20,6 +20,7 @@ from mala.model.hybrid import FeatureEmbed, FeatureTokens
 from mala.model.memory import FeatureMemory
 from mala.model.tbm import TokenBalanceModule
 from mala.model.vit import Block, PatchEmbed, init_vit_weights, sincos_pos_embed
+from mala.sizes import check_multiple
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -27,7 +28,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @dataclass
 class MaskedReconstruction:
-    image: torch.Tensor  # (B, 3, S, S) reconstruction in [0, 1] space (not clamped)
+    image: torch.Tensor  # (B, 3, H, W) reconstruction in [0, 1] space (not clamped)
     mask: torch.Tensor  # (B, N) 1 where the patch was hidden from the encoder
     features: torch.Tensor | None = None  # hybrid: (B, N, C) predicted backbone feature tokens
     target_features: torch.Tensor | None = None  # hybrid: (B, N, C) the backbone's own feature tokens
@@ -38,25 +39,35 @@ def visible_patch_count(num_patches: int, mask_ratio: float) -> int:
     return round(num_patches * (1 - mask_ratio))
 
 
+def size_multiple(cfg: ModelConfig) -> int:
+    """What each side of the image must be a multiple of: the patch size, and the hybrid's coarsest backbone stride
+    (so every feature map covers the image exactly and lands on the token grid)."""
+    if cfg.backbone == "none":
+        return cfg.patch_size
+    return max([cfg.patch_size] + [STAGE_STRIDES[s] for s in cfg.backbone_stages])
+
+
+def check_image_size(cfg: ModelConfig) -> None:
+    """A one-line ConfigError when `image_size` does not fit the patches (or the backbone's stride)."""
+    why = "the patch size" if cfg.backbone == "none" else f"patch size {cfg.patch_size} and the backbone's strides"
+    check_multiple(cfg.image_shape, size_multiple(cfg), why)
+
+
 class MALA(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        if cfg.image_size % cfg.patch_size:
-            raise ValueError(f"image size {cfg.image_size} is not a multiple of patch size {cfg.patch_size}")
+        check_image_size(cfg)
         self.cfg = cfg
         self.encoder_frozen = False  # set by `set_stage`
         self.patch_size = cfg.patch_size
-        self.grid_size = cfg.image_size // cfg.patch_size
-        num_patches = self.grid_size**2
+        self.image_shape, self.grid = cfg.image_shape, cfg.token_grid  # (height, width), (rows, columns)
+        self.num_patches = num_patches = self.grid[0] * self.grid[1]
 
         # encoder: pixel patches (the paper), or the hybrid's frozen ImageNet backbone features
         self.feature_tokens: FeatureTokens | None = None
         if cfg.backbone == "none":
             self.patch_embed = PatchEmbed(cfg.patch_size, 3, cfg.embed_dim)
         else:
-            coarsest = max([cfg.patch_size] + [STAGE_STRIDES[s] for s in cfg.backbone_stages])
-            if cfg.image_size % coarsest:
-                raise ValueError(f"image size {cfg.image_size} is not a multiple of the backbone's stride {coarsest}")
             backbone = pretrained_backbone(cfg.backbone, last_stage=max(cfg.backbone_stages))
             self.feature_tokens = FeatureTokens(backbone, tuple(cfg.backbone_stages), cfg.patch_size)
             self.patch_embed = FeatureEmbed(self.feature_tokens.channels, cfg.embed_dim)
@@ -103,8 +114,8 @@ class MALA(nn.Module):
     def reset_position_embeddings(self) -> None:
         """Regenerate the fixed sine-cosine embeddings (also after loading a checkpoint of another size)."""
         with torch.no_grad():
-            self.pos_embed.copy_(sincos_pos_embed(self.cfg.embed_dim, self.grid_size))
-            self.decoder_pos_embed.copy_(sincos_pos_embed(self.cfg.decoder_embed_dim, self.grid_size))
+            self.pos_embed.copy_(sincos_pos_embed(self.cfg.embed_dim, self.grid))
+            self.decoder_pos_embed.copy_(sincos_pos_embed(self.cfg.decoder_embed_dim, self.grid))
 
     # ----- parameter groups -------------------------------------------------------------------------
 
@@ -154,18 +165,18 @@ class MALA(nn.Module):
         return (images - self.pixel_mean) / self.pixel_std
 
     def patchify(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, C, S, S) to (B, N, p*p*C), MAE's patch order."""
+        """(B, C, H, W) to (B, N, p*p*C), MAE's patch order (row by row)."""
         batch, channels, _, _ = images.shape
-        p, g = self.patch_size, self.grid_size
-        x = images.reshape(batch, channels, g, p, g, p)
-        return torch.einsum("nchpwq->nhwpqc", x).reshape(batch, g * g, p * p * channels)
+        p, (rows, columns) = self.patch_size, self.grid
+        x = images.reshape(batch, channels, rows, p, columns, p)
+        return torch.einsum("nchpwq->nhwpqc", x).reshape(batch, rows * columns, p * p * channels)
 
     def unpatchify(self, tokens: torch.Tensor, channels: int) -> torch.Tensor:
-        """(B, N, p*p*C) to (B, C, S, S)."""
+        """(B, N, p*p*C) to (B, C, H, W)."""
         batch = tokens.shape[0]
-        p, g = self.patch_size, self.grid_size
-        x = tokens.reshape(batch, g, g, p, p, channels)
-        return torch.einsum("nhwpqc->nchpwq", x).reshape(batch, channels, g * p, g * p)
+        p, (rows, columns) = self.patch_size, self.grid
+        x = tokens.reshape(batch, rows, columns, p, p, channels)
+        return torch.einsum("nhwpqc->nchpwq", x).reshape(batch, channels, rows * p, columns * p)
 
     @property
     def hybrid(self) -> bool:
@@ -264,11 +275,11 @@ class MALA(nn.Module):
         return self.unpatchify(self.tbm(enc_first, enc_last[:, 1:, :], dec_last), 2), features
 
     def map_logits(self, images: torch.Tensor) -> torch.Tensor:
-        """Two-channel logits Y (B, 2, S, S); channel 0 of softmax(Y) is the anomaly map."""
+        """Two-channel logits Y (B, 2, H, W); channel 0 of softmax(Y) is the anomaly map."""
         return self.logits_and_features(images)[0]
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Anomaly map (B, S, S) in [0, 1] for images (B, 3, S, S) in [0, 1]: the stage-2 map, fused with the
+        """Anomaly map (B, H, W) in [0, 1] for images (B, 3, H, W) in [0, 1]: the stage-2 map, fused with the
         normal-feature memory's map when the hybrid has one (`memory_weight`)."""
         logits, features = self.logits_and_features(images)
         learned = torch.softmax(logits, dim=1)[:, 0]
@@ -278,8 +289,8 @@ class MALA(nn.Module):
         return fuse_maps(learned, self.memory_map(features), weight)
 
     def memory_map(self, features: torch.Tensor) -> torch.Tensor:
-        """The normal-feature memory's map (B, S, S) of backbone feature tokens (B, N, C)."""
-        return self.memory(features, (self.grid_size, self.grid_size), (self.cfg.image_size, self.cfg.image_size))
+        """The normal-feature memory's map (B, H, W) of backbone feature tokens (B, N, C)."""
+        return self.memory(features, self.grid, self.image_shape)
 
 
 def fuse_maps(learned: torch.Tensor, remembered: torch.Tensor, memory_weight: float) -> torch.Tensor:
@@ -288,8 +299,8 @@ def fuse_maps(learned: torch.Tensor, remembered: torch.Tensor, memory_weight: fl
 
 
 def image_score(anomaly_map: torch.Tensor, kernel: int) -> torch.Tensor:
-    """Paper eq. 7: max of the k x k mean-filtered map, (B, S, S) -> (B,)."""
-    kernel = min(kernel, anomaly_map.shape[-1]) | 1  # odd, so the pooled map keeps its size
+    """Paper eq. 7: max of the k x k mean-filtered map, (B, H, W) -> (B,)."""
+    kernel = min(kernel, *anomaly_map.shape[-2:]) | 1  # odd, so the pooled map keeps its size
     pooled = F.avg_pool2d(anomaly_map.unsqueeze(1), kernel, stride=1, padding=kernel // 2, count_include_pad=False)
     return pooled.flatten(1).amax(dim=1)
 
@@ -308,7 +319,7 @@ def patch_partition(num_patches: int, mask_ratio: float) -> list[torch.Tensor]:
 def hidden_reconstruction(model: MALA, images: torch.Tensor, mask_ratio: float) -> torch.Tensor:
     """Every patch reconstructed only from passes that hide it: pass k shows set k of `patch_partition` (so about
     `mask_ratio` of the patches are hidden, as in training) and each patch takes the mean of its hidden passes."""
-    batch, num_patches = images.shape[0], model.grid_size**2
+    batch, num_patches = images.shape[0], model.num_patches
     total = count = 0
     for visible in patch_partition(num_patches, mask_ratio):
         noise = torch.ones(batch, num_patches, device=images.device)

@@ -61,12 +61,14 @@ class Block(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
-def sincos_pos_embed(dim: int, grid_size: int, with_cls_token: bool = True) -> torch.Tensor:
-    """Fixed 2-D sine-cosine position embedding (1, grid*grid [+1], dim), as MAE's `get_2d_sincos_pos_embed`."""
+def sincos_pos_embed(dim: int, grid: tuple[int, int], with_cls_token: bool = True) -> torch.Tensor:
+    """Fixed 2-D sine-cosine position embedding (1, rows*columns [+1], dim) for a token grid (rows, columns), in
+    patch order (row by row); on a square grid exactly MAE's `get_2d_sincos_pos_embed`."""
     if dim % 4:
         raise ValueError(f"sine-cosine position embedding needs a width divisible by 4, got {dim}")
-    coords = np.arange(grid_size, dtype=np.float64)
-    grid_w, grid_h = np.meshgrid(coords, coords)  # MAE puts w first
+    rows, columns = grid
+    grid_w, grid_h = np.meshgrid(np.arange(columns, dtype=np.float64), np.arange(rows, dtype=np.float64))
+    # MAE encodes the column index in the first half of the width, the row index in the second
     omega = 1.0 / 10000 ** (np.arange(dim // 4, dtype=np.float64) / (dim / 4.0))
 
     def encode(positions: np.ndarray) -> np.ndarray:

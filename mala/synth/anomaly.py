@@ -27,6 +27,7 @@ from PIL import Image
 from mala.config import SynthConfig
 from mala.data.images import IMAGE_SUFFIXES, image_files
 from mala.errors import DataError
+from mala.sizes import ImageShape, image_shape
 from mala.synth.augment import random_augment_uint8, to_uint8
 from mala.synth.perlin import perlin_mask
 
@@ -45,15 +46,17 @@ def list_texture_images(texture_dir: Path) -> list[Path]:
 
 
 class AnomalySynthesizer:
-    """Turns normal images of size image_size x image_size into (anomalous image, target mask) pairs.
+    """Turns normal images of the model's size (`image_shape`, height x width) into (anomalous image, target mask)
+    pairs.
 
     Textures are decoded and resized on first use and kept in memory as uint8 (about 150 KB each at
     224 px, so 180 MB for all 1,200 of our DTD copy); each data-loader worker holds its own cache.
     """
 
-    def __init__(self, cfg: SynthConfig, image_size: int) -> None:
+    def __init__(self, cfg: SynthConfig, image_size: int | ImageShape) -> None:
+        """`image_size`: an int for a square, else (height, width)."""
         self.cfg = cfg
-        self.image_size = image_size
+        self.image_shape = image_shape(image_size, "image size")
         self.texture_paths = list_texture_images(Path(cfg.texture_dir)) if cfg.texture_dir else []
         self._textures: dict[int, np.ndarray] = {}
 
@@ -72,7 +75,7 @@ class AnomalySynthesizer:
     ) -> tuple[np.ndarray, np.ndarray]:
         """(image with a synthetic anomaly, float32 {0, 1} mask); normal: the image as is, empty mask.
 
-        image: float32 HxWx3 in [0, 1] at image_size. foreground: boolean HxW for object categories
+        image: float32 HxWx3 in [0, 1] at image_shape. foreground: boolean HxW for object categories
         (see foreground_mask), None for textures.
         """
         self._check_shapes(image, foreground)
@@ -89,7 +92,7 @@ class AnomalySynthesizer:
         return out, mask
 
     def _check_shapes(self, image: np.ndarray, foreground: np.ndarray | None) -> None:
-        expected = (self.image_size, self.image_size)
+        expected = self.image_shape
         if image.shape != (*expected, 3):
             raise ValueError(f"image has shape {image.shape}, expected {(*expected, 3)}")
         if foreground is not None and foreground.shape != expected:
@@ -105,13 +108,12 @@ class AnomalySynthesizer:
         return random_augment_uint8(source, rng, self.cfg.num_augmentations)
 
     def _texture(self, index: int) -> np.ndarray:
-        """Texture `index` as uint8 image_size x image_size x 3, decoded once."""
+        """Texture `index` as uint8 (height, width, 3) at image_shape, decoded once."""
         if index not in self._textures:
             path = self.texture_paths[index]
             try:
                 with Image.open(path) as texture:
-                    size = (self.image_size, self.image_size)
-                    resized = texture.convert("RGB").resize(size, Image.Resampling.BILINEAR)
+                    resized = texture.convert("RGB").resize(self.image_shape[::-1], Image.Resampling.BILINEAR)
             except OSError as exc:
                 raise DataError(f"texture {path} cannot be read: {exc}") from None
             self._textures[index] = np.asarray(resized)
@@ -119,10 +121,9 @@ class AnomalySynthesizer:
 
     def _anomaly_mask(self, rng: np.random.Generator, foreground: np.ndarray | None) -> np.ndarray:
         """A Perlin mask; inside the foreground with probability cfg.local_prob when one is given."""
-        shape = (self.image_size, self.image_size)
         if foreground is not None and rng.random() < self.cfg.local_prob:
             for _ in range(LOCAL_TRIES):
-                local = perlin_mask(shape, rng, self.cfg) * foreground
+                local = perlin_mask(self.image_shape, rng, self.cfg) * foreground
                 if local.any():
                     return local
-        return perlin_mask(shape, rng, self.cfg)
+        return perlin_mask(self.image_shape, rng, self.cfg)

@@ -38,22 +38,22 @@ def write_preview_grid(
     seed: int = 0,
     foregrounds: list[np.ndarray | None] | None = None,
 ) -> Path:
-    """Write a grid with one row per image (float32 HxWx3 [0, 1] at synth.image_size) and return out.
+    """Write a grid with one row per image (float32 HxWx3 [0, 1] at synth.image_shape) and return out.
 
     Row i uses rng = default_rng([seed, 0, i]), the data loader's stream for epoch 0, sample i.
     """
     foregrounds = foregrounds if foregrounds is not None else [None] * len(images)
     if len(foregrounds) != len(images):
         raise ValueError(f"{len(foregrounds)} foregrounds for {len(images)} images")
-    size = synth.image_size
-    grid = Image.new("RGB", (size * len(COLUMNS), HEADER_HEIGHT + size * len(images)), "white")
+    height, width = synth.image_shape
+    grid = Image.new("RGB", (width * len(COLUMNS), HEADER_HEIGHT + height * len(images)), "white")
     draw = ImageDraw.Draw(grid)
     for column, title in enumerate(COLUMNS):
-        draw.text((column * size + 4, 2), title, fill="black")
+        draw.text((column * width + 4, 2), title, fill="black")
     for row, (image, foreground) in enumerate(zip(images, foregrounds)):
         rng = np.random.default_rng([seed, 0, row])
         for column, tile in enumerate(_row(image, synth, rng, foreground)):
-            grid.paste(tile, (column * size, HEADER_HEIGHT + row * size))
+            grid.paste(tile, (column * width, HEADER_HEIGHT + row * height))
     out.parent.mkdir(parents=True, exist_ok=True)
     grid.save(out)
     return out

@@ -47,7 +47,8 @@ def _world_size(cfg: MalaConfig) -> int:
 
 def _visible_patches(cfg: MalaConfig) -> str:
     """"V of N", the patches stage 1's encoder sees per image, counted as `MALA.random_masking` counts them."""
-    num_patches = (cfg.model.image_size // cfg.model.patch_size) ** 2
+    rows, columns = cfg.model.token_grid
+    num_patches = rows * columns
     return f"{visible_patch_count(num_patches, cfg.stage1.mask_ratio)} of {num_patches}"
 
 
@@ -85,8 +86,7 @@ def stage_plans(cfg: MalaConfig, num_categories: int) -> list[StagePlan]:
 
 def _timing_runner(stage: int, cfg: MalaConfig, model: MALA, fabric: Fabric) -> Stage1 | Stage2:
     """A stage set up as for training; its loader is never called, so it gets an empty image cache."""
-    size = cfg.model.image_size
-    empty = ImageCache([], np.empty((0, size, size, 3), dtype=np.uint8), {})
+    empty = ImageCache([], np.empty((0, *cfg.model.image_shape, 3), dtype=np.uint8), {})
     if stage == 1:
         return Stage1(cfg, model, fabric, empty)
     return Stage2(cfg, model, fabric, empty, synthesize=None, foregrounds={})
@@ -97,9 +97,9 @@ def seconds_per_step(stage: int, cfg: MalaConfig, model: MALA, fabric: Fabric, b
     the batch actually timed: on a CPU at most CPU_TIMING_BATCH images, the time scaled linearly to `batch_size`."""
     runner = _timing_runner(stage, cfg, model, fabric)
     timed = min(batch_size, CPU_TIMING_BATCH) if fabric.device.type == "cpu" else batch_size
-    size = cfg.model.image_size
-    images = fabric.to_device(torch.rand(timed, 3, size, size))
-    batch = images if stage == 1 else (images, fabric.to_device((torch.rand(timed, size, size) > 0.9).float()))
+    shape = cfg.model.image_shape
+    images = fabric.to_device(torch.rand(timed, 3, *shape))
+    batch = images if stage == 1 else (images, fabric.to_device((torch.rand(timed, *shape) > 0.9).float()))
     runner.step(batch, 1.0)  # warm-up: first-call allocations and kernel choice
     started = time.perf_counter()
     runner.step(batch, 1.0)  # step() ends with .item(), which waits for the device

@@ -54,7 +54,7 @@ class Stage1(StageRunner):
         model.set_stage(1)
         if model.hybrid and self.settings.target == "pixels":  # an unused head would stall DDP's gradient sync
             model.decoder_feature_pred.requires_grad_(False)
-        self.num_patches = model.grid_size**2
+        self.num_patches = model.num_patches
         optimizer = adamw(model, self.settings.lr, self.settings.weight_decay, betas=self.settings.betas)
         self.model, self.optimizer = fabric.setup(model, optimizer)
         self.model.mark_forward_method("reconstruct")  # so DDP syncs gradients of this non-forward method

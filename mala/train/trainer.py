@@ -192,7 +192,7 @@ class Trainer:
                   "paper", file=sys.stderr)
 
     def _synthesizer(self) -> AnomalySynthesizer:
-        synthesizer = AnomalySynthesizer(self.cfg.synth, self.cfg.model.image_size)
+        synthesizer = AnomalySynthesizer(self.cfg.synth, self.cfg.model.image_shape)
         if self.cfg.run.num_workers > 0:
             synthesizer.preload()  # before the loaders fork, so every epoch's workers share decoded textures
         return synthesizer

@@ -22,7 +22,7 @@ def test_a_second_build_reads_the_disk_cache(tmp_path, monkeypatch):
     samples = scan_mvtec(tmp_path / "data")
     first = ImageCache.build(samples, 32, workers=1, cache_dir=tmp_path / "cache")
     assert sorted(p.suffix for p in (tmp_path / "cache").iterdir()) == [".npy", ".npz"]  # images, masks
-    monkeypatch.setattr(dataset, "read_rgb", _no_decoding)
+    monkeypatch.setattr(dataset, "open_rgb", _no_decoding)
     second = ImageCache.build(samples, 32, workers=1, cache_dir=tmp_path / "cache")
     assert np.array_equal(first.images, second.images)
     assert first.masks.keys() == second.masks.keys() and all(np.array_equal(first.masks[i], second.masks[i])
@@ -38,7 +38,7 @@ def test_a_changed_file_is_decoded_again(tmp_path, monkeypatch):
     changed = samples[0].path
     stat = changed.stat()
     os.utime(changed, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
-    monkeypatch.setattr(dataset, "read_rgb", _no_decoding)
+    monkeypatch.setattr(dataset, "open_rgb", _no_decoding)
     with pytest.raises(AssertionError, match="decoded although"):
         ImageCache.build(samples, 32, workers=1, cache_dir=tmp_path / "cache")
 

@@ -13,6 +13,7 @@ from mala.checkpoint import load_trained_model, save_checkpoint
 from mala.config import MalaConfig, ModelConfig
 from mala.data.dataset import ImageCache
 from mala.data.samples import Sample
+from mala.errors import ConfigError
 from mala.model import MALA
 from mala.model.memory import FeatureMemory
 from mala.train.memory import fill_memory
@@ -55,7 +56,7 @@ def test_the_backbone_never_trains_and_never_changes():
 
 
 def test_an_image_size_off_the_backbone_stride_is_refused():
-    with pytest.raises(ValueError, match="not a multiple of the backbone's stride 16"):
+    with pytest.raises(ConfigError, match="each side must be a multiple of 16 .patch size 8 and the backbone's strides"):
         MALA(hybrid_config(image_size=72, patch_size=8))
 
 

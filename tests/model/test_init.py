@@ -84,7 +84,7 @@ def _assert_loaded(model: MALA, state: dict[str, torch.Tensor]) -> None:
     for key, tensor in state.items():
         if key not in ("pos_embed", "decoder_pos_embed"):
             assert torch.equal(own[key], tensor), key
-    grid = model.grid_size
+    grid = model.grid
     assert torch.equal(own["pos_embed"], sincos_pos_embed(model.cfg.embed_dim, grid))
     assert torch.equal(own["decoder_pos_embed"], sincos_pos_embed(model.cfg.decoder_embed_dim, grid))
 

@@ -47,7 +47,7 @@ def test_sincos_matches_mae_formula():
     dim, grid = 16, 4
     h, w = np.meshgrid(np.arange(grid, dtype=np.float32), np.arange(grid, dtype=np.float32), indexing="ij")
     reference = np.concatenate([_mae_reference_1d(dim // 2, w), _mae_reference_1d(dim // 2, h)], axis=1)
-    ours = sincos_pos_embed(dim, grid)[0]
+    ours = sincos_pos_embed(dim, (grid, grid))[0]
     assert torch.all(ours[0] == 0)  # cls position
     np.testing.assert_allclose(ours[1:].numpy(), reference, atol=1e-6)
 
