@@ -118,6 +118,15 @@ def test_a_256_px_model_loads_them_with_regenerated_position_embeddings(official
     _assert_loaded(model, state)
 
 
+def test_a_rectangular_model_loads_them_with_position_embeddings_for_its_grid(official_files):
+    model = MALA(dataclasses.replace(load_config("base").model, image_size=[352, 144]))
+    path, state = official_files["mae_visualize_vit_base.pth"]
+    report = initialise(model, path)
+    assert model.pos_embed.shape == (1, 22 * 9 + 1, WIDTH)
+    _assert_loaded(model, state)
+    assert "regenerated for 352 x 144 px (height x width)" in report.summary()
+
+
 def test_timm_state_dict_loads_and_its_classifier_is_ignored(base_model, official_files, tmp_path):
     _, state = official_files["mae_pretrain_vit_base.pth"]
     timm_extra = {"head.weight": torch.zeros(1000, WIDTH), "head.bias": torch.zeros(1000),
