@@ -13,19 +13,20 @@ from mala.deploy.graph import export_onnx
 from mala.model import MALA
 
 
-def small_model_config(hybrid: bool = False) -> MalaConfig:
+def small_model_config(hybrid: bool = False, image_size: int | list[int] = 64) -> MalaConfig:
     """The pixel ViT, or (`hybrid`) the hybrid encoder on lite0 with a normal-feature memory in the map."""
     hybrid_keys = {"patch_size": 16, "backbone": "efficientnet_lite0", "memory_weight": 0.5} if hybrid else {}
-    cfg = MalaConfig(model=ModelConfig(**{**dict(image_size=64, patch_size=8, embed_dim=64, depth=2, num_heads=2,
+    cfg = MalaConfig(model=ModelConfig(**{**dict(image_size=image_size, patch_size=8, embed_dim=64, depth=2, num_heads=2,
                                                   decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=2,
                                                   plpm_width=8), **hybrid_keys}))
     cfg.run.score_kernel = 5
     return cfg
 
 
-def save_random_model(path: Path, categories: list[str], seed: int = 0, hybrid: bool = False) -> Path:
+def save_random_model(path: Path, categories: list[str], seed: int = 0, hybrid: bool = False,
+                      image_size: int | list[int] = 64) -> Path:
     """A model file as `mala train` writes it, with random weights (the deployment path does not care)."""
-    cfg = small_model_config(hybrid)
+    cfg = small_model_config(hybrid, image_size)
     torch.manual_seed(seed)
     model = MALA(cfg.model)
     if hybrid:

@@ -17,7 +17,7 @@ from tests.conftest import shared_data
 from tests.deploy.conftest import save_random_model
 
 
-def real_images(size: int, count: int) -> np.ndarray:
+def real_images(size: int | tuple[int, int], count: int) -> np.ndarray:
     """Defective and good test images of both real categories, resized as the model sees them."""
     files = sorted(shared_data("metal_plate", "test").rglob("*.png"))[:count // 2]
     files += sorted(shared_data("magnetic_tile", "test").rglob("*.jpg"))[:count - len(files)]
