@@ -84,3 +84,11 @@ def test_cost_command_prints_a_table(config_file: Path, capsys):
 def test_image_size_must_fit_the_patches(config_file: Path, capsys):
     assert main(["cost", "--presets", str(config_file), "--image-size", "30", "--repeats", "1"]) == 2
     assert "each side must be a multiple of 8 (the patch size)" in capsys.readouterr().err
+
+
+def test_cost_at_a_rectangular_size(config_file: Path, capsys):
+    square = measure_cost(str(config_file), image_size=32, repeats=1)
+    wide = measure_cost(str(config_file), image_size=[32, 64], repeats=1)
+    assert 1.8 < wide.gflops / square.gflops < 2.6  # twice the tokens; attention grows faster
+    assert main(["cost", "--presets", str(config_file), "--image-size", "16x32", "--repeats", "1"]) == 0
+    assert "at 16 x 32 (height x width)" in capsys.readouterr().out

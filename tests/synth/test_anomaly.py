@@ -114,3 +114,13 @@ def test_preview_grid_has_one_row_per_image(synth, metal_plate_images, tmp_path)
         mask_tile = np.asarray(grid.convert("L"))[-SIZE:, 2 * SIZE : 3 * SIZE]
     assert width == 4 * SIZE and height - 2 * SIZE in range(0, 64)  # a title strip on top
     assert set(np.unique(mask_tile)) == {0, 255}
+
+
+def test_a_rectangular_synthesizer_gives_masks_and_previews_of_its_height_and_width(texture_dir, tmp_path):
+    shape = (96, 40)  # height, width
+    synth = AnomalySynthesizer(SynthConfig(texture_dir=str(texture_dir), self_texture_prob=0.0), shape)
+    image = np.asarray(Image.new("RGB", (40, 96), (128, 64, 32)), dtype=np.float32) / 255
+    out, mask = synth(image, sample_rng(0), anomalous=True)
+    assert out.shape == (*shape, 3) and mask.shape == shape and mask.any()
+    with Image.open(write_preview_grid([image], synth, tmp_path / "grid.png")) as grid:
+        assert grid.width == 4 * 40 and grid.height - 96 in range(0, 64)
