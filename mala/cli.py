@@ -85,7 +85,12 @@ def _image_size(text: str) -> int | list[int]:
 
 def _image_size_or_aspect(text: str) -> int | list[int] | str:
     """argparse type: `aspect`, SIZE or HEIGHTxWIDTH."""
-    return ASPECT if text.strip().lower() == ASPECT else _image_size(text)
+    if text.strip().lower() == ASPECT:
+        return ASPECT
+    try:
+        return _image_size(text)
+    except argparse.ArgumentTypeError as exc:
+        raise argparse.ArgumentTypeError(f"{exc}; or aspect (README.md, Image size)") from None
 
 
 def _add_image_size_argument(parser: argparse.ArgumentParser) -> None:

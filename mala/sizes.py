@@ -61,9 +61,9 @@ def check_multiple(shape: ImageShape, multiple: int, why: str) -> None:
 
 
 def round_to_multiple(shape: tuple[float, float], multiple: int) -> ImageShape:
-    """Each side rounded to the nearest multiple of `multiple`, at least one multiple."""
-    height, width = shape
-    return (max(multiple, round(height / multiple) * multiple), max(multiple, round(width / multiple) * multiple))
+    """Each side rounded to the nearest multiple of `multiple` (halves up), at least one multiple."""
+    height, width = (max(1, math.floor(side / multiple + 0.5)) * multiple for side in shape)
+    return height, width
 
 
 def median_aspect_ratio(sizes: Iterable[tuple[int, int]]) -> float:
