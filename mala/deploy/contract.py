@@ -4,6 +4,6 @@ A module of constants below both `graph` (which writes ONNX files) and `backends
 imports the other for them; it imports nothing, so the ONNX runtime path stays free of torch.
 """
 
-INPUT_NAME = "images"  # uint8 (B, S, S, 3)
+INPUT_NAME = "images"  # uint8 (B, H, W, 3)
 OUTPUT_NAMES = ("score", "anomaly_map", "normalized_score", "normalized_map")  # in this order
 METADATA_KEY = "mala"  # the ONNX metadata entry holding the description (image size, categories, calibration)

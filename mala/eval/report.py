@@ -38,10 +38,10 @@ def write_report(out: Path, cache: ImageCache, predictions: Predictions, results
     write_metrics_json(out / "metrics.json", results, trained_on)
     write_metrics_csv(out / "metrics.csv", results)
     (out / "table.md").write_text(markdown_report(results), encoding="utf-8")
-    size = cache.images.shape[1]
+    height, width = cache.images.shape[1:3]
     draw_rocs(out / IMAGE_ROC_FILE, image_rocs(cache, predictions), "Image-level ROC (exact, all test images)")
     draw_rocs(out / PIXEL_ROC_FILE, pixel_rocs(cache, predictions),
-              f"Pixel-level ROC (exact, every pixel of known label at the model's {size} x {size})")
+              f"Pixel-level ROC (exact, every pixel of known label at the model's {height} x {width})")
     example_files = []
     if figures_per_category > 0:
         example_files = [draw_examples(out, cache, predictions, category, indices, figures_per_category)

@@ -45,7 +45,7 @@ def choose_thresholds(labels: np.ndarray, scores: np.ndarray, maps: np.ndarray, 
                       pixel_quantile: float = DEFAULT_QUANTILE) -> Thresholds:
     """Thresholds and normalisation range for one set of images.
 
-    `maps` (N, S, S) of all images; `has_mask` marks the images whose pixels are known (normal ones and anomalous
+    `maps` (N, H, W) of all images; `has_mask` marks the images whose pixels are known (normal ones and anomalous
     ones with a mask) and `masks` holds their masks in the same order (None when no image has one)."""
     labels = np.asarray(labels)
     image_value, image_rule = image_threshold(labels, scores, quantile)

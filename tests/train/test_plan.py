@@ -30,3 +30,9 @@ def test_dry_run_prints_steps_per_epoch_and_trains_nothing(tmp_path, capsys):
 def test_dry_run_does_not_combine_with_resume(tmp_path, capsys):
     assert main(["train", "--dry-run", "--resume", "--data", str(tmp_path), "--out", str(tmp_path)]) == 2
     assert "--dry-run plans a fresh run" in capsys.readouterr().err
+
+
+def test_dry_run_at_a_rectangular_size_counts_its_tokens(tmp_path, capsys):
+    assert main(["train", "--config", "tiny", "--dry-run", "--data", str(shared_data("metal_plate")),
+                 "--image-size", "32x64", "--set", "stage1.enabled=true", "--out", str(tmp_path / "run")]) == 0
+    assert "75% of patches masked (2 of 8 visible)" in capsys.readouterr().out
