@@ -48,7 +48,8 @@ def main() -> None:
             for name, w in (("with memory", weight), ("without", 0.0)):
                 model.cfg = dataclasses.replace(cfg.model, memory_weight=w)
                 rates[name].append(images_per_second(model, args.batch, args.repeats))
-    print(f"{args.checkpoint}: {describe_shape(model.image_shape)}, batch {args.batch}, {torch.get_num_threads()} threads, memory of "
+    print(f"{args.checkpoint}: {describe_shape(model.image_shape)}, batch {args.batch}, "
+          f"{torch.get_num_threads()} threads, memory of "
           f"{len(memory.tokens)} tokens, weight {weight}")
     for name, values in rates.items():
         print(f"{name}: {', '.join(f'{v:.1f}' for v in values)} img/s, median {statistics.median(values):.1f}")

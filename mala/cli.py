@@ -113,20 +113,23 @@ def _keep_aspect(args: argparse.Namespace, cfg: MalaConfig, samples_of: Callable
     return engine.keep_aspect(cfg, samples_of()) if getattr(args, "image_size", None) == ASPECT else cfg
 
 
+FIXED_BY_RESUME = RUN_FLAGS + ("image_size",)  # flags a resumed run takes from its config.yaml instead
+
+
 def _run_overrides(args: argparse.Namespace) -> list[str]:
-    given = {key: getattr(args, key) for key in RUN_FLAGS if getattr(args, key, None) is not None}
-    given |= {"image_size": args.image_size} if getattr(args, "image_size", None) is not None else {}
+    given = [key for key in FIXED_BY_RESUME if getattr(args, key, None) is not None]
     if given and getattr(args, "resume", False):
         flags = ", ".join("--" + flag.replace("_", "-") for flag in given)
         raise ConfigError(f"--resume continues with the run's own settings (its config.yaml); {flags} "
                           "cannot change them")
-    return [f"run.{key}={value}" for key, value in given.items() if key in RUN_FLAGS]
+    return [f"run.{key}={getattr(args, key)}" for key in given if key in RUN_FLAGS]
 
 
 def _load_cfg(args: argparse.Namespace):
     from mala.config import apply_overrides, load_config
 
-    cfg = apply_overrides(load_config(args.config), (args.set or []) + _image_size_override(args) + _run_overrides(args))
+    overrides = (args.set or []) + _image_size_override(args) + _run_overrides(args)
+    cfg = apply_overrides(load_config(args.config), overrides)
     if getattr(args, "textures", None):
         cfg.synth.texture_dir = str(args.textures)
     return cfg

@@ -89,8 +89,8 @@ def keep_aspect(cfg: MalaConfig, samples: list[Sample]) -> MalaConfig:
     """The config with `model.image_size` chosen by `aspect_image_shape` from these (training) images, said on
     stderr; `training_samples(roots)` or `unlabeled_samples(folders)` give them."""
     shape = aspect_image_shape(cfg, samples)
-    print(f"mala: image size {describe_shape(shape)}, the training images' median aspect ratio at about "
-          f"{describe_shape(cfg.model.image_shape)}'s pixel count", file=sys.stderr)
+    print(f"mala: image size {describe_shape(shape)}, for the training images' median aspect ratio at about the "
+          f"pixel count of {describe_shape(cfg.model.image_shape)}", file=sys.stderr)
     return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, image_size=stored_size(shape)))
 
 

@@ -66,7 +66,8 @@ class ImageCache:
                 "the images hold")
 
 
-def _decode(samples: list[Sample], shape: ImageShape, workers: int, desc: str) -> tuple[np.ndarray, dict[int, np.ndarray], int]:
+def _decode(samples: list[Sample], shape: ImageShape, workers: int,
+            desc: str) -> tuple[np.ndarray, dict[int, np.ndarray], int]:
     """Images, masks, and how many images were enlarged."""
     images = np.empty((len(samples), *shape, 3), dtype=np.uint8)
     masks: dict[int, np.ndarray] = {}

@@ -123,7 +123,7 @@ def format_cost_table(costs: list[ModelCost], image_size: int | list[int], batch
     lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
              for row in (header, *rows)]
     height, width = image_shape(image_size)
-    notes = (f"at {height} x {width} (height x width); FLOPs of one inference forward counted by torch's FlopCounterMode "
-             f"(2 per multiply-add); speed on {describe_device(device)}, batch {batch}, torch.no_grad, "
+    notes = (f"at {height} x {width} (height x width); FLOPs of one inference forward counted by torch's "
+             f"FlopCounterMode (2 per multiply-add); speed on {describe_device(device)}, batch {batch}, torch.no_grad, "
              f"median of {repeats} runs after {WARMUP_RUNS} warm-up")
     return "\n".join([*lines, notes])

@@ -51,7 +51,8 @@ class Initialisation:
 
     def summary(self) -> str:
         kept = " and ".join(self.parts)
-        lines = [f"initialised {kept} from {self.path}; position embeddings regenerated for {describe_shape(self.image_shape)}"]
+        lines = [f"initialised {kept} from {self.path}; position embeddings regenerated for "
+                 f"{describe_shape(self.image_shape)}"]
         if "decoder" not in self.parts:
             lines.append("the file holds no decoder: decoder, mask token and pixel head keep their fresh start")
         lines += [f"ignored {reason}: {first_keys(keys)}" for reason, keys in self.ignored.items()]

@@ -16,9 +16,9 @@ from mala.model import MALA
 def small_model_config(hybrid: bool = False, image_size: int | list[int] = 64) -> MalaConfig:
     """The pixel ViT, or (`hybrid`) the hybrid encoder on lite0 with a normal-feature memory in the map."""
     hybrid_keys = {"patch_size": 16, "backbone": "efficientnet_lite0", "memory_weight": 0.5} if hybrid else {}
-    cfg = MalaConfig(model=ModelConfig(**{**dict(image_size=image_size, patch_size=8, embed_dim=64, depth=2, num_heads=2,
-                                                  decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=2,
-                                                  plpm_width=8), **hybrid_keys}))
+    cfg = MalaConfig(model=ModelConfig(**{**dict(image_size=image_size, patch_size=8, embed_dim=64, depth=2,
+                                                  num_heads=2, decoder_embed_dim=32, decoder_depth=1,
+                                                  decoder_num_heads=2, plpm_width=8), **hybrid_keys}))
     cfg.run.score_kernel = 5
     return cfg
 

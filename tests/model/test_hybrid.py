@@ -56,7 +56,7 @@ def test_the_backbone_never_trains_and_never_changes():
 
 
 def test_an_image_size_off_the_backbone_stride_is_refused():
-    with pytest.raises(ConfigError, match="each side must be a multiple of 16 .patch size 8 and the backbone's strides"):
+    with pytest.raises(ConfigError, match="a multiple of 16 .patch size 8 and the backbone's strides"):
         MALA(hybrid_config(image_size=72, patch_size=8))
 
 
