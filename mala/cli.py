@@ -113,7 +113,38 @@ def _keep_aspect(args: argparse.Namespace, cfg: MalaConfig, samples_of: Callable
     return engine.keep_aspect(cfg, samples_of()) if getattr(args, "image_size", None) == ASPECT else cfg
 
 
-FIXED_BY_RESUME = RUN_FLAGS + ("image_size",)  # flags a resumed run takes from its config.yaml instead
+def _add_tiling_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tile", type=_image_size, metavar="SIZE|HxW",
+                        help="train and infer on tiles of this size (the model's input) cut from each image at "
+                             "--tile-source, maps stitched by averaging the overlaps (README.md, Tiling) [no tiling]")
+    parser.add_argument("--tile-stride", type=int, metavar="PIXELS",
+                        help="pixels between neighbouring tiles, 1 to the tile's side [3/4 of the tile]")
+    parser.add_argument("--tile-source", type=_image_size, metavar="SIZE|HxW",
+                        help="the size every image is resized to before tiling [the training images' median "
+                             "height and width]")
+
+
+def _tiling_overrides(args: argparse.Namespace, samples_of: Callable[[], list]) -> list[str]:
+    """`--tile 224 --tile-stride 160 --tile-source 512x1280` as `--set` assignments; without --tile-source the
+    source size comes from `samples_of()`, the training images."""
+    tile, stride, source = (getattr(args, key, None) for key in ("tile", "tile_stride", "tile_source"))
+    if tile is None:
+        if stride is not None or source is not None:
+            raise ConfigError("--tile-stride and --tile-source go with --tile SIZE (README.md, Tiling)")
+        return []
+    if getattr(args, "image_size", None) is not None:
+        raise ConfigError("--tile sets the model's input (the tile), as --image-size does without tiling: give one "
+                          "of them")
+    if source is None:
+        from mala import engine
+        from mala.sizes import stored_size
+
+        source = stored_size(engine.tile_source_shape(samples_of()))
+    overrides = [f"model.image_size={tile}", f"tiling.source_size={source}"]
+    return overrides + ([f"tiling.stride={stride}"] if stride is not None else [])
+
+
+FIXED_BY_RESUME = RUN_FLAGS + ("image_size", "tile", "tile_stride", "tile_source")  # a resumed run keeps its own
 
 
 def _run_overrides(args: argparse.Namespace) -> list[str]:
@@ -125,10 +156,12 @@ def _run_overrides(args: argparse.Namespace) -> list[str]:
     return [f"run.{key}={getattr(args, key)}" for key in given if key in RUN_FLAGS]
 
 
-def _load_cfg(args: argparse.Namespace):
+def _load_cfg(args: argparse.Namespace, samples_of: Callable[[], list] | None = None):
+    """The config of the command line; `samples_of()` gives the training images when a setting comes from them."""
     from mala.config import apply_overrides, load_config
 
-    overrides = (args.set or []) + _image_size_override(args) + _run_overrides(args)
+    tiling = _tiling_overrides(args, samples_of) if samples_of is not None else []
+    overrides = (args.set or []) + _image_size_override(args) + tiling + _run_overrides(args)
     cfg = apply_overrides(load_config(args.config), overrides)
     if getattr(args, "textures", None):
         cfg.synth.texture_dir = str(args.textures)
@@ -148,16 +181,17 @@ def print_metrics(results: dict[str, dict[str, float | None]]) -> None:
 def cmd_train(args: argparse.Namespace) -> None:
     from mala import engine
 
+    def samples() -> list:
+        return engine.training_samples(_data(args), _csv(args.categories))
+
     if args.dry_run:
         if args.resume:
             raise ConfigError("--dry-run plans a fresh run; it does not combine with --resume")
-        cfg = _keep_aspect(args, _load_cfg(args), lambda: engine.training_samples(_data(args), _csv(args.categories)))
+        cfg = _keep_aspect(args, _load_cfg(args, samples), samples)
         print(engine.plan_training(cfg, _data(args), _csv(args.categories), init=args.init))
         return
-    _run_overrides(args)  # refuses run flags with --resume
-    cfg = None if args.resume else _load_cfg(args)
-    if cfg is not None:
-        cfg = _keep_aspect(args, cfg, lambda: engine.training_samples(_data(args), _csv(args.categories)))
+    _run_overrides(args)  # refuses run and size flags with --resume
+    cfg = None if args.resume else _keep_aspect(args, _load_cfg(args, samples), samples)
     model_path = engine.train(cfg, _data(args), args.out, _csv(args.categories), resume=args.resume,
                               cache_dir=args.cache_dir, init=args.init)
     print(f"model saved to {model_path}")
@@ -286,6 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="start from these weights: mae_pretrain_vit_*.pth, mae_visualize_vit_*.pth, a timm state "
                             "dict or a mala model/pretrain output (README.md, Initialisation) [random]")
     _add_image_size_argument(train)
+    _add_tiling_arguments(train)
     train.add_argument("--dry-run", action="store_true",
                        help="print parameters, steps, learning rates and an estimated time; train nothing")
     _add_run_arguments(train)

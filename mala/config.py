@@ -11,6 +11,7 @@ import yaml
 
 from mala.errors import ConfigError
 from mala.sizes import ImageShape, image_shape, stored_size
+from mala.tiling import TileGrid, default_stride
 
 PRESET_DIR = Path(__file__).parent / "presets"
 
@@ -150,12 +151,51 @@ class RunConfig:
 
 
 @dataclass
+class TilingConfig:
+    """Tiling (README, "Tiling"): each image is resized to `source_size` and cut into tiles of `model.image_size`
+    `stride` pixels apart; the model sees tiles, and the maps of a grid of tiles are stitched by averaging."""
+
+    source_size: int | list[int] | None = None  # square side or [height, width]; None: no tiling
+    stride: int | None = None  # pixels between tiles, both directions; None: 3/4 of the tile (a quarter overlap)
+
+    def __post_init__(self) -> None:
+        if self.source_size is not None:
+            self.source_size = stored_size(image_shape(self.source_size, "tiling.source_size"))
+        elif self.stride is not None:
+            raise ConfigError(f"tiling.stride={self.stride!r} without tiling.source_size: tiling needs both "
+                              "(mala train --tile SIZE --tile-stride STRIDE)")
+
+    @property
+    def enabled(self) -> bool:
+        return self.source_size is not None
+
+
+@dataclass
 class MalaConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     stage1: Stage1Config = field(default_factory=Stage1Config)
     stage2: Stage2Config = field(default_factory=Stage2Config)
     synth: SynthConfig = field(default_factory=SynthConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    tiling: TilingConfig = field(default_factory=TilingConfig)
+
+    def __post_init__(self) -> None:
+        if self.tiling.enabled:
+            if self.tiling.stride is None:  # stored explicitly, so a later default cannot change a trained model
+                self.tiling.stride = default_stride(self.model.image_shape)
+            self.tile_grid  # checks stride and sizes before any image is read
+
+    @property
+    def tile_grid(self) -> TileGrid | None:
+        """Where the model's tiles lie on an input image; None without tiling."""
+        if not self.tiling.enabled:
+            return None
+        return TileGrid(image_shape(self.tiling.source_size), self.model.image_shape, self.tiling.stride)
+
+    @property
+    def input_shape(self) -> ImageShape:
+        """(height, width) every image is resized to: the tiling's source size, else the model's own size."""
+        return image_shape(self.tiling.source_size) if self.tiling.enabled else self.model.image_shape
 
     def to_dict(self) -> dict[str, Any]:
         values = dataclasses.asdict(self)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from mala.checkpoint import load_trained_model
@@ -26,13 +27,15 @@ from mala.model import MALA
 from mala.model.init import initialise
 from mala.model.mala import size_multiple
 from mala.sizes import ImageShape, aspect_shape, describe_shape, median_aspect_ratio, stored_size
+from mala.tiling import median_shape
 from mala.train.plan import describe_plan
 from mala.train.trainer import Trainer, TrainingData, make_fabric, training_data
 
 
 def decode(samples: list[Sample], cfg: MalaConfig, desc: str, cache_dir: Path | None = None) -> ImageCache:
-    """`ImageCache.build` at the model's size, with a warning on stderr when images had to be enlarged to it."""
-    cache = ImageCache.build(samples, cfg.model.image_shape, desc=desc, cache_dir=cache_dir)
+    """`ImageCache.build` at the model's input size (with tiling: the source size), with a warning on stderr when
+    images had to be enlarged to it."""
+    cache = ImageCache.build(samples, cfg.input_shape, desc=desc, cache_dir=cache_dir)
     note = cache.upscaled_note()
     if note:
         print(f"mala: warning: {note}", file=sys.stderr)
@@ -79,10 +82,21 @@ ASPECT_SAMPLE = 1000  # image headers read for the median aspect ratio, spread e
 def aspect_image_shape(cfg: MalaConfig, samples: list[Sample]) -> ImageShape:
     """`--image-size aspect`: the median height / width of the images, at about the config's pixel count (so about
     its token count), each side a multiple of what the model needs (patch size, backbone stride)."""
-    step = max(1, len(samples) // ASPECT_SAMPLE)
-    ratio = median_aspect_ratio(header_size(sample.path) for sample in samples[::step])
+    ratio = median_aspect_ratio(sampled_sizes(samples))
     height, width = cfg.model.image_shape
     return aspect_shape(ratio, height * width, size_multiple(cfg.model))
+
+
+def sampled_sizes(samples: list[Sample]) -> Iterator[tuple[int, int]]:
+    """(width, height) from the headers of at most about `ASPECT_SAMPLE` images spread evenly over `samples`."""
+    step = max(1, len(samples) // ASPECT_SAMPLE)
+    return (header_size(sample.path) for sample in samples[::step])
+
+
+def tile_source_shape(samples: list[Sample]) -> ImageShape:
+    """Tiling's default source size: the median height and width of these (training) images, their own
+    resolution (headers only, as `aspect_image_shape`)."""
+    return median_shape(sampled_sizes(samples))
 
 
 def keep_aspect(cfg: MalaConfig, samples: list[Sample]) -> MalaConfig:
@@ -116,6 +130,8 @@ def plan_training(cfg: MalaConfig, roots: list[Path], categories: list[str] | No
     samples = training_samples(roots, categories)
     model = MALA(cfg.model)
     notes = [initialise(model, init).summary()] if init is not None else []
+    if cfg.tile_grid is not None:
+        notes.append(f"tiling: {cfg.tile_grid.describe()}; each training image is one tile at a random position")
     return "\n".join([describe_plan(cfg, model, categories_of(samples), len(samples)), *notes])
 
 

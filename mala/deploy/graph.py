@@ -1,9 +1,10 @@
 """The whole inference as one torch module: uint8 images in, scores and maps out; and its ONNX export.
 
 The same module runs `mala predict` with torch and is what `mala export` writes, so both paths compute the same
-thing. Input: RGB images already resized to the model's size, uint8 (B, H, W, 3), as any image decoder gives them
-(the only step left to the caller is the resize, bilinear as in training). Outputs: the raw image score (eq. 7) and
-anomaly map (B, H, W), and both normalised with the stored thresholds (threshold at 0.5; see calibration.py).
+thing. Input: RGB images already resized to the model's input size, uint8 (B, H, W, 3), as any image decoder gives
+them (the only step left to the caller is the resize, bilinear as in training). Outputs: the raw image score (eq. 7)
+and anomaly map (B, H, W), and both normalised with the stored thresholds (threshold at 0.5; see calibration.py).
+A tiled model's input size is its source size: cutting the tiles and stitching their maps are inside the graph.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from mala.deploy.contract import INPUT_NAME, METADATA_KEY, OUTPUT_NAMES
 from mala.errors import ConfigError
 from mala.eval.evaluate import anomaly_maps
 from mala.model import MALA, image_score
+from mala.sizes import stored_size
 
 # Without thresholds the normalised outputs equal the raw ones: threshold 0.5 on a [0, 1] range.
 IDENTITY = (0.5, 0.0, 1.0)
@@ -80,7 +82,8 @@ def load_graph(checkpoint: Path, category: str | None = None) -> tuple[Inference
                           "choose them with `mala calibrate` first")
     thresholds = calibration.thresholds(category) if calibration else None
     description = {
-        "image_size": cfg.model.image_size,
+        "image_size": stored_size(cfg.input_shape),  # what callers resize to: the source size of a tiled model
+        "tiling": {"tile": cfg.model.image_size, "stride": cfg.tiling.stride} if cfg.tiling.enabled else None,
         "categories": info.get("categories", []),
         "category": category,
         "calibration": calibration.to_dict() if calibration else None,
@@ -111,7 +114,7 @@ def export_onnx(checkpoint: Path, out: Path, category: str | None = None, opset:
     if importlib.util.find_spec("onnxscript") is None:
         raise ConfigError("ONNX export needs onnxscript: pip install 'mala[export]' (or onnxscript)")
     graph, description = load_graph(checkpoint, category)
-    example = torch.zeros(2, *graph.model.image_shape, 3, dtype=torch.uint8)
+    example = torch.zeros(2, *graph.cfg.input_shape, 3, dtype=torch.uint8)
     with torch.no_grad(), quiet_exporter():
         program = torch.onnx.export(graph, (example,), None, input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
                                     opset_version=opset, dynamic_shapes=({0: torch.export.Dim("batch")},),

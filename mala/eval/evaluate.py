@@ -13,6 +13,7 @@ from mala.data.dataset import ImageCache, TestImages
 from mala.eval.full_resolution import pixels_at_original_size
 from mala.eval.metrics import compute_metrics
 from mala.model import MALA, image_score, reconstruction_map
+from mala.model.tiled import tiled_maps
 from mala.progress import progress
 
 MEAN_ROW = "mean"
@@ -25,7 +26,17 @@ class Predictions:
 
 
 def anomaly_maps(model: MALA, images: torch.Tensor, cfg: MalaConfig) -> torch.Tensor:
-    """The configured pipeline's map: the end-to-end head, or the reconstruction error (ablation)."""
+    """Maps (B, H, W) of images (B, 3, H, W) at `cfg.input_shape`: the model's own, or with tiling the tile maps
+    stitched at the source size (mala.model.tiled)."""
+    grid = cfg.tile_grid
+    if grid is None:
+        return model_maps(model, images, cfg)
+    return tiled_maps(images, grid, lambda tiles: model_maps(model, tiles, cfg))
+
+
+def model_maps(model: MALA, images: torch.Tensor, cfg: MalaConfig) -> torch.Tensor:
+    """The configured pipeline's map at the model's size: the end-to-end head, or the reconstruction error
+    (ablation)."""
     if cfg.run.pipeline == "reconstruction":
         return reconstruction_map(model, images, cfg.stage1.mask_ratio)
     return model(images)
@@ -33,10 +44,12 @@ def anomaly_maps(model: MALA, images: torch.Tensor, cfg: MalaConfig) -> torch.Te
 
 @torch.no_grad()
 def predict(model: MALA, cache: ImageCache, cfg: MalaConfig, batch_size: int = 16, device: str = "cpu") -> Predictions:
+    """Maps at `cfg.input_shape` (stitched with tiling) and image scores (eq. 7 on those maps)."""
     model = model.to(device).eval()
-    maps = np.empty((len(cache.samples), *cfg.model.image_shape), dtype=np.float32)
+    maps = np.empty((len(cache.samples), *cfg.input_shape), dtype=np.float32)
     scores = np.empty(len(cache.samples), dtype=np.float64)
-    loader = DataLoader(TestImages(cache), batch_size=batch_size)
+    tiles_per_image = cfg.tile_grid.count if cfg.tile_grid else 1  # about `batch_size` model inputs per forward
+    loader = DataLoader(TestImages(cache), batch_size=max(1, batch_size // tiles_per_image))
     for images, _, _, indices in progress(loader, desc="testing", unit="batch", leave=False):
         batch_maps = anomaly_maps(model, images.to(device), cfg)
         maps[indices.numpy()] = batch_maps.float().cpu().numpy()

@@ -6,10 +6,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from mala.data.dataset import ImageCache, NormalImages
+from mala.data.dataset import Crops, ImageCache, NormalImages
 from mala.model import MALA
 from mala.model.memory import FeatureMemory
 from mala.progress import progress
+from mala.tiling import TileGrid
 
 HELD_OUT = 0.1  # share of images whose distances to the others set the memory's scale
 SCALE_QUANTILE = 0.99
@@ -17,11 +18,20 @@ COVER_CHUNK = 2048  # candidate tokens compared with the kept ones at once
 
 
 @torch.no_grad()
-def normal_feature_tokens(model: MALA, cache: ImageCache, batch_size: int = 8) -> torch.Tensor:
-    """Backbone feature tokens (images, N, C) of every cached image, in cache order."""
-    loader = DataLoader(NormalImages(cache, np.arange(len(cache.samples))), batch_size=batch_size)
+def normal_feature_tokens(model: MALA, cache: ImageCache, grid: TileGrid | None = None,
+                          batch_size: int = 8) -> torch.Tensor:
+    """Backbone feature tokens (images, N, C) of every cached image, in cache order; with tiling, those of each
+    image's grid tiles together (images, tiles x N, C), the tiles the model sees at inference."""
+    images = len(cache.samples)
+    if grid is None:
+        dataset = NormalImages(cache, np.arange(images))
+    else:
+        dataset = NormalImages(cache, np.repeat(np.arange(images), grid.count),
+                               Crops(np.tile(grid.corners, (images, 1)), grid.tile))
+    loader = DataLoader(dataset, batch_size=batch_size)
     batches = progress(loader, desc="normal-feature memory", unit="batch", leave=False)
-    return torch.cat([model.feature_tokens(images) for images in batches])
+    tokens = torch.cat([model.feature_tokens(tiles) for tiles in batches])
+    return tokens.unflatten(0, (images, -1)).flatten(1, 2)  # an image's tiles overlap: held out together
 
 
 def cover(tokens: torch.Tensor, radius: float, seed: int) -> torch.Tensor:
@@ -53,11 +63,11 @@ def _spread(tokens: torch.Tensor, radius: float) -> list[int]:
     return chosen
 
 
-def fill_memory(model: MALA, cache: ImageCache, seed: int) -> None:
+def fill_memory(model: MALA, cache: ImageCache, seed: int, grid: TileGrid | None = None) -> None:
     """A scale, the 99% quantile of the nearest distances of held-out images' tokens to the other images' tokens;
     then an epsilon-net of all training tokens with epsilon = `memory_radius` x scale (`cover`), at most
     `memory_size` of them (a random subset beyond that)."""
-    tokens = normal_feature_tokens(model, cache)
+    tokens = normal_feature_tokens(model, cache, grid)
     rng = np.random.default_rng(seed)
     scale = held_out_scale(tokens, rng) if len(tokens) > 1 else 1.0  # a single image has no others
     every = tokens.flatten(0, 1)

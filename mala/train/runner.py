@@ -6,12 +6,13 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any, Callable, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from mala.config import MalaConfig
-from mala.data.dataset import ImageCache
+from mala.data.dataset import Crops, ImageCache
 from mala.errors import CheckpointError
 from mala.train.distributed import batches_per_epoch, rank_loader
 
@@ -67,6 +68,11 @@ class StageRunner(ABC):
     @abstractmethod
     def epoch_dataset(self, epoch: int) -> Dataset:
         """The samples of `epoch`, in the order every rank shares."""
+
+    def random_tiles(self, rng: np.random.Generator, count: int) -> Crops | None:
+        """With tiling, a tile at a random position of each of the epoch's `count` images; None without."""
+        grid = self.cfg.tile_grid
+        return None if grid is None else Crops(grid.random_corners(rng, count), grid.tile)
 
     def loader(self, epoch: int, skip_steps: int = 0) -> DataLoader:
         """This rank's batches of `epoch`, without those of the first `skip_steps` optimizer steps."""

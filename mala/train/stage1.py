@@ -68,7 +68,8 @@ class Stage1(StageRunner):
     def epoch_dataset(self, epoch: int) -> Dataset:
         rng = epoch_rng(self.cfg.run.seed, self.stage, epoch)
         drawn = draw_per_category(self.cache.indices_by_category(), self.settings.images_per_category, rng)
-        return NormalImages(self.cache, rng.permutation(np.concatenate(list(drawn.values()))))
+        indices = rng.permutation(np.concatenate(list(drawn.values())))
+        return NormalImages(self.cache, indices, self.random_tiles(rng, len(indices)))
 
     @property
     def base_lr(self) -> float:

@@ -37,7 +37,7 @@ class Stage2(StageRunner):
         order = rng.permutation(len(indices))
         return SyntheticAnomalies(  # seeded per sample position: the same images on any number of ranks
             self.cache, indices[order], anomalous[order], self.synthesize, self.foregrounds,
-            seed=(self.cfg.run.seed, self.stage, epoch),
+            seed=(self.cfg.run.seed, self.stage, epoch), crops=self.random_tiles(rng, len(indices)),
         )
 
     def accumulated_step(self, batches: Sequence[tuple[torch.Tensor, torch.Tensor]],

@@ -157,6 +157,8 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self.cfg.save(self.run_dir / "config.yaml")
         self._announce_anomaly_source()
+        if self.cfg.tile_grid is not None:
+            self.fabric.print(f"tiling: {self.cfg.tile_grid.describe()}")
         self.logger = RunLogger(self.run_dir, self.fabric.is_global_zero, self._resumed_from)
         if self.cfg.run.pipeline == "end_to_end":
             for line in data.synthesis_lines():
@@ -166,7 +168,7 @@ class Trainer:
         finally:
             self.logger.close()
         if self.model.hybrid and self.cfg.model.memory_weight > 0:
-            fill_memory(self.model, data.cache, self.cfg.run.seed)
+            fill_memory(self.model, data.cache, self.cfg.run.seed, self.cfg.tile_grid)
         return self._save_model(data)
 
     def _train_stages(self, data: TrainingData) -> None:
