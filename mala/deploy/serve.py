@@ -135,8 +135,8 @@ def create_app(predictor: Predictor, model_name: str, max_upload_bytes: int = in
     @app.get("/health")
     def health() -> dict[str, Any]:
         return {"status": "ok", "model": model_name, "backend": predictor.backend.kind,
-                "image_size": stored_size(predictor.backend.image_shape), "calibrated": predictor.calibrated,
-                "categories": description.get("categories", [])}
+                "image_size": stored_size(predictor.backend.image_shape), "tiling": description.get("tiling"),
+                "calibrated": predictor.calibrated, "categories": description.get("categories", [])}
 
     @app.get("/", response_class=HTMLResponse)
     def page() -> str:

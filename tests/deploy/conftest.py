@@ -8,25 +8,28 @@ import pytest
 import torch
 
 from mala.checkpoint import save_checkpoint
-from mala.config import MalaConfig, ModelConfig
+from mala.config import MalaConfig, ModelConfig, TilingConfig
 from mala.deploy.graph import export_onnx
 from mala.model import MALA
 
 
-def small_model_config(hybrid: bool = False, image_size: int | list[int] = 64) -> MalaConfig:
-    """The pixel ViT, or (`hybrid`) the hybrid encoder on lite0 with a normal-feature memory in the map."""
+def small_model_config(hybrid: bool = False, image_size: int | list[int] = 64,
+                       tiling: TilingConfig | None = None) -> MalaConfig:
+    """The pixel ViT, or (`hybrid`) the hybrid encoder on lite0 with a normal-feature memory in the map; with
+    `tiling`, `image_size` is the tile."""
     hybrid_keys = {"patch_size": 16, "backbone": "efficientnet_lite0", "memory_weight": 0.5} if hybrid else {}
     cfg = MalaConfig(model=ModelConfig(**{**dict(image_size=image_size, patch_size=8, embed_dim=64, depth=2,
                                                   num_heads=2, decoder_embed_dim=32, decoder_depth=1,
-                                                  decoder_num_heads=2, plpm_width=8), **hybrid_keys}))
+                                                  decoder_num_heads=2, plpm_width=8), **hybrid_keys}),
+                     tiling=tiling or TilingConfig())
     cfg.run.score_kernel = 5
     return cfg
 
 
 def save_random_model(path: Path, categories: list[str], seed: int = 0, hybrid: bool = False,
-                      image_size: int | list[int] = 64) -> Path:
+                      image_size: int | list[int] = 64, tiling: TilingConfig | None = None) -> Path:
     """A model file as `mala train` writes it, with random weights (the deployment path does not care)."""
-    cfg = small_model_config(hybrid, image_size)
+    cfg = small_model_config(hybrid, image_size, tiling)
     torch.manual_seed(seed)
     model = MALA(cfg.model)
     if hybrid:

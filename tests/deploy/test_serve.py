@@ -42,7 +42,7 @@ def png(image: Image.Image) -> bytes:
 def test_health_describes_the_model(url, onnx_model):
     health = httpx.get(f"{url}/health").json()
     assert health == {"status": "ok", "model": str(onnx_model), "backend": "onnxruntime", "image_size": 64,
-                      "calibrated": False, "categories": ["metal_plate", "magnetic_tile"]}
+                      "tiling": None, "calibrated": False, "categories": ["metal_plate", "magnetic_tile"]}
 
 
 def test_multipart_upload_gets_score_and_pictures_at_the_image_size(url, image_bytes):
