@@ -11,7 +11,7 @@ import yaml
 
 from mala.errors import ConfigError
 from mala.sizes import ImageShape, image_shape, stored_size
-from mala.tiling import TileGrid, default_stride
+from mala.tiling import TileGrid, check_tiling, default_stride
 
 PRESET_DIR = Path(__file__).parent / "presets"
 
@@ -183,7 +183,8 @@ class MalaConfig:
         if self.tiling.enabled:
             if self.tiling.stride is None:  # stored explicitly, so a later default cannot change a trained model
                 self.tiling.stride = default_stride(self.model.image_shape)
-            self.tile_grid  # checks stride and sizes before any image is read
+            # before any image is read: a stride out of 1..tile, a tile larger than the source
+            check_tiling(image_shape(self.tiling.source_size), self.model.image_shape, self.tiling.stride)
 
     @property
     def tile_grid(self) -> TileGrid | None:
