@@ -137,9 +137,12 @@ def _tiling_overrides(args: argparse.Namespace, samples_of: Callable[[], list]) 
                           "of them")
     if source is None:
         from mala import engine
-        from mala.sizes import stored_size
+        from mala.sizes import describe_shape, stored_size
 
-        source = stored_size(engine.tile_source_shape(samples_of()))
+        shape = engine.tile_source_shape(samples_of())
+        print(f"mala: tiling source size {describe_shape(shape)}, the training images' median height and width "
+              "(--tile-source sets it)", file=sys.stderr)
+        source = stored_size(shape)
     overrides = [f"model.image_size={tile}", f"tiling.source_size={source}"]
     return overrides + ([f"tiling.stride={stride}"] if stride is not None else [])
 
