@@ -130,4 +130,6 @@ def test_tiling_flags_with_resume_are_refused(tmp_path, capsys):
 def test_the_dry_run_names_the_tiles(capsys):
     assert main(["train", "--dry-run", "--data", str(shared_data("metal_plate")), "--tile", "224",
                  "--tile-stride", "160"]) == 0
-    assert "tiling: 9 tiles of 224 px, stride 160 px, on images resized to 512 px" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "tiling: 9 tiles of 224 px, stride 160 px, on images resized to 512 px" in captured.out
+    assert "mala: tiling source size 512 px, the training images' median height and width" in captured.err
