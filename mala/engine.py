@@ -76,7 +76,7 @@ def training_samples(roots: list, categories: list[str] | None = None) -> list[S
     return train_samples(scan_roots(roots, categories))
 
 
-ASPECT_SAMPLE = 1000  # image headers read for the median aspect ratio, spread evenly over a larger dataset
+ASPECT_SAMPLE = 1000  # image headers read for a median (aspect ratio, tiling source), spread over a larger dataset
 
 
 def aspect_image_shape(cfg: MalaConfig, samples: list[Sample]) -> ImageShape:

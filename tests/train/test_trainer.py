@@ -1,11 +1,13 @@
 """The trainer: resume after an interruption reaches the same weights; a non-finite loss stops with a clear error."""
 
+import dataclasses
+
 import pytest
 import torch
 from lightning_fabric import Fabric
 
 from mala.checkpoint import read_metadata
-from mala.config import load_config
+from mala.config import TilingConfig, load_config
 from mala.data.dataset import ImageCache
 from mala.data.mvtec import scan_mvtec
 from mala.errors import MalaError
@@ -28,13 +30,21 @@ def _fabric() -> Fabric:
     return Fabric(accelerator="cpu", devices=1)
 
 
-@pytest.mark.parametrize("every_steps, stop_at_call, resumed_at", [
-    (0, 5, (1, 2, 0)),  # 2 steps per epoch: stopped in epoch 3, resumed from the epoch-2 checkpoint
-    (1, 4, (1, 1, 1)),  # step checkpoints: stopped at epoch 2 step 2, resumed after its first step
+def _tiled(cfg, data: TrainingData) -> tuple:
+    """The quick run on 64 px tiles of the same images at 80 x 96 px (random tile positions must resume too)."""
+    cfg = dataclasses.replace(cfg, tiling=TilingConfig(source_size=[80, 96], stride=16))
+    cache = ImageCache.build(data.cache.samples, cfg.input_shape, workers=1)
+    return cfg, TrainingData(cache, object_categories=data.object_categories)
+
+
+@pytest.mark.parametrize("every_steps, stop_at_call, resumed_at, tiled", [
+    (0, 5, (1, 2, 0), False),  # 2 steps per epoch: stopped in epoch 3, resumed from the epoch-2 checkpoint
+    (1, 4, (1, 1, 1), False),  # step checkpoints: stopped at epoch 2 step 2, resumed after its first step
+    (0, 5, (1, 2, 0), True),
 ])
 def test_resume_after_interruption_reaches_the_same_weights(tmp_path, quick, monkeypatch, every_steps, stop_at_call,
-                                                             resumed_at):
-    cfg, data = quick
+                                                             resumed_at, tiled):
+    cfg, data = _tiled(*quick) if tiled else quick
     cfg.run.checkpoint_every_steps = every_steps
     torch.manual_seed(0)
     reference = Trainer(cfg, tmp_path / "straight", _fabric())
