@@ -3,7 +3,8 @@ memory), against the same model without the memory, measured in the same run.
 
     python bench/model_speed.py --checkpoint RUN/model.safetensors --batch 1 --repeats 7 --rounds 3
 
-Each round times `--repeats` forwards of random images at the model's size (median, after a warm-up) with the
+Each round times `--repeats` maps of random images at the model's input size (a tiled model's source size: tiles
+cut, run and stitched) (median, after a warm-up) with the
 memory and without it (`memory_weight` 0), alternating, so that load on a shared machine hits both alike.
 Prints images/s per round, the medians over rounds and the ratio; `--memory-radius R` first thins the memory as
 `bench/hybrid_maps.py` does.
@@ -47,8 +48,9 @@ def main() -> None:
         for _ in range(args.rounds):
             for name, w in (("with memory", weight), ("without", 0.0)):
                 model.cfg = dataclasses.replace(cfg.model, memory_weight=w)
-                rates[name].append(images_per_second(model, args.batch, args.repeats))
-    print(f"{args.checkpoint}: {describe_shape(model.image_shape)}, batch {args.batch}, "
+                rates[name].append(images_per_second(model, args.batch, args.repeats, cfg))
+    tiles = f", {cfg.tile_grid.count} tiles of it stitched at {describe_shape(cfg.input_shape)}" if cfg.tile_grid else ""
+    print(f"{args.checkpoint}: {describe_shape(model.image_shape)}{tiles}, batch {args.batch}, "
           f"{torch.get_num_threads()} threads, memory of "
           f"{len(memory.tokens)} tokens, weight {weight}")
     for name, values in rates.items():

@@ -11,6 +11,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from mala.config import MalaConfig, load_config
+from mala.eval.evaluate import anomaly_maps
 from mala.model import MALA, PseudoLabelPredictor
 from mala.model.mala import check_image_size
 from mala.sizes import image_shape
@@ -76,15 +77,16 @@ def _synchronize(device: torch.device) -> None:
 
 
 @torch.no_grad()
-def images_per_second(model: MALA, batch: int, repeats: int) -> float:
-    """Batch size over the median time of `repeats` forwards at the model's size, after a warm-up forward."""
+def images_per_second(model: MALA, batch: int, repeats: int, cfg: MalaConfig | None = None) -> float:
+    """Batch size over the median time of `repeats` forwards at the model's size, after a warm-up forward; with
+    `cfg`, of the whole map pipeline at `cfg.input_shape` (a tiled model's tiles cut, run and stitched)."""
     device = next(model.parameters()).device
-    images = torch.rand(batch, 3, *model.image_shape, device=device)
+    images = torch.rand(batch, 3, *(cfg.input_shape if cfg else model.image_shape), device=device)
     times = []
     for run in range(WARMUP_RUNS + repeats):
         _synchronize(device)
         start = time.perf_counter()
-        model(images)
+        anomaly_maps(model, images, cfg) if cfg else model(images)
         _synchronize(device)
         if run >= WARMUP_RUNS:
             times.append(time.perf_counter() - start)
