@@ -107,10 +107,25 @@ def _image_size_override(args: argparse.Namespace) -> list[str]:
 
 
 def _keep_aspect(args: argparse.Namespace, cfg: MalaConfig, samples_of: Callable[[], list]) -> MalaConfig:
-    """The config with `--image-size aspect` resolved from `samples_of()`, the training images."""
+    """The config with `--image-size aspect` resolved from `samples_of()`, the training images; a run given no
+    size at all (no --image-size, --tile, `--set model.image_size` or YAML file of its own) keeps the aspect of
+    strips (engine.STRIP_ASPECT)."""
     from mala import engine
 
-    return engine.keep_aspect(cfg, samples_of()) if getattr(args, "image_size", None) == ASPECT else cfg
+    size = getattr(args, "image_size", None)
+    if size == ASPECT:
+        return engine.keep_aspect(cfg, samples_of())
+    if size is None and getattr(args, "tile", None) is None and not _size_given_by_config(args):
+        return engine.keep_aspect(cfg, samples_of(), strips_only=True)
+    return cfg
+
+
+def _size_given_by_config(args: argparse.Namespace) -> bool:
+    """True when the user's own YAML file or a `--set model.image_size=...` names the size (not a preset's)."""
+    from mala.config import PRESET_DIR
+
+    own_file = Path(args.config).is_file() and Path(args.config).resolve().parent != PRESET_DIR.resolve()
+    return own_file or any(item.split("=", 1)[0].strip() == "model.image_size" for item in args.set or [])
 
 
 def _add_tiling_arguments(parser: argparse.ArgumentParser) -> None:

@@ -79,10 +79,16 @@ def training_samples(roots: list, categories: list[str] | None = None) -> list[S
 ASPECT_SAMPLE = 1000  # image headers read for a median (aspect ratio, tiling source), spread over a larger dataset
 
 
+STRIP_ASPECT = 1.5  # the median height / width (or width / height) from which a run keeps the aspect by default
+
+
 def aspect_image_shape(cfg: MalaConfig, samples: list[Sample]) -> ImageShape:
     """`--image-size aspect`: the median height / width of the images, at about the config's pixel count (so about
     its token count), each side a multiple of what the model needs (patch size, backbone stride)."""
-    ratio = median_aspect_ratio(sampled_sizes(samples))
+    return _shape_at_ratio(cfg, median_aspect_ratio(sampled_sizes(samples)))
+
+
+def _shape_at_ratio(cfg: MalaConfig, ratio: float) -> ImageShape:
     height, width = cfg.model.image_shape
     return aspect_shape(ratio, height * width, size_multiple(cfg.model))
 
@@ -99,12 +105,19 @@ def tile_source_shape(samples: list[Sample]) -> ImageShape:
     return median_shape(sampled_sizes(samples))
 
 
-def keep_aspect(cfg: MalaConfig, samples: list[Sample]) -> MalaConfig:
+def keep_aspect(cfg: MalaConfig, samples: list[Sample], strips_only: bool = False) -> MalaConfig:
     """The config with `model.image_size` chosen by `aspect_image_shape` from these (training) images, said on
-    stderr; `training_samples(roots)` or `unlabeled_samples(folders)` give them."""
-    shape = aspect_image_shape(cfg, samples)
-    print(f"mala: image size {describe_shape(shape)}, for the training images' median aspect ratio at about the "
-          f"pixel count of {describe_shape(cfg.model.image_shape)}", file=sys.stderr)
+    stderr; `training_samples(roots)` or `unlabeled_samples(folders)` give them. `strips_only` (a run given no size):
+    only for a median aspect ratio of `STRIP_ASPECT` or more either way; nearer squares keep the config's size,
+    since on magnetic_tile (1.2 : 1) keeping the aspect measured the same as squashing (BENCHMARKS.md)."""
+    ratio = median_aspect_ratio(sampled_sizes(samples))
+    if strips_only and max(ratio, 1 / ratio) < STRIP_ASPECT:
+        return cfg
+    shape = _shape_at_ratio(cfg, ratio)
+    why = f"the training images are strips (median height / width {ratio:.2f}); --image-size SIZE squashes them" \
+        if strips_only else "for the training images' median aspect ratio"
+    print(f"mala: image size {describe_shape(shape)}, {why}, at about the pixel count of "
+          f"{describe_shape(cfg.model.image_shape)}", file=sys.stderr)
     return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, image_size=stored_size(shape)))
 
 

@@ -1,5 +1,5 @@
 """The `tiny` recipe (hybrid encoder, stage 2, normal-feature memory), ONE model over magnetic_tile + metal_plate, at
-112 px and 12 epochs, tested on their real test sets. Seen here: mean image / pixel AUROC 97.8 / 89.1."""
+112 px and 12 epochs, tested on their real test sets (lite0 with w = 0.5 gave mean image / pixel AUROC 97.8 / 89.1)."""
 
 import json
 

@@ -4,13 +4,14 @@ smaller than the model's size and get enlarged."""
 from __future__ import annotations
 
 import dataclasses
+from argparse import Namespace
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from mala import engine
-from mala.cli import main
+from mala.cli import _keep_aspect, main
 from mala.config import load_config
 from mala.data.dataset import ImageCache
 from tests.train.tiny_cli import TINY_MODEL
@@ -70,3 +71,31 @@ def test_images_smaller_than_the_model_are_enlarged_with_a_warning(tmp_path, cap
         "mala: warning: 3 of 5 images are smaller than the model's 96 x 48 px (height x width) and were enlarged to "
         "it: their maps show no finer detail than the images hold")
     assert ImageCache.build(samples, 32).upscaled_note() is None
+
+
+def test_a_run_given_no_size_keeps_the_aspect_of_strips_only(tmp_path, capsys):
+    tiny = load_config("tiny")
+    samples = engine.training_samples([strips(tmp_path)])
+    assert engine.keep_aspect(tiny, samples, strips_only=True).model.image_size == [352, 144]
+    assert "the training images are strips (median height / width 2.50)" in capsys.readouterr().err
+    near_square = write_images(tmp_path / "near", [(100, 120)] * 3)  # 1.2 : 1, as magnetic_tile
+    near_samples = engine.training_samples([f"kind=folder,normal={near_square}"])
+    assert engine.keep_aspect(tiny, near_samples, strips_only=True).model.image_size == 224
+    assert capsys.readouterr().err == ""
+
+
+def test_the_command_line_keeps_strips_only_when_no_size_is_given(tmp_path):
+    tiny = load_config("tiny")
+    samples = engine.training_samples([strips(tmp_path)])
+    own_file = tmp_path / "mine.yaml"
+    own_file.write_text("model:\n  image_size: 224\n")
+
+    def size(**given) -> int | list[int]:
+        args = Namespace(**{"image_size": None, "tile": None, "config": "tiny", "set": [], **given})
+        return _keep_aspect(args, tiny, lambda: samples).model.image_size
+
+    assert size() == [352, 144]
+    assert size(image_size=224) == 224  # --image-size 224: already in the config by `--set`
+    assert size(set=["model.image_size=224"]) == 224
+    assert size(config=str(own_file)) == 224
+    assert size(tile=[112, 112]) == 224
