@@ -82,15 +82,17 @@ ASPECT_SAMPLE = 1000  # image headers read for a median (aspect ratio, tiling so
 STRIP_ASPECT = 1.5  # the median height / width (or width / height) from which a run keeps the aspect by default
 
 
-def aspect_image_shape(cfg: MalaConfig, samples: list[Sample]) -> ImageShape:
-    """`--image-size aspect`: the median height / width of the images, at about the config's pixel count (so about
-    its token count), each side a multiple of what the model needs (patch size, backbone stride)."""
-    return _shape_at_ratio(cfg, median_aspect_ratio(sampled_sizes(samples)))
-
-
-def _shape_at_ratio(cfg: MalaConfig, ratio: float) -> ImageShape:
+def aspect_image_shape(cfg: MalaConfig, ratio: float) -> ImageShape:
+    """`--image-size aspect`: height / width `ratio` (the images' median, `median_image_aspect`) at about the
+    config's pixel count (so about its token count), each side a multiple of what the model needs (patch size,
+    backbone stride)."""
     height, width = cfg.model.image_shape
     return aspect_shape(ratio, height * width, size_multiple(cfg.model))
+
+
+def median_image_aspect(samples: list[Sample]) -> float:
+    """The median height / width of these images, from headers (`sampled_sizes`)."""
+    return median_aspect_ratio(sampled_sizes(samples))
 
 
 def sampled_sizes(samples: list[Sample]) -> Iterator[tuple[int, int]]:
@@ -110,10 +112,10 @@ def keep_aspect(cfg: MalaConfig, samples: list[Sample], strips_only: bool = Fals
     stderr; `training_samples(roots)` or `unlabeled_samples(folders)` give them. `strips_only` (a run given no size):
     only for a median aspect ratio of `STRIP_ASPECT` or more either way; nearer squares keep the config's size,
     since on magnetic_tile (1.2 : 1) keeping the aspect measured the same as squashing (BENCHMARKS.md)."""
-    ratio = median_aspect_ratio(sampled_sizes(samples))
+    ratio = median_image_aspect(samples)
     if strips_only and max(ratio, 1 / ratio) < STRIP_ASPECT:
         return cfg
-    shape = _shape_at_ratio(cfg, ratio)
+    shape = aspect_image_shape(cfg, ratio)
     why = f"the training images are strips (median height / width {ratio:.2f}); --image-size SIZE squashes them" \
         if strips_only else "for the training images' median aspect ratio"
     print(f"mala: image size {describe_shape(shape)}, {why}, at about the pixel count of "
