@@ -2,7 +2,9 @@
 
     python bench/deploy.py --preset tiny --size 224 --runs 5 --seconds 3 --clients 8 --requests 200
 
-The model has the preset's architecture with random weights (speed does not depend on them). Throughput: the whole
+The model has the preset's architecture with random weights (speed does not depend on them, but a built model's
+normal-feature memory is empty); `--checkpoint RUN/model.safetensors` takes a trained model instead, its memory
+included, and exports it to ONNX first. Throughput: the whole
 inference graph (uint8 images in, scores and maps out), torch and onnxruntime measured in turns, `--runs` times
 each, medians and their ratio printed. Load: `--clients` concurrent HTTP clients send `--requests` requests in all
 (a real metal_plate test image, 512 x 512 PNG, answered with map and overlay as base64 PNG, as the web page asks)
@@ -110,11 +112,16 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--checkpoint", type=Path, help="a trained model.safetensors instead of --preset")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
-        checkpoint, onnx = build_model(args.preset, args.size, Path(folder))
+        if args.checkpoint:
+            checkpoint, onnx = args.checkpoint, export_onnx(args.checkpoint, Path(folder) / "model.onnx")
+        else:
+            checkpoint, onnx = build_model(args.preset, args.size, Path(folder))
         backends = {"torch": TorchBackend(checkpoint), "onnxruntime": OnnxBackend(onnx)}
-        print(f"{args.preset} at {args.size} px, torch {torch.__version__} ({torch.get_num_threads()} threads)\n")
+        print(f"{args.checkpoint or args.preset} at {'x'.join(map(str, backends['torch'].image_shape))} px, "
+              f"torch {torch.__version__} ({torch.get_num_threads()} threads)\n")
         print("| batch | torch img/s | onnxruntime img/s | ratio | runs |\n|---|---|---|---|---|")
         print("\n".join(throughput_rows(backends, [int(b) for b in args.batches.split(",")], args.runs,
                                         args.seconds)))
