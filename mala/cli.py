@@ -71,6 +71,7 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 ASPECT = "aspect"  # `--image-size aspect`: chosen from the training images' aspect ratio
+COST_PRESETS, COST_SIZE = "tiny,base,paper", 256  # what `mala cost` measures when not told
 
 
 def _image_size(text: str) -> int | list[int]:
@@ -285,13 +286,20 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 
 def cmd_cost(args: argparse.Namespace) -> None:
-    from mala.eval.cost import format_cost_table, measure_cost
+    from mala.eval.cost import format_cost_table, measure_cost, measure_trained_cost
 
     costs = []
-    for name in _csv(args.config):
+    if args.checkpoint:
+        if args.config or args.image_size:
+            raise ConfigError("--checkpoint measures the trained model as it is: its config and image size are "
+                              "fixed, so --config and --image-size cannot be given with it")
+        for checkpoint in args.checkpoint:
+            print(f"measuring {checkpoint} ...", file=sys.stderr)
+            costs.append(measure_trained_cost(checkpoint, args.batch, args.repeats, args.device))
+    for name in [] if args.checkpoint else _csv(args.config or COST_PRESETS):
         print(f"measuring {name} ...", file=sys.stderr)
-        costs.append(measure_cost(name, args.image_size, args.batch, args.repeats, args.device))
-    print(format_cost_table(costs, args.image_size, args.batch, args.repeats, args.device))
+        costs.append(measure_cost(name, args.image_size or COST_SIZE, args.batch, args.repeats, args.device))
+    print(format_cost_table(costs, args.batch, args.repeats, args.device))
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -380,10 +388,13 @@ def build_parser() -> argparse.ArgumentParser:
     test.set_defaults(func=cmd_test)
 
     cost = commands.add_parser("cost", help="parameters, GFLOPs and images/s per config (the paper's Table 6)")
-    cost.add_argument("--config", "--presets", dest="config", default="tiny,base,paper",
-                      help="comma-separated presets or YAML files [tiny,base,paper]")
-    cost.add_argument("--image-size", type=_image_size, default=256, metavar="SIZE|HxW",
-                      help="image size, square or HEIGHTxWIDTH; the model is built for it [256]")
+    cost.add_argument("--config", "--presets", dest="config",
+                      help=f"comma-separated presets or YAML files [{COST_PRESETS}]")
+    cost.add_argument("--image-size", type=_image_size, metavar="SIZE|HxW",
+                      help=f"image size, square or HEIGHTxWIDTH; the model is built for it [{COST_SIZE}]")
+    cost.add_argument("--checkpoint", type=Path, nargs="+", metavar="MODEL",
+                      help="trained models (model.safetensors or run folders) instead of presets: timed as they run, "
+                           "their size, tiles and normal-feature memory included")
     cost.add_argument("--batch", type=_int_at_least(1), default=1, help="images per timed forward [1]")
     cost.add_argument("--repeats", type=_int_at_least(1), default=5,
                       help="timed forwards, the median counts; keep it low for `paper` on a CPU [5]")

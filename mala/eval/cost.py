@@ -6,15 +6,17 @@ import dataclasses
 import statistics
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
+from mala.checkpoint import load_trained_model
 from mala.config import MalaConfig, load_config
 from mala.eval.evaluate import anomaly_maps
 from mala.model import MALA, PseudoLabelPredictor
 from mala.model.mala import check_image_size
-from mala.sizes import image_shape
+from mala.sizes import ImageShape
 
 WARMUP_RUNS = 1
 
@@ -28,6 +30,7 @@ class ModelCost:
     total: int  # every parameter of MALA, frozen position embeddings included
     gflops: float  # per image, one inference forward (anomaly map), 2 FLOPs per multiply-add
     images_per_second: float
+    input: str  # what one image is: its size, and a trained model's tiles and memory
 
 
 def _cpu_attention_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
@@ -63,11 +66,13 @@ def parameter_counts(model: MALA, cfg: MalaConfig) -> dict[str, int]:
 
 
 @torch.no_grad()
-def inference_flops(model: MALA) -> int:
-    """FLOPs of one forward (image to anomaly map) on one image of the model's size."""
-    images = torch.rand(1, 3, *model.image_shape, device=next(model.parameters()).device)
+def inference_flops(model: MALA, cfg: MalaConfig | None = None) -> int:
+    """FLOPs of one forward (image to anomaly map) on one image of the model's size; with `cfg`, of the whole map
+    pipeline at `cfg.input_shape` (a tiled model's tiles all counted)."""
+    device = next(model.parameters()).device
+    images = torch.rand(1, 3, *(cfg.input_shape if cfg else model.image_shape), device=device)
     with FlopCounterMode(display=False, custom_mapping=ATTENTION_FLOPS) as counter:
-        model(images)
+        anomaly_maps(model, images, cfg) if cfg else model(images)
     return counter.get_total_flops()
 
 
@@ -95,16 +100,41 @@ def images_per_second(model: MALA, batch: int, repeats: int, cfg: MalaConfig | N
 
 def measure_cost(name: str, image_size: int | list[int] = 256, batch: int = 1, repeats: int = 5,
                  device: str = "cpu") -> ModelCost:
+    """A preset's (or YAML config's) cost, built with random weights at `image_size` (an empty memory)."""
     cfg = config_at_size(name, image_size)
-    model = MALA(cfg.model)
+    return _measure(name, MALA(cfg.model), cfg, batch, repeats, device)
+
+
+def measure_trained_cost(checkpoint: Path, batch: int = 1, repeats: int = 5, device: str = "cpu") -> ModelCost:
+    """A trained model's cost as it runs: its input size, tiles and normal-feature memory included."""
+    model, cfg, _ = load_trained_model(checkpoint)
+    return _measure(str(checkpoint), model, cfg, batch, repeats, device)
+
+
+def _measure(name: str, model: MALA, cfg: MalaConfig, batch: int, repeats: int, device: str) -> ModelCost:
     counts = parameter_counts(model, cfg)
     model = model.to(device).eval()
     return ModelCost(
         name=name,
         **counts,
-        gflops=inference_flops(model) / 1e9,
-        images_per_second=images_per_second(model, batch, repeats),
+        gflops=inference_flops(model, cfg) / 1e9,
+        images_per_second=images_per_second(model, batch, repeats, cfg),
+        input=describe_input(model, cfg),
     )
+
+
+def describe_input(model: MALA, cfg: MalaConfig) -> str:
+    """`32 x 32 (height x width)`, with a trained model's tiles and memory named."""
+    parts = [_height_by_width(cfg.input_shape)]
+    if cfg.tile_grid:
+        parts.append(f"as {cfg.tile_grid.count} tiles of {_height_by_width(model.image_shape)}")
+    if model.hybrid and not model.memory.empty:
+        parts.append(f"with a memory of {len(model.memory.tokens):,} tokens")
+    return ", ".join(parts)
+
+
+def _height_by_width(shape: ImageShape) -> str:
+    return f"{shape[0]} x {shape[1]} (height x width)"
 
 
 def describe_device(device: str) -> str:
@@ -114,8 +144,7 @@ def describe_device(device: str) -> str:
     return f"{device}, {torch.get_num_threads()} threads"
 
 
-def format_cost_table(costs: list[ModelCost], image_size: int | list[int], batch: int, repeats: int,
-                      device: str) -> str:
+def format_cost_table(costs: list[ModelCost], batch: int, repeats: int, device: str) -> str:
     """The paper's Table 6 layout: parameters in millions, GFLOPs per image, images per second."""
     header = ("config", "stage-1 trainable (M)", "PLPM (M)", "stage-2 trainable (M)", "total (M)", "GFLOPs/image",
               "images/s")
@@ -124,8 +153,9 @@ def format_cost_table(costs: list[ModelCost], image_size: int | list[int], batch
     widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
              for row in (header, *rows)]
-    height, width = image_shape(image_size)
-    notes = (f"at {height} x {width} (height x width); FLOPs of one inference forward counted by torch's "
-             f"FlopCounterMode (2 per multiply-add); speed on {describe_device(device)}, batch {batch}, torch.no_grad, "
-             f"median of {repeats} runs after {WARMUP_RUNS} warm-up")
+    inputs = {c.input for c in costs}
+    where = f"at {inputs.pop()}" if len(inputs) == 1 else "; ".join(f"{c.name} at {c.input}" for c in costs)
+    notes = (f"{where}; FLOPs of one inference forward counted by torch's FlopCounterMode (2 per multiply-add); "
+             f"speed on {describe_device(device)}, batch {batch}, torch.no_grad, median of {repeats} runs after "
+             f"{WARMUP_RUNS} warm-up")
     return "\n".join([*lines, notes])

@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 
 from mala.cli import main
-from mala.config import MalaConfig
-from mala.eval.cost import inference_flops, measure_cost, parameter_counts
+from mala.config import MalaConfig, TilingConfig
+from mala.eval.cost import inference_flops, measure_cost, measure_trained_cost, parameter_counts
 from mala.model import MALA, PseudoLabelPredictor
+from tests.deploy.conftest import save_random_model, small_model_config
 
 
 def numel(*modules) -> int:
@@ -92,3 +93,31 @@ def test_cost_at_a_rectangular_size(config_file: Path, capsys):
     assert 1.8 < wide.gflops / square.gflops < 2.6  # twice the tokens; attention grows faster
     assert main(["cost", "--presets", str(config_file), "--image-size", "16x32", "--repeats", "1"]) == 0
     assert "at 16 x 32 (height x width)" in capsys.readouterr().out
+
+
+
+def test_a_trained_model_is_costed_with_its_memory_and_tiles(tmp_path):
+    plain = save_random_model(tmp_path / "plain.safetensors", ["a"], hybrid=True)
+    tiled = save_random_model(tmp_path / "tiled.safetensors", ["a"], hybrid=True,
+                              tiling=TilingConfig(source_size=[64, 112], stride=48))  # 64 px tiles: 1 x 2
+    without_memory = inference_flops(MALA(small_model_config(hybrid=True).model).eval())
+    plain_cost, tiled_cost = measure_trained_cost(plain, repeats=1), measure_trained_cost(tiled, repeats=1)
+    # the search: each of the 4 x 4 tokens against the 300 stored ones, 152 channels, 2 FLOPs per multiply-add;
+    # then the map's Gaussian blur (sigma 4 px: 33 taps, rows then columns, 64 x 64 pixels)
+    search, blur = 2 * 16 * 300 * 152, 2 * (2 * 64 * 64 * 33)
+    assert plain_cost.gflops * 1e9 == pytest.approx(without_memory + search + blur, rel=1e-9)
+    assert tiled_cost.gflops == pytest.approx(2 * plain_cost.gflops, rel=1e-6)
+    assert plain_cost.input == "64 x 64 (height x width), with a memory of 300 tokens"
+    assert tiled_cost.input == "64 x 112 (height x width), as 2 tiles of 64 x 64 (height x width), with a memory of 300 tokens"
+    assert plain_cost.images_per_second > 0 and tiled_cost.images_per_second > 0
+
+
+def test_cost_command_takes_trained_models(tmp_path, capsys):
+    checkpoint = save_random_model(tmp_path / "run" / "model.safetensors", ["a"], hybrid=True)
+    assert main(["cost", "--checkpoint", str(checkpoint.parent), "--repeats", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split()[0] == str(checkpoint.parent) and "with a memory of 300 tokens" in lines[2]
+    assert main(["cost", "--checkpoint", str(checkpoint), "--image-size", "32"]) == 2
+    assert "--config and --image-size cannot be given with it" in capsys.readouterr().err
+    assert main(["cost", "--checkpoint", str(tmp_path / "missing.safetensors")]) == 2
+    assert "missing.safetensors" in capsys.readouterr().err
