@@ -7,6 +7,8 @@ mean, from ONE trained model (no retraining per weight).
 Prints a Markdown table of image / pixel AUROC and AUPRO per category and weight (0: the stage-2 map alone,
 1: the memory alone) and writes it to --out (JSON) when given. `--memory-radius R` first thins the stored memory
 to an epsilon-net of radius R x its scale (`model.memory_radius`), as a model trained with that setting holds.
+`--score-kernels K ...` scores images with each k of eq. 7 (`run.score_kernel`, default the model's) and adds a
+column for it.
 """
 
 from __future__ import annotations
@@ -49,9 +51,11 @@ def main() -> None:
     parser.add_argument("--data", nargs="+", required=True)
     parser.add_argument("--weights", type=float, nargs="+", default=[0, 0.25, 0.5, 0.75, 1])
     parser.add_argument("--memory-radius", type=float, default=0.0)
+    parser.add_argument("--score-kernels", type=int, nargs="+")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     model, cfg, _ = load_trained_model(args.checkpoint)
+    kernels = args.score_kernels or [cfg.run.score_kernel]
     if args.memory_radius > 0:
         memory = model.memory
         memory.fill(cover(memory.tokens, args.memory_radius * float(memory.scale), cfg.run.seed), float(memory.scale))
@@ -59,15 +63,18 @@ def main() -> None:
     cache = ImageCache.build(test_samples(scan_roots(args.data)), cfg.model.image_size, desc="decoding test images")
     learned, remembered = both_maps(model, cache)
     rows = {}
-    print("| memory weight | category | image AUROC | pixel AUROC | pixel AUPRO |\n|---|---|---|---|---|")
+    several = len(kernels) > 1
+    print(f"| memory weight |{' score kernel |' if several else ''} category | image AUROC | pixel AUROC | "
+          f"pixel AUPRO |\n|---|{'---|' if several else ''}---|---|---|---|")
     for weight in args.weights:
         maps = fuse_maps(learned, remembered, weight)
-        scores = image_score(maps, cfg.run.score_kernel).numpy()
-        results = category_metrics(cache, Predictions(maps.numpy(), scores))
-        rows[str(weight)] = results
-        for category, r in results.items():
-            print(f"| {weight} | {category} | {100 * r['image_auroc']:.1f} | {100 * r['pixel_auroc']:.1f} | "
-                  f"{100 * r['pixel_aupro']:.1f} |")
+        for kernel in kernels:
+            scores = image_score(maps, kernel).numpy()
+            results = category_metrics(cache, Predictions(maps.numpy(), scores))
+            rows[f"{weight}, k={kernel}" if several else str(weight)] = results
+            for category, r in results.items():
+                print(f"| {weight} |{f' {kernel} |' if several else ''} {category} | {100 * r['image_auroc']:.1f} | "
+                      f"{100 * r['pixel_auroc']:.1f} | {100 * r['pixel_aupro']:.1f} |")
     if args.out:
         args.out.write_text(json.dumps(rows, indent=1))
 
