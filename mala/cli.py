@@ -220,10 +220,11 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_pretrain(args: argparse.Namespace) -> None:
     from mala import engine
 
-    _run_overrides(args)  # refuses run flags with --resume
-    cfg = None if args.resume else _load_cfg(args)
-    if cfg is not None:
-        cfg = _keep_aspect(args, cfg, lambda: engine.unlabeled_samples(args.data))
+    def samples() -> list:
+        return engine.unlabeled_samples(args.data)
+
+    _run_overrides(args)  # refuses run, size and tiling flags with --resume
+    cfg = None if args.resume else _keep_aspect(args, _load_cfg(args, samples), samples)
     if cfg is not None and args.epochs is not None:
         cfg.stage1.epochs = args.epochs
     model_path = engine.pretrain(cfg, args.data, args.out, resume=args.resume, init=args.init,
@@ -363,6 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a config value")
     pretrain.add_argument("--init", type=Path, metavar="CHECKPOINT", help="start from these weights, as in train")
     _add_image_size_argument(pretrain)
+    _add_tiling_arguments(pretrain)
     pretrain.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     pretrain.add_argument("--cache-dir", type=Path, help="folder that keeps decoded images for later runs [none]")
     _add_run_arguments(pretrain)

@@ -67,3 +67,15 @@ def test_pretraining_lowers_the_loss_and_its_file_initialises_a_run(textures, co
     assert "initialised encoder and decoder from" in capsys.readouterr().out
     pretrained, started = load_checkpoint(out / "model.safetensors")["model"], trainer.model.state_dict()
     assert all(torch.equal(started[k], v) for k, v in pretrained.items() if not k.startswith("tbm."))
+
+
+def test_pretraining_on_tiles_writes_a_tiled_config(textures, config_file, tmp_path):
+    out = tmp_path / "tiled"
+    assert main(["pretrain", "--data", str(textures), "--out", str(out), "--config", str(config_file),
+                 "--epochs", "1", "--tile", "32", "--tile-source", "48x64", "--tile-stride", "16"]) == 0
+    cfg = load_config(str(out / "config.yaml"))
+    assert cfg.model.image_size == 32 and cfg.tiling.source_size == [48, 64] and cfg.tiling.stride == 16
+    assert main(["pretrain", "--data", str(textures), "--out", str(out), "--resume", "--tile", "32"]) == 2
+    assert main(["pretrain", "--data", str(textures), "--out", str(tmp_path / "median"), "--config",
+                 str(config_file), "--epochs", "1", "--tile", "32"]) == 0  # the source: the images' median size
+    assert load_config(str(tmp_path / "median" / "config.yaml")).tiling.source_size is not None
