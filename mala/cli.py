@@ -459,7 +459,8 @@ def build_parser() -> argparse.ArgumentParser:
     preview.add_argument("--out", type=Path, default=Path("synth_preview.png"))
     preview.add_argument("--textures", type=Path, help="folder of anomaly textures, e.g. DTD")
     preview.add_argument("--count", type=int, default=8, help="rows (normal images) [8]")
-    preview.add_argument("--size", type=int, default=224, help="image size [224]")
+    preview.add_argument("--size", type=_image_size, default=224, metavar="SIZE|HxW",
+                         help="image size, square or HEIGHTxWIDTH, as the model's [224]")
     preview.add_argument("--seed", type=int, default=0)
     preview.set_defaults(func=cmd_synth_preview)
 

@@ -226,7 +226,8 @@ def export(checkpoint: Path, out: Path, category: str | None = None, opset: int 
     return export_onnx(checkpoint, out, category, opset)
 
 
-def synth_preview(roots: list[Path], out: Path, textures: Path | None, count: int, size: int, seed: int = 0) -> Path:
+def synth_preview(roots: list[Path], out: Path, textures: Path | None, count: int, size: int | list[int],
+                  seed: int = 0) -> Path:
     """A picture grid of synthetic anomalies on normal training images, spread over the categories."""
     from mala.config import SynthConfig
     from mala.synth import AnomalySynthesizer, foreground_mask, write_preview_grid

@@ -4,9 +4,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from mala.cli import main
 from mala.config import SynthConfig
 from mala.errors import DataError
 from mala.synth import AnomalySynthesizer, foreground_mask, perlin_mask, write_preview_grid
+from tests.conftest import shared_data
 
 SIZE = 224
 
@@ -124,3 +126,11 @@ def test_a_rectangular_synthesizer_gives_masks_and_previews_of_its_height_and_wi
     assert out.shape == (*shape, 3) and mask.shape == shape and mask.any()
     with Image.open(write_preview_grid([image], synth, tmp_path / "grid.png")) as grid:
         assert grid.width == 4 * 40 and grid.height - 96 in range(0, 64)
+
+
+def test_the_preview_command_takes_a_height_and_width(texture_dir, tmp_path):
+    out = tmp_path / "preview.png"
+    assert main(["synth-preview", "--data", str(shared_data("metal_plate")), "--textures", str(texture_dir),
+                 "--count", "2", "--size", "64x32", "--out", str(out)]) == 0
+    with Image.open(out) as grid:
+        assert grid.width == 4 * 32 and grid.height - 2 * 64 in range(0, 64)
