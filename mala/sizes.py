@@ -29,7 +29,9 @@ def image_shape(value: Any, where: str = "model.image_size") -> ImageShape:
     sides = [value] if not isinstance(value, (list, tuple)) else list(value)
     checked = [_positive_int(side) for side in sides]
     if len(checked) not in (1, 2) or None in checked:
-        raise ConfigError(f"{where}: expected {SIZE_FORMS}, got {value!r}")
+        chosen_from_data = " (the aspect is chosen from the training images: `--image-size aspect`)" if (
+            isinstance(value, str) and value.strip().lower() == "aspect") else ""
+        raise ConfigError(f"{where}: expected {SIZE_FORMS}, got {value!r}{chosen_from_data}")
     return (checked[0], checked[-1])
 
 

@@ -103,3 +103,9 @@ def test_aspect_shape_keeps_the_pixel_count_on_the_grid(ratio, shape):
     assert all(side % 16 == 0 for side in chosen)
     if ratio < 10:
         assert abs(chosen[0] * chosen[1] / 224**2 - 1) < 0.1
+
+
+def test_aspect_in_the_config_points_to_the_option(tmp_path, capsys):
+    assert main(["train", "--set", "model.image_size=aspect", "--data", str(tmp_path), "--dry-run"]) == 2
+    assert capsys.readouterr().err.strip().endswith("got 'aspect' (the aspect is chosen from the training images: "
+                                                    "`--image-size aspect`)")
