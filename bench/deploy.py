@@ -35,6 +35,7 @@ from mala.deploy.backends import Backend, OnnxBackend, TorchBackend  # noqa: E40
 from mala.deploy.graph import export_onnx  # noqa: E402
 from mala.deploy.serve import running_server  # noqa: E402
 from mala.model import MALA  # noqa: E402
+from mala.sizes import describe_shape  # noqa: E402
 
 IMAGE = ROOT.parent / "shared" / "data" / "metal_plate" / "test" / "defect" / "test_test_00026.png"
 
@@ -120,7 +121,7 @@ def main() -> None:
         else:
             checkpoint, onnx = build_model(args.preset, args.size, Path(folder))
         backends = {"torch": TorchBackend(checkpoint), "onnxruntime": OnnxBackend(onnx)}
-        print(f"{args.checkpoint or args.preset} at {'x'.join(map(str, backends['torch'].image_shape))} px, "
+        print(f"{args.checkpoint or args.preset} at {describe_shape(backends['torch'].image_shape)}, "
               f"torch {torch.__version__} ({torch.get_num_threads()} threads)\n")
         print("| batch | torch img/s | onnxruntime img/s | ratio | runs |\n|---|---|---|---|---|")
         print("\n".join(throughput_rows(backends, [int(b) for b in args.batches.split(",")], args.runs,

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mala.errors import ConfigError, DataError, MalaError
+from mala.sizes import ASPECT, is_aspect
 
 if TYPE_CHECKING:
     from mala.config import MalaConfig
@@ -70,7 +71,6 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, help="seed of sampling, masking and synthesis [0]")
 
 
-ASPECT = "aspect"  # `--image-size aspect`: chosen from the training images' aspect ratio
 COST_PRESETS, COST_SIZE = "tiny,base,paper", 256  # what `mala cost` measures when not told
 
 
@@ -86,7 +86,7 @@ def _image_size(text: str) -> int | list[int]:
 
 def _image_size_or_aspect(text: str) -> int | list[int] | str:
     """argparse type: `aspect`, SIZE or HEIGHTxWIDTH."""
-    if text.strip().lower() == ASPECT:
+    if is_aspect(text):
         return ASPECT
     try:
         return _image_size(text)
@@ -297,9 +297,10 @@ def cmd_cost(args: argparse.Namespace) -> None:
         for checkpoint in args.checkpoint:
             print(f"measuring {checkpoint} ...", file=sys.stderr)
             costs.append(measure_trained_cost(checkpoint, args.batch, args.repeats, args.device))
-    for name in [] if args.checkpoint else _csv(args.config or COST_PRESETS):
-        print(f"measuring {name} ...", file=sys.stderr)
-        costs.append(measure_cost(name, args.image_size or COST_SIZE, args.batch, args.repeats, args.device))
+    else:
+        for name in _csv(args.config or COST_PRESETS):
+            print(f"measuring {name} ...", file=sys.stderr)
+            costs.append(measure_cost(name, args.image_size or COST_SIZE, args.batch, args.repeats, args.device))
     print(format_cost_table(costs, args.batch, args.repeats, args.device))
 
 

@@ -10,7 +10,7 @@ from typing import Any, Literal
 import yaml
 
 from mala.errors import ConfigError
-from mala.sizes import ImageShape, image_shape, stored_size
+from mala.sizes import SIZE_FORMS, ImageShape, image_shape, is_aspect, stored_size
 from mala.tiling import TileGrid, check_tiling, default_stride
 
 PRESET_DIR = Path(__file__).parent / "presets"
@@ -43,6 +43,9 @@ class ModelConfig:
     memory_radius: float = 0.0
 
     def __post_init__(self) -> None:
+        if is_aspect(self.image_size):  # resolved from the data by the command line, before a config exists
+            raise ConfigError(f"model.image_size: expected {SIZE_FORMS}, got {self.image_size!r} (the aspect is "
+                              "chosen from the training images: `--image-size aspect`)")
         self.image_size = stored_size(self.image_shape)  # checks it; [224, 224] is stored as 224
 
     @property

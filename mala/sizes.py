@@ -14,6 +14,7 @@ from mala.errors import ConfigError
 
 ImageShape = tuple[int, int]  # (height, width) in pixels, as torch orders them
 SIZE_FORMS = "an integer (square) or [height, width] of positive integers"
+ASPECT = "aspect"  # `--image-size aspect`: chosen from the training images' aspect ratio, never stored
 CLI_SIZE = re.compile(r"\s*(\d+)\s*(?:[xX,]\s*(\d+)\s*)?")  # `224`, `320x128` (height x width) or `320,128`
 
 
@@ -29,10 +30,13 @@ def image_shape(value: Any, where: str = "model.image_size") -> ImageShape:
     sides = [value] if not isinstance(value, (list, tuple)) else list(value)
     checked = [_positive_int(side) for side in sides]
     if len(checked) not in (1, 2) or None in checked:
-        chosen_from_data = " (the aspect is chosen from the training images: `--image-size aspect`)" if (
-            isinstance(value, str) and value.strip().lower() == "aspect") else ""
-        raise ConfigError(f"{where}: expected {SIZE_FORMS}, got {value!r}{chosen_from_data}")
+        raise ConfigError(f"{where}: expected {SIZE_FORMS}, got {value!r}")
     return (checked[0], checked[-1])
+
+
+def is_aspect(value: Any) -> bool:
+    """True for `aspect` in any case or spacing: a size the training images choose (`--image-size aspect`)."""
+    return isinstance(value, str) and value.strip().lower() == ASPECT
 
 
 def stored_size(shape: ImageShape) -> int | list[int]:
