@@ -25,13 +25,13 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from mala.checkpoint import load_trained_model  # noqa: E402
+from mala.model.load import load_trained_model  # noqa: E402
 from mala.data.dataset import ImageCache, TestImages  # noqa: E402
 from mala.data.sources import scan_roots, test_samples  # noqa: E402
 from mala.eval.evaluate import Predictions, category_metrics  # noqa: E402
 from mala.model import image_score  # noqa: E402
-from mala.model.mala import fuse_maps  # noqa: E402
-from mala.train.memory import cover  # noqa: E402
+from mala.model.maps import fuse_maps  # noqa: E402
+from mala.train.fill_memory import cover  # noqa: E402
 
 
 @torch.no_grad()

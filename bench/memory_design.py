@@ -4,10 +4,10 @@ make the best map (issue 13's design comparisons for the hybrid's memory).
     python bench/memory_design.py --data ../shared/data/magnetic_tile ../shared/data/metal_plate \
         --size 224 --backbone efficientnet_lite0 --stride 16 --stages 2 4 --radius 0.8
 
-The backbone's feature tokens of every training image (layer-normed, 3 x 3-pooled, as `mala.model.hybrid`) fill
+The backbone's feature tokens of every training image (layer-normed, 3 x 3-pooled, as `mala.model.backbone`) fill
 ONE memory for all categories (`--per-category`: one memory per category, each test image searched in its own
 category's memory, which the category of the nearest training image by mean token picks), thinned to an
-epsilon-net of radius `--radius` x the held-out distance scale (`mala.train.memory`). The map is the nearest
+epsilon-net of radius `--radius` x the held-out distance scale (`mala.train.fill_memory`). The map is the nearest
 distance, upsampled and blurred (`--sigma`); the image score is paper eq. 7 (k = 21). Prints one JSON line of image
 / pixel AUROC and AUPRO per category, the memory's size and the seconds taken.
 """
@@ -33,9 +33,10 @@ from mala.data.sources import scan_roots, test_samples, train_samples  # noqa: E
 from mala.eval.evaluate import Predictions, category_metrics  # noqa: E402
 from mala.model import image_score  # noqa: E402
 from mala.model.backbone import pretrained_backbone  # noqa: E402
-from mala.model.hybrid import FeatureTokens  # noqa: E402
-from mala.model.memory import FeatureMemory, gaussian_blur  # noqa: E402
-from mala.train.memory import cover, held_out_scale  # noqa: E402
+from mala.model.backbone import FeatureTokens  # noqa: E402
+from mala.model.filters import blur_reflected  # noqa: E402
+from mala.model.memory import FeatureMemory  # noqa: E402
+from mala.train.fill_memory import cover, held_out_scale  # noqa: E402
 
 
 @torch.no_grad()
@@ -88,7 +89,7 @@ def main() -> None:
         distances[chosen] = nearest_distances(test_tokens[chosen], net)
     grid = args.size // args.stride
     upsampled = F.interpolate(distances.reshape(-1, 1, grid, grid), size=(args.size, args.size), mode="bilinear")
-    maps = gaussian_blur(upsampled, args.sigma)[:, 0]
+    maps = blur_reflected(upsampled, args.sigma)[:, 0]
     results = category_metrics(test, Predictions(maps.numpy(), image_score(maps, 21).numpy()))
     print(json.dumps({**{k: v for k, v in vars(args).items() if k != "data"},
                       "memory_tokens": {name: len(net) for name, net in nets.items()},

@@ -24,10 +24,10 @@ if str(ROOT) not in sys.path:
 
 import torch  # noqa: E402
 
-from mala.checkpoint import load_trained_model  # noqa: E402
+from mala.model.load import load_trained_model  # noqa: E402
 from mala.eval.cost import images_per_second  # noqa: E402
 from mala.sizes import describe_shape  # noqa: E402
-from mala.train.memory import cover  # noqa: E402
+from mala.train.fill_memory import cover  # noqa: E402
 
 
 def main() -> None:

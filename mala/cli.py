@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,7 +12,8 @@ from mala.errors import ConfigError, DataError, MalaError
 from mala.sizes import ASPECT, is_aspect
 
 if TYPE_CHECKING:
-    from mala.config import MalaConfig
+    from mala.eval.metrics import MetricsTable
+    from mala.train.setup import ConfigRequest
 
 
 def _csv(value: str | None) -> list[str] | None:
@@ -101,34 +101,6 @@ def _add_image_size_argument(parser: argparse.ArgumentParser) -> None:
                              "[the config's model.image_size]")
 
 
-def _image_size_override(args: argparse.Namespace) -> list[str]:
-    """`--image-size 320x128` as `--set model.image_size=[320, 128]`; `aspect` needs the data (`_keep_aspect`)."""
-    size = getattr(args, "image_size", None)
-    return [] if size is None or size == ASPECT else [f"model.image_size={size}"]
-
-
-def _keep_aspect(args: argparse.Namespace, cfg: MalaConfig, samples_of: Callable[[], list]) -> MalaConfig:
-    """The config with `--image-size aspect` resolved from `samples_of()`, the training images; a run given no
-    size at all (no --image-size, --tile, `--set model.image_size` or YAML file of its own) keeps the aspect of
-    strips (engine.STRIP_ASPECT)."""
-    from mala import engine
-
-    size = getattr(args, "image_size", None)
-    if size == ASPECT:
-        return engine.keep_aspect(cfg, samples_of())
-    if size is None and getattr(args, "tile", None) is None and not _size_given_by_config(args):
-        return engine.keep_aspect(cfg, samples_of(), strips_only=True)
-    return cfg
-
-
-def _size_given_by_config(args: argparse.Namespace) -> bool:
-    """True when the user's own YAML file or a `--set model.image_size=...` names the size (not a preset's)."""
-    from mala.config import PRESET_DIR
-
-    own_file = Path(args.config).is_file() and Path(args.config).resolve().parent != PRESET_DIR.resolve()
-    return own_file or any(item.split("=", 1)[0].strip() == "model.image_size" for item in args.set or [])
-
-
 def _add_tiling_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tile", type=_image_size, metavar="SIZE|HxW",
                         help="train and infer on tiles of this size (the model's input) cut from each image at "
@@ -140,54 +112,19 @@ def _add_tiling_arguments(parser: argparse.ArgumentParser) -> None:
                              "height and width]")
 
 
-def _tiling_overrides(args: argparse.Namespace, samples_of: Callable[[], list]) -> list[str]:
-    """`--tile 224 --tile-stride 160 --tile-source 512x1280` as `--set` assignments; without --tile-source the
-    source size comes from `samples_of()`, the training images."""
-    tile, stride, source = (getattr(args, key, None) for key in ("tile", "tile_stride", "tile_source"))
-    if tile is None:
-        if stride is not None or source is not None:
-            raise ConfigError("--tile-stride and --tile-source go with --tile SIZE (README.md, Tiling)")
-        return []
-    if getattr(args, "image_size", None) is not None:
-        raise ConfigError("--tile sets the model's input (the tile), as --image-size does without tiling: give one "
-                          "of them")
-    if source is None:
-        from mala import engine
-        from mala.sizes import describe_shape, stored_size
+def _request(args: argparse.Namespace) -> ConfigRequest:
+    """The config the command line asks for; the engine resolves what it leaves open from the training images."""
+    from mala.train.setup import ConfigRequest
 
-        shape = engine.tile_source_shape(samples_of())
-        print(f"mala: tiling source size {describe_shape(shape)}, the training images' median height and width "
-              "(--tile-source sets it)", file=sys.stderr)
-        source = stored_size(shape)
-    overrides = [f"model.image_size={tile}", f"tiling.source_size={source}"]
-    return overrides + ([f"tiling.stride={stride}"] if stride is not None else [])
+    run = {key: getattr(args, key) for key in RUN_FLAGS if getattr(args, key, None) is not None}
+    overrides = list(args.set or [])
+    if getattr(args, "epochs", None) is not None:  # pretrain --epochs
+        overrides.append(f"stage1.epochs={args.epochs}")
+    return ConfigRequest(args.config, overrides, args.image_size, args.tile, args.tile_stride, args.tile_source,
+                         getattr(args, "textures", None), run)
 
 
-FIXED_BY_RESUME = RUN_FLAGS + ("image_size", "tile", "tile_stride", "tile_source")  # a resumed run keeps its own
-
-
-def _run_overrides(args: argparse.Namespace) -> list[str]:
-    given = [key for key in FIXED_BY_RESUME if getattr(args, key, None) is not None]
-    if given and getattr(args, "resume", False):
-        flags = ", ".join("--" + flag.replace("_", "-") for flag in given)
-        raise ConfigError(f"--resume continues with the run's own settings (its config.yaml); {flags} "
-                          "cannot change them")
-    return [f"run.{key}={getattr(args, key)}" for key in given if key in RUN_FLAGS]
-
-
-def _load_cfg(args: argparse.Namespace, samples_of: Callable[[], list] | None = None):
-    """The config of the command line; `samples_of()` gives the training images when a setting comes from them."""
-    from mala.config import apply_overrides, load_config
-
-    tiling = _tiling_overrides(args, samples_of) if samples_of is not None else []
-    overrides = (args.set or []) + _image_size_override(args) + tiling + _run_overrides(args)
-    cfg = apply_overrides(load_config(args.config), overrides)
-    if getattr(args, "textures", None):
-        cfg.synth.texture_dir = str(args.textures)
-    return cfg
-
-
-def print_metrics(results: dict[str, dict[str, float | None]]) -> None:
+def print_metrics(results: MetricsTable) -> None:
     """Per-category table of the paper's two metrics and the others, n/a where undefined."""
     columns = ["image_auroc", "pixel_auroc", "pixel_aupro", "pixel_ap", "image_f1_max", "pixel_f1_max"]
     width = max(len(c) for c in results) + 2
@@ -200,18 +137,12 @@ def print_metrics(results: dict[str, dict[str, float | None]]) -> None:
 def cmd_train(args: argparse.Namespace) -> None:
     from mala import engine
 
-    def samples() -> list:
-        return engine.training_samples(_data(args), _csv(args.categories))
-
     if args.dry_run:
         if args.resume:
             raise ConfigError("--dry-run plans a fresh run; it does not combine with --resume")
-        cfg = _keep_aspect(args, _load_cfg(args, samples), samples)
-        print(engine.plan_training(cfg, _data(args), _csv(args.categories), init=args.init))
+        print(engine.plan_training(_request(args), _data(args), _csv(args.categories), init=args.init))
         return
-    _run_overrides(args)  # refuses run and size flags with --resume
-    cfg = None if args.resume else _keep_aspect(args, _load_cfg(args, samples), samples)
-    model_path = engine.train(cfg, _data(args), args.out, _csv(args.categories), resume=args.resume,
+    model_path = engine.train(_request(args), _data(args), args.out, _csv(args.categories), resume=args.resume,
                               cache_dir=args.cache_dir, init=args.init)
     print(f"model saved to {model_path}")
     print(f"test it with: mala test --checkpoint {model_path} {_data_options(args)}")
@@ -220,14 +151,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_pretrain(args: argparse.Namespace) -> None:
     from mala import engine
 
-    def samples() -> list:
-        return engine.unlabeled_samples(args.data)
-
-    _run_overrides(args)  # refuses run, size and tiling flags with --resume
-    cfg = None if args.resume else _keep_aspect(args, _load_cfg(args, samples), samples)
-    if cfg is not None and args.epochs is not None:
-        cfg.stage1.epochs = args.epochs
-    model_path = engine.pretrain(cfg, args.data, args.out, resume=args.resume, init=args.init,
+    model_path = engine.pretrain(_request(args), args.data, args.out, resume=args.resume, init=args.init,
                                  cache_dir=args.cache_dir)
     print(f"pretrained model saved to {model_path}")
     print(f"start training from it with: mala train --init {model_path} --config CONFIG --data ...")

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from mala import engine
 from mala.config import apply_overrides, load_config
-from mala.data.demo import make_demo_dataset
+from mala.data.procedural import make_demo_dataset
+from mala.eval.metrics import MetricsTable
 
 DEMO_SIZE = 128
 # Epochs that take about this many minutes on a 2-core CPU; --minutes scales them.
@@ -30,7 +31,7 @@ def demo_overrides(minutes: float) -> list[str]:
     ]
 
 
-def run_demo(out: Path, minutes: float = REFERENCE_MINUTES, seed: int = 0) -> dict[str, dict[str, float | None]]:
+def run_demo(out: Path, minutes: float = REFERENCE_MINUTES, seed: int = 0) -> MetricsTable:
     """Generate the demo data under `out/data`, train into `out/run`, choose the decision thresholds on validation
     images drawn with another seed (`out/validation`), test; returns per-category metrics."""
     data, validation = Path(out) / "data", Path(out) / "validation"

@@ -72,9 +72,9 @@ def round_to_multiple(shape: tuple[float, float], multiple: int) -> ImageShape:
     return height, width
 
 
-def median_aspect_ratio(sizes: Iterable[tuple[int, int]]) -> float:
-    """The median height / width of images given as (width, height), as Pillow reports sizes."""
-    ratios = sorted(height / width for width, height in sizes)
+def median_aspect_ratio(shapes: Iterable[ImageShape]) -> float:
+    """The median height / width of images given as (height, width)."""
+    ratios = sorted(height / width for height, width in shapes)
     if not ratios:
         raise ConfigError("no images to take the aspect ratio from")
     middle = len(ratios) // 2

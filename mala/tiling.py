@@ -1,6 +1,6 @@
 """Tiling (README, "Tiling"): where the model's tiles lie on an image resized to the source size.
 
-Pure numpy, no torch: the training data, the stitching (mala.model.tiled) and the checks of the settings all read
+Pure numpy, no torch: the training data, the stitching (mala.model.maps) and the checks of the settings all read
 the same positions from here.
 """
 
@@ -93,10 +93,10 @@ def check_tiling(source: ImageShape, tile: ImageShape, stride: object) -> None:
                           "smaller tile or a larger source size")
 
 
-def median_shape(sizes: Iterable[tuple[int, int]]) -> ImageShape:
-    """The median (height, width) of images given as (width, height), as Pillow reports sizes."""
-    listed = list(sizes)
+def median_shape(shapes: Iterable[ImageShape]) -> ImageShape:
+    """The median (height, width) of images given as (height, width)."""
+    listed = list(shapes)
     if not listed:
         raise ConfigError("no images to take the tiling source size from")
-    return (int(statistics.median_low(height for _, height in listed)),
-            int(statistics.median_low(width for width, _ in listed)))
+    return (int(statistics.median_low(height for height, _ in listed)),
+            int(statistics.median_low(width for _, width in listed)))

@@ -2,7 +2,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from mala.checkpoint import load_checkpoint, load_module_state, load_trained_model, save_checkpoint
+from mala.checkpoint import load_checkpoint, save_checkpoint
+from mala.model.load import load_module_state, load_trained_model
 from mala.errors import CheckpointError
 from mala.model import MALA
 

@@ -87,10 +87,10 @@ def test_describe_shape_names_the_order():
     assert describe_shape((320, 128)) == "320 x 128 px (height x width)"
 
 
-def test_median_aspect_ratio_of_pillow_sizes():
+def test_median_aspect_ratio_of_image_shapes():
     # Pillow gives (width, height): two line-scan strips 1:2.5 tall and one square
-    assert median_aspect_ratio([(100, 250), (200, 500), (64, 64)]) == pytest.approx(2.5)
-    assert median_aspect_ratio([(100, 200), (100, 50)]) == pytest.approx(1.0)  # even count: geometric middle
+    assert median_aspect_ratio([(250, 100), (500, 200), (64, 64)]) == pytest.approx(2.5)
+    assert median_aspect_ratio([(200, 100), (50, 100)]) == pytest.approx(1.0)  # even count: geometric middle
     with pytest.raises(ConfigError, match="no images"):
         median_aspect_ratio([])
 

@@ -83,8 +83,8 @@ def test_a_tile_as_high_as_the_source_makes_one_row():
     assert cfg.tile_grid.rows == [0] and cfg.tile_grid.columns == [0, 48, 96, 136]
 
 
-def test_median_shape_of_pillow_sizes():
-    assert median_shape([(300, 100), (200, 50), (400, 80)]) == (80, 300)
+def test_median_shape_of_image_shapes():
+    assert median_shape([(100, 300), (50, 200), (80, 400)]) == (80, 300)
     with pytest.raises(ConfigError, match="no images"):
         median_shape([])
 

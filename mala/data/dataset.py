@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import Dataset
 
 from mala.data.diskcache import cache_key, load_arrays, save_arrays
-from mala.data.images import open_rgb, read_mask, resize_rgb, smaller_than
+from mala.data.images import open_rgb, read_mask, resize_rgb, smaller_than, unit_range
 from mala.data.samples import Sample, categories_of
 from mala.errors import DataError
 from mala.progress import progress
@@ -90,7 +90,7 @@ def _decode(samples: list[Sample], shape: ImageShape, workers: int,
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:
     """(H, W, 3) uint8 or float [0,1] to (3, H, W) float32 [0,1]."""
-    array = image.astype(np.float32) / 255.0 if image.dtype == np.uint8 else image.astype(np.float32)
+    array = unit_range(image) if image.dtype == np.uint8 else image.astype(np.float32)
     return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
 
 
@@ -164,7 +164,7 @@ class SyntheticAnomalies(Dataset):
     def __getitem__(self, item: int) -> tuple[torch.Tensor, torch.Tensor]:
         index = int(self.indices[item])
         rng = np.random.default_rng([*self.seed, item])  # per sample, so worker count does not change the data
-        image = self.crop(item, self.cache.images[index]).astype(np.float32) / 255.0
+        image = unit_range(self.crop(item, self.cache.images[index]))
         foreground = self.foregrounds.get(index)  # of the whole image: a tile alone may not show the object
         augmented, mask = self.synthesize(
             image, rng, anomalous=bool(self.anomalous[item]),

@@ -148,6 +148,17 @@ def _open_size(path: Path) -> tuple[int, int]:
         raise DataError(f"{path}: cannot read image ({exc.__class__.__name__})") from None
 
 
-def header_size(path: Path) -> tuple[int, int]:
-    """(width, height) of an image file, read from its header only (the pixels are not decoded)."""
-    return _open_size(path)
+def header_shape(path: Path) -> ImageShape:
+    """(height, width) of an image file, read from its header only (the pixels are not decoded)."""
+    width, height = _open_size(path)
+    return height, width
+
+
+def unit_range(pixels: np.ndarray) -> np.ndarray:
+    """8-bit pixel values as float32 in [0, 1]: a uint8 numpy array, or a float torch tensor of 0..255 values."""
+    return pixels.astype(np.float32) / 255.0 if isinstance(pixels, np.ndarray) else pixels / 255.0
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """float [0, 1] -> uint8 [0, 255], rounded: the inverse of `unit_range`."""
+    return np.clip(np.rint(image * 255), 0, 255).astype(np.uint8)

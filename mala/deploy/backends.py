@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from mala.deploy.calibration import Calibration, Thresholds
-from mala.deploy.contract import INPUT_NAME, METADATA_KEY
+from mala.deploy.contract import INPUT_NAME, METADATA_KEY, RAW_OUTPUTS
 from mala.errors import CheckpointError, ConfigError
 from mala.sizes import ImageShape, image_shape
 
@@ -69,7 +69,7 @@ class OnnxBackend:
         self.image_shape = described_shape(self.description, path)
 
     def run(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        scores, maps, _, _ = self.session.run(None, {INPUT_NAME: images})
+        scores, maps = self.session.run(list(RAW_OUTPUTS), {INPUT_NAME: images})
         return scores, maps
 
 
@@ -88,7 +88,7 @@ class TorchBackend:
 
     def run(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         with self.torch.inference_mode():
-            scores, maps, _, _ = self.graph(self.torch.from_numpy(images).to(self.device))
+            scores, maps = self.graph(self.torch.from_numpy(images).to(self.device))
         return scores.float().cpu().numpy(), maps.float().cpu().numpy()
 
 

@@ -38,9 +38,12 @@ class Thresholds:
 
 
 def normalize(values: np.ndarray, threshold: float, low: float, high: float) -> np.ndarray:
-    """anomalib's min-max normalisation: the threshold maps to 0.5."""
+    """anomalib's min-max normalisation: the threshold maps to 0.5. Numbers and numpy arrays (as float32) here, and
+    torch tensors in the exported graph (`graph.ExportedGraph`), so that both normalise alike."""
     spread = high - low if high > low else 1.0
-    return np.clip((np.asarray(values, dtype=np.float32) - threshold) / spread + 0.5, 0.0, 1.0)
+    if isinstance(values, (np.ndarray, np.generic, float, int)):
+        values = np.asarray(values, dtype=np.float32)
+    return ((values - threshold) / spread + 0.5).clip(0.0, 1.0)
 
 
 @dataclass(frozen=True)

@@ -5,5 +5,6 @@ imports the other for them; it imports nothing, so the ONNX runtime path stays f
 """
 
 INPUT_NAME = "images"  # uint8 (B, H, W, 3)
-OUTPUT_NAMES = ("score", "anomaly_map", "normalized_score", "normalized_map")  # in this order
+RAW_OUTPUTS = ("score", "anomaly_map")  # what mala's backends read; they normalise with the thresholds they are given
+OUTPUT_NAMES = (*RAW_OUTPUTS, "normalized_score", "normalized_map")  # an exported file's outputs, in this order
 METADATA_KEY = "mala"  # the ONNX metadata entry holding the description (image size, categories, calibration)

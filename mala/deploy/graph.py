@@ -3,7 +3,8 @@
 The same module runs `mala predict` with torch and is what `mala export` writes, so both paths compute the same
 thing. Input: RGB images already resized to the model's input size, uint8 (B, H, W, 3), as any image decoder gives
 them (the only step left to the caller is the resize, bilinear as in training). Outputs: the raw image score (eq. 7)
-and anomaly map (B, H, W), and both normalised with the stored thresholds (threshold at 0.5; see calibration.py).
+and anomaly map (B, H, W); the exported file adds both normalised with one category's stored thresholds (threshold at
+0.5; see calibration.py) for programs that run it without mala.
 A tiled model's input size is its source size: cutting the tiles and stitching their maps are inside the graph.
 """
 
@@ -21,40 +22,45 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from mala.checkpoint import load_checkpoint, load_trained_model, model_file, read_metadata, save_checkpoint
+from mala.checkpoint import load_checkpoint, model_file, read_metadata, save_checkpoint
 from mala.config import MalaConfig
-from mala.deploy.calibration import Calibration, Thresholds
+from mala.data.images import unit_range
+from mala.deploy.calibration import Calibration, Thresholds, normalize
 from mala.deploy.contract import INPUT_NAME, METADATA_KEY, OUTPUT_NAMES
 from mala.errors import ConfigError
-from mala.eval.evaluate import anomaly_maps
-from mala.model import MALA, image_score
+from mala.model import MALA
+from mala.model.load import load_trained_model
+from mala.model.maps import anomaly_maps, image_score
 from mala.sizes import stored_size
 
-# Without thresholds the normalised outputs equal the raw ones: threshold 0.5 on a [0, 1] range.
-IDENTITY = (0.5, 0.0, 1.0)
+IDENTITY = (0.5, 0.0, 1.0)  # threshold, low, high: normalised values equal the raw ones (clipped to [0, 1])
 
 
 class InferenceGraph(nn.Module):
-    def __init__(self, model: MALA, cfg: MalaConfig, thresholds: Thresholds | None = None):
+    """uint8 images (B, H, W, 3) to raw image scores (B,) and anomaly maps (B, H, W): what both backends run."""
+
+    def __init__(self, model: MALA, cfg: MalaConfig):
         super().__init__()
         self.model, self.cfg = model.eval(), cfg
-        image = (thresholds.image_threshold, thresholds.image_min, thresholds.image_max) if thresholds else IDENTITY
-        pixel = (thresholds.pixel_threshold, thresholds.pixel_min, thresholds.pixel_max) if thresholds else IDENTITY
-        self.register_buffer("image_normalisation", torch.tensor(image, dtype=torch.float32), persistent=False)
-        self.register_buffer("pixel_normalisation", torch.tensor(pixel, dtype=torch.float32), persistent=False)
 
-    @staticmethod
-    def _normalize(values: torch.Tensor, constants: torch.Tensor) -> torch.Tensor:
-        threshold, low, high = constants[0], constants[1], constants[2]
-        spread = torch.where(high > low, high - low, torch.ones_like(high))
-        return torch.clamp((values - threshold) / spread + 0.5, 0.0, 1.0)
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        maps = anomaly_maps(self.model, unit_range(images.permute(0, 3, 1, 2).float()), self.cfg)
+        return image_score(maps, self.cfg.run.score_kernel), maps
+
+
+class ExportedGraph(InferenceGraph):
+    """The inference graph with both outputs also normalised by one category's thresholds (`calibration.normalize`,
+    the threshold at 0.5), for programs that run the ONNX file without mala; mala's own backends normalise after."""
+
+    def __init__(self, model: MALA, cfg: MalaConfig, thresholds: Thresholds | None):
+        super().__init__(model, cfg)
+        self.thresholds = thresholds
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        pixels = images.permute(0, 3, 1, 2).float() / 255.0
-        maps = anomaly_maps(self.model, pixels, self.cfg)
-        scores = image_score(maps, self.cfg.run.score_kernel)
-        return (scores, maps, self._normalize(scores, self.image_normalisation),
-                self._normalize(maps, self.pixel_normalisation))
+        scores, maps = super().forward(images)
+        if self.thresholds is None:  # threshold 0.5 on a [0, 1] range: the raw values, clipped
+            return scores, maps, normalize(scores, *IDENTITY), normalize(maps, *IDENTITY)
+        return scores, maps, self.thresholds.normalized_score(scores), self.thresholds.normalized_map(maps)
 
 
 def read_calibration(checkpoint: Path) -> Calibration | None:
@@ -72,15 +78,22 @@ def store_calibration(checkpoint: Path, calibration: Calibration) -> Path:
     return path
 
 
-def load_graph(checkpoint: Path, category: str | None = None) -> tuple[InferenceGraph, dict]:
-    """The inference graph of a trained model, normalised with the thresholds of `category` (None: all categories),
-    and the description an export stores beside it."""
-    model, cfg, info = load_trained_model(checkpoint)
+def category_thresholds(checkpoint: Path, category: str | None) -> Thresholds | None:
+    """The stored thresholds of `category` (None: all categories together); None for a model without thresholds,
+    which only the caller that names no category may have."""
     calibration = read_calibration(checkpoint)
     if calibration is None and category is not None:
         raise ConfigError(f"{checkpoint}: has no thresholds yet, so none for category '{category}'; "
                           "choose them with `mala calibrate` first")
-    thresholds = calibration.thresholds(category) if calibration else None
+    return calibration.thresholds(category) if calibration else None
+
+
+def load_graph(checkpoint: Path, category: str | None = None) -> tuple[InferenceGraph, dict]:
+    """The inference graph of a trained model and the description an export stores beside it (`category`: the
+    thresholds it names by default)."""
+    category_thresholds(checkpoint, category)  # an unknown category stops here, before the model is read
+    model, cfg, info = load_trained_model(checkpoint)
+    calibration = read_calibration(checkpoint)
     description = {
         "image_size": stored_size(cfg.input_shape),  # what callers resize to: the source size of a tiled model
         "tiling": {"tile": cfg.model.image_size, "stride": cfg.tiling.stride} if cfg.tiling.enabled else None,
@@ -89,7 +102,7 @@ def load_graph(checkpoint: Path, category: str | None = None) -> tuple[Inference
         "calibration": calibration.to_dict() if calibration else None,
         "source": str(checkpoint),
     }
-    return InferenceGraph(model, cfg, thresholds).eval(), description
+    return InferenceGraph(model, cfg).eval(), description
 
 
 @contextlib.contextmanager
@@ -114,9 +127,10 @@ def export_onnx(checkpoint: Path, out: Path, category: str | None = None, opset:
     if importlib.util.find_spec("onnxscript") is None:
         raise ConfigError("ONNX export needs onnxscript: pip install 'mala[export]' (or onnxscript)")
     graph, description = load_graph(checkpoint, category)
+    exported = ExportedGraph(graph.model, graph.cfg, category_thresholds(checkpoint, category)).eval()
     example = torch.zeros(2, *graph.cfg.input_shape, 3, dtype=torch.uint8)
     with torch.no_grad(), quiet_exporter():
-        program = torch.onnx.export(graph, (example,), None, input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
+        program = torch.onnx.export(exported, (example,), None, input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
                                     opset_version=opset, dynamic_shapes=({0: torch.export.Dim("batch")},),
                                     dynamo=True, verbose=False)
     program.model.metadata_props[METADATA_KEY] = json.dumps(description)

@@ -7,6 +7,8 @@ import io
 import numpy as np
 from PIL import Image
 
+from mala.data.images import unit_range
+
 OVERLAY_WEIGHT = 0.5  # share of the jet-coloured map in the overlay
 
 
@@ -19,7 +21,7 @@ def jet(values: np.ndarray) -> np.ndarray:
 
 def overlay(image: np.ndarray, anomaly_map: np.ndarray) -> np.ndarray:
     """The map (same height and width as the uint8 RGB image, values in [0, 1]) blended over the image, as uint8."""
-    blended = (1 - OVERLAY_WEIGHT) * image.astype(np.float32) / 255.0 + OVERLAY_WEIGHT * jet(anomaly_map)
+    blended = (1 - OVERLAY_WEIGHT) * unit_range(image) + OVERLAY_WEIGHT * jet(anomaly_map)
     return np.round(blended * 255.0).astype(np.uint8)
 
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-from mala.checkpoint import load_trained_model
+from mala.model.load import load_trained_model
 from mala.config import MalaConfig, load_config
-from mala.eval.evaluate import anomaly_maps
+from mala.model.maps import anomaly_maps
 from mala.model import MALA, PseudoLabelPredictor
 from mala.model.mala import check_image_size
 from mala.sizes import ImageShape

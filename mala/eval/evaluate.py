@@ -11,9 +11,9 @@ from torch.utils.data import DataLoader
 from mala.config import MalaConfig
 from mala.data.dataset import ImageCache, TestImages
 from mala.eval.full_resolution import pixels_at_original_size
-from mala.eval.metrics import compute_metrics
-from mala.model import MALA, image_score, reconstruction_map
-from mala.model.tiled import tiled_maps
+from mala.eval.metrics import MetricsRow, MetricsTable, compute_metrics
+from mala.model import MALA
+from mala.model.maps import anomaly_maps, image_score
 from mala.progress import progress
 
 MEAN_ROW = "mean"
@@ -25,25 +25,8 @@ class Predictions:
     scores: np.ndarray  # (N,) image scores
 
 
-def anomaly_maps(model: MALA, images: torch.Tensor, cfg: MalaConfig) -> torch.Tensor:
-    """Maps (B, H, W) of images (B, 3, H, W) at `cfg.input_shape`: the model's own, or with tiling the tile maps
-    stitched at the source size (mala.model.tiled)."""
-    grid = cfg.tile_grid
-    if grid is None:
-        return model_maps(model, images, cfg)
-    return tiled_maps(images, grid, lambda tiles: model_maps(model, tiles, cfg))
-
-
-def model_maps(model: MALA, images: torch.Tensor, cfg: MalaConfig) -> torch.Tensor:
-    """The configured pipeline's map at the model's size: the end-to-end head, or the reconstruction error
-    (ablation)."""
-    if cfg.run.pipeline == "reconstruction":
-        return reconstruction_map(model, images, cfg.stage1.mask_ratio)
-    return model(images)
-
-
 @torch.no_grad()
-def predict(model: MALA, cache: ImageCache, cfg: MalaConfig, batch_size: int = 16, device: str = "cpu") -> Predictions:
+def predict_cache(model: MALA, cache: ImageCache, cfg: MalaConfig, batch_size: int = 16, device: str = "cpu") -> Predictions:
     """Maps at `cfg.input_shape` (stitched with tiling) and image scores (eq. 7 on those maps)."""
     model = model.to(device).eval()
     maps = np.empty((len(cache.samples), *cfg.input_shape), dtype=np.float32)
@@ -69,14 +52,14 @@ def with_known_pixels(cache: ImageCache, indices: np.ndarray) -> np.ndarray:
 
 def category_metrics(
     cache: ImageCache, predictions: Predictions, full_resolution: bool = False
-) -> dict[str, dict[str, float | None]]:
+) -> MetricsTable:
     """Metrics per category, plus a `mean` row over the categories where each metric is defined (and one per dataset,
     see `dataset_means`). Pixel metrics leave out anomalous images without a mask (`Sample.has_mask`).
 
     With `full_resolution`, pixel metrics are computed at each image's original size (see `full_resolution.py`).
     """
     pixels = pixels_at_original_size if full_resolution else pixels_at_model_size
-    results: dict[str, dict[str, float | None]] = {}
+    results: MetricsTable = {}
     for category, indices in cache.indices_by_category().items():
         labels = np.array([cache.samples[i].label for i in indices])
         with_mask = with_known_pixels(cache, indices)  # anomalies without a mask: image metrics only
@@ -89,8 +72,8 @@ def category_metrics(
 
 
 def dataset_means(
-    cache: ImageCache, results: dict[str, dict[str, float | None]]
-) -> dict[str, dict[str, float | None]]:
+    cache: ImageCache, results: MetricsTable
+) -> MetricsTable:
     """A `DATASET/mean` row per dataset of several categories, when the categories come from more than one dataset."""
     by_dataset: dict[str, list[str]] = {}
     for dataset, category in sorted({(s.dataset, s.category) for s in cache.samples}):
@@ -101,9 +84,9 @@ def dataset_means(
             for dataset, categories in by_dataset.items() if len(categories) > 1}  # one category is its own mean
 
 
-def mean_row(results: dict[str, dict[str, float | None]]) -> dict[str, float | None]:
+def mean_row(results: MetricsTable) -> MetricsRow:
     keys = next(iter(results.values())).keys()
-    means: dict[str, float | None] = {}
+    means: MetricsRow = {}
     for key in keys:
         values = [row[key] for row in results.values() if row.get(key) is not None]
         means[key] = float(np.mean(values)) if values else None

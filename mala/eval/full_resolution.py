@@ -8,20 +8,12 @@ about 2 GB). Time grows likewise: metal_plate's 512 px originals take 9 times as
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image
 
 from mala.data.dataset import ImageCache
-from mala.data.images import mask_pixels
+from mala.data.images import header_shape, mask_pixels
 from mala.data.samples import Sample
 from mala.deploy.render import resize_map
 from mala.errors import DataError
-
-
-def original_size(sample: Sample) -> tuple[int, int]:
-    """(height, width) of the image file, read from its header."""
-    with Image.open(sample.path) as image:
-        width, height = image.size
-    return height, width
 
 
 def original_mask(sample: Sample, height: int, width: int) -> np.ndarray:
@@ -34,7 +26,7 @@ def original_mask(sample: Sample, height: int, width: int) -> np.ndarray:
 def pixels_at_original_size(cache: ImageCache, maps: np.ndarray, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Masks and upsampled maps (n, H, W) of one category's samples; all must share one original size."""
     samples = [cache.samples[i] for i in indices]
-    sizes = {original_size(sample) for sample in samples}
+    sizes = {header_shape(sample.path) for sample in samples}
     if len(sizes) > 1:
         found = ", ".join(f"{w}x{h}" for h, w in sorted(sizes))
         raise DataError(f"category {samples[0].category!r}: full-resolution metrics need one image size, found {found}")

@@ -14,6 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+MetricsRow = dict[str, float | None]  # metric name -> value, None where undefined (no anomalies, no masks)
+MetricsTable = dict[str, MetricsRow]  # row name (a category, a dataset's mean, the mean) -> its metrics
+
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 
 
@@ -182,7 +185,7 @@ def aupro(masks: np.ndarray, maps: np.ndarray, fpr_limit: float = 0.3) -> float 
     return None if counts is None else counts.aupro(fpr_limit)
 
 
-def _summary(counts: _Counts | None, prefix: str) -> dict[str, float | None]:
+def _summary(counts: _Counts | None, prefix: str) -> MetricsRow:
     names = (f"{prefix}_auroc", f"{prefix}_ap", f"{prefix}_f1_max")
     if counts is None:
         return dict.fromkeys(names)
@@ -195,7 +198,7 @@ def compute_metrics(
     masks: np.ndarray | None = None,
     maps: np.ndarray | None = None,
     fpr_limit: float = 0.3,
-) -> dict[str, float | None]:
+) -> MetricsRow:
     """Image and pixel AUROC, AP and F1-max plus pixel AUPRO; a metric is None where it is undefined."""
     _check_fpr_limit(fpr_limit)
     if (masks is None) != (maps is None):

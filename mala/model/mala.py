@@ -9,14 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from mala.config import ModelConfig
-from mala.model.backbone import STAGE_STRIDES, pretrained_backbone
-from mala.model.hybrid import FeatureEmbed, FeatureTokens
+from mala.model.backbone import STAGE_STRIDES, FeatureEmbed, FeatureTokens, pretrained_backbone
+from mala.model.maps import fuse_maps
 from mala.model.memory import FeatureMemory
 from mala.model.tbm import TokenBalanceModule
 from mala.model.vit import Block, PatchEmbed, init_vit_weights, sincos_pos_embed
@@ -205,7 +203,7 @@ class MALA(nn.Module):
         cls = (self.cls_token + self.pos_embed[:, :1, :]).expand(tokens.shape[0], -1, -1)
         return torch.cat([cls, tokens], dim=1)
 
-    def _decode(self, tokens: torch.Tensor) -> torch.Tensor:
+    def _run_decoder(self, tokens: torch.Tensor) -> torch.Tensor:
         """Decoder blocks over (B, 1+N, D_dec) tokens with position embeddings; returns normed tokens."""
         x = tokens + self.decoder_pos_embed
         for block in self.decoder_blocks:
@@ -248,7 +246,7 @@ class MALA(nn.Module):
         hidden = ids_restore.shape[1] + 1 - x.shape[1]
         patches = torch.cat([x[:, 1:, :], self.mask_token.expand(x.shape[0], hidden, -1)], dim=1)
         patches = torch.gather(patches, 1, ids_restore.unsqueeze(-1).expand(-1, -1, x.shape[2]))
-        decoded = self._decode(torch.cat([x[:, :1, :], patches], dim=1))
+        decoded = self._run_decoder(torch.cat([x[:, :1, :], patches], dim=1))
         pixels = self.unpatchify(self.decoder_pred(decoded[:, 1:, :]), 3)
         predicted = self.decoder_feature_pred(decoded[:, 1:, :]) if self.hybrid else None
         return MaskedReconstruction(pixels * self.pixel_std + self.pixel_mean, mask, predicted, features)
@@ -271,7 +269,7 @@ class MALA(nn.Module):
             enc_first, enc_last, features = self.encode_full(images)
         if self.tbm_reads_backbone:
             enc_first = features
-        dec_last = self._decode(self.decoder_embed(enc_last))[:, 1:, :]
+        dec_last = self._run_decoder(self.decoder_embed(enc_last))[:, 1:, :]
         return self.unpatchify(self.tbm(enc_first, enc_last[:, 1:, :], dec_last), 2), features
 
     def map_logits(self, images: torch.Tensor) -> torch.Tensor:
@@ -291,47 +289,3 @@ class MALA(nn.Module):
     def memory_map(self, features: torch.Tensor) -> torch.Tensor:
         """The normal-feature memory's map (B, H, W) of backbone feature tokens (B, N, C)."""
         return self.memory(features, self.grid, self.image_shape)
-
-
-def fuse_maps(learned: torch.Tensor, remembered: torch.Tensor, memory_weight: float) -> torch.Tensor:
-    """The hybrid's anomaly map: (1 - w) x stage-2 map + w x memory map."""
-    return (1 - memory_weight) * learned + memory_weight * remembered
-
-
-def image_score(anomaly_map: torch.Tensor, kernel: int) -> torch.Tensor:
-    """Paper eq. 7: max of the k x k mean-filtered map, (B, H, W) -> (B,)."""
-    kernel = min(kernel, *anomaly_map.shape[-2:]) | 1  # odd, so the pooled map keeps its size
-    pooled = F.avg_pool2d(anomaly_map.unsqueeze(1), kernel, stride=1, padding=kernel // 2, count_include_pad=False)
-    return pooled.flatten(1).amax(dim=1)
-
-
-PARTITION_SEED = 0  # the reconstruction map's patch partition: fixed, so a model's maps are reproducible
-
-
-def patch_partition(num_patches: int, mask_ratio: float) -> list[torch.Tensor]:
-    """round(1 / (1 - mask_ratio)) (at least 2) disjoint random sets of patch indices covering all patches, each
-    about the size stage 1 keeps visible; seeded, so the same at every call."""
-    parts = max(2, round(1 / (1 - mask_ratio)))
-    order = np.random.default_rng(PARTITION_SEED).permutation(num_patches)  # numpy: a constant to torch.export
-    return [torch.from_numpy(part) for part in np.array_split(order, parts)]
-
-
-def hidden_reconstruction(model: MALA, images: torch.Tensor, mask_ratio: float) -> torch.Tensor:
-    """Every patch reconstructed only from passes that hide it: pass k shows set k of `patch_partition` (so about
-    `mask_ratio` of the patches are hidden, as in training) and each patch takes the mean of its hidden passes."""
-    batch, num_patches = images.shape[0], model.num_patches
-    total = count = 0
-    for visible in patch_partition(num_patches, mask_ratio):
-        noise = torch.ones(batch, num_patches, device=images.device)
-        noise[:, visible] = 0  # `random_masking` keeps the lowest noise: exactly this set
-        recon = model.reconstruct(images, 1 - len(visible) / num_patches, noise)
-        hidden = recon.mask.unsqueeze(-1)
-        total = total + model.patchify(recon.image) * hidden
-        count = count + hidden
-    return model.unpatchify(total / count, 3)
-
-
-def reconstruction_map(model: MALA, images: torch.Tensor, mask_ratio: float) -> torch.Tensor:
-    """The ablation's reconstruction-based map: mean absolute difference to `hidden_reconstruction`, so that a
-    defect is predicted from its surroundings, not copied from its own visible pixels."""
-    return (hidden_reconstruction(model, images, mask_ratio) - images).abs().mean(dim=1)

@@ -9,10 +9,9 @@ without being told the category.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from mala.train.losses import gaussian_kernel_1d
+from mala.model.maps import distance_map
 
 CHUNK = 2048  # memory rows per product: a batch-1 (queries x rows) block stays in cache (2x faster than 16k)
 
@@ -48,18 +47,6 @@ class FeatureMemory(nn.Module):
         return best.clamp_min(0).sqrt().reshape(queries.shape[:-1])
 
     def forward(self, tokens: torch.Tensor, grid: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
-        """Tokens (B, N, C) to a map (B, H, W) in [0, 1): distance / scale squashed by 1 - exp(-x), upsampled
-        bilinearly and smoothed (Gaussian, sigma 4 px, as PatchCore)."""
+        """Tokens (B, N, C) to a map (B, H, W) in [0, 1): distance / scale, as `maps.distance_map`."""
         distance = self.nearest_distance(tokens).reshape(tokens.shape[0], 1, *grid) / self.scale
-        upsampled = F.interpolate(distance, size=size, mode="bilinear", align_corners=False)
-        return 1 - torch.exp(-gaussian_blur(upsampled, sigma=4.0)[:, 0])
-
-
-def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of (B, 1, H, W) with reflected borders (kernel 2 x 4 sigma + 1); unlike the SSIM
-    window's zero padding (mala.train.losses), reflection keeps a map's borders from fading."""
-    radius = int(4 * sigma)
-    kernel = gaussian_kernel_1d(2 * radius + 1, sigma).to(images)
-    padded = F.pad(images, (radius, radius, 0, 0), mode="reflect")
-    rows = F.conv2d(padded, kernel.view(1, 1, 1, -1))
-    return F.conv2d(F.pad(rows, (0, 0, radius, radius), mode="reflect"), kernel.view(1, 1, -1, 1))
+        return distance_map(distance, size)

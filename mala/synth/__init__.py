@@ -2,7 +2,7 @@
 
 from mala.synth.anomaly import AnomalySynthesizer, list_texture_images
 from mala.synth.augment import AUGMENTATIONS, random_augment
-from mala.synth.foreground import foreground_mask, looks_like_object
+from mala.synth.foreground import foreground_mask, looks_like_object, object_categories
 from mala.synth.perlin import perlin_mask, perlin_noise
 from mala.synth.preview import write_preview_grid
 
@@ -12,6 +12,7 @@ __all__ = [
     "foreground_mask",
     "list_texture_images",
     "looks_like_object",
+    "object_categories",
     "perlin_mask",
     "perlin_noise",
     "random_augment",

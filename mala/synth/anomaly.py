@@ -25,10 +25,10 @@ import numpy as np
 from PIL import Image
 
 from mala.config import SynthConfig
-from mala.data.images import IMAGE_SUFFIXES, image_files
+from mala.data.images import IMAGE_SUFFIXES, image_files, to_uint8
 from mala.errors import DataError
 from mala.sizes import ImageShape, image_shape
-from mala.synth.augment import random_augment_uint8, to_uint8
+from mala.synth.augment import random_augment_uint8
 from mala.synth.perlin import perlin_mask
 
 LOCAL_TRIES = 5  # Perlin masks tried against the foreground before falling back to a global one

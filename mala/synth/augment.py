@@ -12,6 +12,8 @@ from typing import Callable
 import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
 
+from mala.data.images import to_uint8, unit_range
+
 Augmentation = Callable[[Image.Image, np.random.Generator], Image.Image]
 
 
@@ -103,11 +105,6 @@ def random_augment_uint8(image: np.ndarray, rng: np.random.Generator, n: int) ->
     return np.asarray(pil_image)
 
 
-def to_uint8(image: np.ndarray) -> np.ndarray:
-    """float [0, 1] -> uint8 [0, 255], rounded."""
-    return np.clip(np.rint(image * 255), 0, 255).astype(np.uint8)
-
-
 def random_augment(image: np.ndarray, rng: np.random.Generator, n: int) -> np.ndarray:
     """Apply n distinct augmentations, chosen at random, in random order to a float32 HxWx3 [0, 1] image."""
-    return random_augment_uint8(to_uint8(image), rng, n).astype(np.float32) / 255
+    return unit_range(random_augment_uint8(to_uint8(image), rng, n))

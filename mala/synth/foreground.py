@@ -13,7 +13,8 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from mala.synth.augment import to_uint8
+from mala.data.images import to_uint8, unit_range
+from mala.errors import ConfigError
 
 WORK_SIZE = 128  # segment at this resolution: fast, and fine detail does not matter for a region mask
 MIN_COVERAGE = 0.02  # less than this: noise or a speck, not an object
@@ -33,7 +34,7 @@ def _to_work_size(image: np.ndarray) -> np.ndarray:
     height, width = rgb.shape[:2]
     scale = WORK_SIZE / max(height, width)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    return _resize(to_uint8(rgb), size, Image.Resampling.BILINEAR).astype(np.float32) / 255
+    return unit_range(_resize(to_uint8(rgb), size, Image.Resampling.BILINEAR))
 
 
 def _border(array: np.ndarray) -> np.ndarray:
@@ -104,3 +105,25 @@ def looks_like_object(images: list[np.ndarray]) -> bool:
         raise ValueError("looks_like_object needs at least one image")
     found = [not foreground_mask(image).all() for image in images]
     return float(np.mean(found)) >= MIN_OBJECT_SHARE
+
+
+def object_categories(images_by_category: dict[str, list[np.ndarray]], configured: list[str] | None = None,
+                      by_hand: dict[str, bool] | None = None) -> list[str]:
+    """The categories whose anomalies go on the foreground: `by_hand` (synth.objects) first, then the `configured`
+    list (synth.object_categories) if given, else `looks_like_object` on a few of each category's images."""
+    by_hand = by_hand or {}
+    unknown = sorted(set(by_hand) - set(images_by_category))
+    if unknown:
+        raise ConfigError(f"synth.objects names {', '.join(unknown)}, not among the training categories "
+                          f"({', '.join(sorted(images_by_category))})")
+    chosen = []
+    for category, images in images_by_category.items():
+        if category in by_hand:
+            is_object = by_hand[category]
+        elif configured is not None:
+            is_object = category in configured
+        else:
+            is_object = looks_like_object(images)
+        if is_object:
+            chosen.append(category)
+    return sorted(chosen)

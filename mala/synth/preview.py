@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image, ImageChops, ImageDraw, ImageFilter
 
 from mala.synth.anomaly import AnomalySynthesizer
-from mala.synth.augment import to_uint8
+from mala.data.images import to_uint8
 
 COLUMNS = ("normal", "synthetic anomaly", "mask", "mask outline")
 HEADER_HEIGHT = 16

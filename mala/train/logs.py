@@ -52,7 +52,7 @@ class RunLogger:
     """Writes on rank 0 only (`enabled`); other ranks get a logger that does nothing."""
 
     def __init__(self, run_dir: Path, enabled: bool, resume_from=None):
-        """`resume_from`: the Progress of the checkpoint a resumed run starts from; later rows are dropped."""
+        """`resume_from`: the TrainingPosition of the checkpoint a resumed run starts from; later rows are dropped."""
         self.run_dir, self.enabled = Path(run_dir), enabled
         self.writer = None
         if not enabled:

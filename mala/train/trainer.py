@@ -7,7 +7,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -16,17 +16,18 @@ import numpy as np
 import torch
 from lightning_fabric import Fabric
 
+from mala.checkpoint import load_checkpoint, save_checkpoint
 from mala.config import MalaConfig, config_from_dict
-from mala.data.dataset import ImageCache
 from mala.errors import CheckpointError, ConfigError, MalaError
 from mala.model import MALA
-from mala.model.init import initialise
+from mala.model.load import load_model_state
+from mala.model.starting_weights import initialise
 from mala.progress import ProgressBar, progress
-from mala.train.memory import fill_memory
-from mala.synth import AnomalySynthesizer, foreground_mask, looks_like_object
-from mala.checkpoint import load_checkpoint, load_model_state, save_checkpoint
-from mala.train.checkpoints import CHECKPOINT_DIR, LAST_NAME, checkpoint_name, save_rotating
+from mala.synth import AnomalySynthesizer
+from mala.train.fill_memory import fill_memory
 from mala.train.logs import RunLogger
+from mala.train.resumable import CHECKPOINT_DIR, LAST_NAME, checkpoint_name, save_rotating
+from mala.train.setup import TrainingData
 from mala.train.stage1 import Stage1
 from mala.train.stage2 import Stage2
 
@@ -35,58 +36,13 @@ MODEL_FILE = "model.safetensors"
 
 
 @dataclass
-class Progress:
+class TrainingPosition:
+    """Where training is: what a checkpoint stores as "progress" and a resumed run starts from."""
+
     stage: int = 1
     epoch: int = 0  # epochs completed in `stage`
     step: int = 0  # optimizer steps done in epoch `epoch` (0-based) of `stage`: > 0 after a mid-epoch checkpoint
     run_step: int = 0  # optimizer steps done in the whole run (the x axis of the logs)
-
-    def finished(self, cfg: MalaConfig) -> bool:
-        return self.stage > 2 or (self.stage == 2 and self.epoch >= cfg.stage2.epochs)
-
-
-@dataclass
-class TrainingData:
-    """Normal training images of all categories, and which categories are objects (local anomalies)."""
-
-    cache: ImageCache
-    object_categories: list[str] = field(default_factory=list)
-    set_by_hand: list[str] = field(default_factory=list)  # categories whose kind synth.objects gives
-
-    @property
-    def categories(self) -> list[str]:
-        return sorted(self.cache.indices_by_category())
-
-    def synthesis_lines(self) -> list[str]:
-        """Per category, where stage 2 draws its synthetic anomalies and who decided it."""
-        objects = set(self.object_categories)
-        kinds = {True: "object (anomalies on the foreground)", False: "texture (anomalies anywhere)"}
-        by_hand = set(self.set_by_hand)
-        return [f"{category}: {kinds[category in objects]}{', set in synth.objects' if category in by_hand else ''}"
-                for category in self.categories]
-
-
-def training_data(cache: ImageCache, configured: list[str] | None = None, by_hand: dict[str, bool] | None = None,
-                  probe: int = 8) -> TrainingData:
-    """The cache with its object categories: `by_hand` first, then the `configured` list if given, else the automatic
-    rule of `looks_like_object` on a few normal images per category."""
-    by_hand = by_hand or {}
-    indices_by_category = cache.indices_by_category()
-    unknown = sorted(set(by_hand) - set(indices_by_category))
-    if unknown:
-        raise ConfigError(f"synth.objects names {', '.join(unknown)}, not among the training categories "
-                          f"({', '.join(sorted(indices_by_category))})")
-    objects = []
-    for category, indices in indices_by_category.items():
-        if category in by_hand:
-            is_object = by_hand[category]
-        elif configured is not None:
-            is_object = category in configured
-        else:
-            is_object = looks_like_object([cache.images[i].astype(np.float32) / 255.0 for i in indices[:probe]])
-        if is_object:
-            objects.append(category)
-    return TrainingData(cache, sorted(objects), sorted(by_hand))
 
 
 def make_fabric(cfg: MalaConfig) -> Fabric:
@@ -117,7 +73,7 @@ def grouped(batches: Iterable, size: int) -> Iterator[list]:
 
 class Trainer:
     def __init__(self, cfg: MalaConfig, run_dir: Path, fabric: Fabric | None = None, init: Path | None = None):
-        """`init`: a file to take the starting encoder (and decoder) from (`mala.model.init`); `resume` passes none."""
+        """`init`: a file to take the starting encoder (and decoder) from (`mala.model.starting_weights`); `resume` passes none."""
         self.cfg, self.run_dir = cfg, Path(run_dir)
         self.fabric = fabric or make_fabric(cfg)
         torch.manual_seed(cfg.run.seed)  # the initial weights (and the PLPM's), alike for every launch of a seed
@@ -127,9 +83,9 @@ class Trainer:
         if cfg.run.compile:
             for block in [*self.model.blocks, *self.model.decoder_blocks]:
                 block.compile()  # in place: weight names, and so checkpoints, stay those of the plain model
-        self.progress = Progress()
+        self.position = TrainingPosition()
         self._resume_state: dict | None = None
-        self._resumed_from: Progress | None = None
+        self._resumed_from: TrainingPosition | None = None
         self.saved_data: dict = {}
         self.logger: RunLogger | None = None
 
@@ -144,7 +100,7 @@ class Trainer:
         state = load_checkpoint(path)
         trainer = cls(config_from_dict(state["config"], str(path)), run_dir, fabric)
         load_model_state(trainer.model, state["model"], path)
-        trainer.progress = trainer._resumed_from = Progress(**state["progress"])
+        trainer.position = trainer._resumed_from = TrainingPosition(**state["progress"])
         trainer._resume_state = state
         trainer.saved_data = state["data"]
         return trainer
@@ -172,13 +128,13 @@ class Trainer:
         return self._save_model(data)
 
     def _train_stages(self, data: TrainingData) -> None:
-        if self.progress.stage == 1:
-            if self.cfg.stage1.enabled and self.progress.epoch < self.cfg.stage1.epochs:
+        if self.position.stage == 1:
+            if self.cfg.stage1.enabled and self.position.epoch < self.cfg.stage1.epochs:
                 self._run(Stage1(self.cfg, self.model, self.fabric, data.cache), data, self.cfg.stage1.epochs)
-            self.progress = Progress(stage=2, run_step=self.progress.run_step)
+            self.position = TrainingPosition(stage=2, run_step=self.position.run_step)
             self._resume_state = None
-        if self.cfg.run.pipeline == "end_to_end" and self.progress.epoch < self.cfg.stage2.epochs:
-            runner = Stage2(self.cfg, self.model, self.fabric, data.cache, self._synthesizer(), self._foregrounds(data))
+        if self.cfg.run.pipeline == "end_to_end" and self.position.epoch < self.cfg.stage2.epochs:
+            runner = Stage2(self.cfg, self.model, self.fabric, data.cache, self._synthesizer(), data.foregrounds())
             self._run(runner, data, self.cfg.stage2.epochs)
 
     def _announce_anomaly_source(self) -> None:
@@ -199,16 +155,6 @@ class Trainer:
             synthesizer.preload()  # before the loaders fork, so every epoch's workers share decoded textures
         return synthesizer
 
-    @staticmethod
-    def _foregrounds(data: TrainingData) -> dict[int, np.ndarray]:
-        objects = set(data.object_categories)
-        return {
-            i: foreground_mask(data.cache.images[i].astype(np.float32) / 255.0,
-                               known_object=sample.category in data.set_by_hand)
-            for i, sample in enumerate(data.cache.samples)
-            if sample.category in objects
-        }
-
     def _run(self, runner: Stage1 | Stage2, data: TrainingData, epochs: int) -> None:
         if self._resume_state is not None:
             runner.load_state_dict(self._resume_state["stage_state"])
@@ -216,12 +162,12 @@ class Trainer:
         per_epoch = len(data.categories) * runner.settings.images_per_category
         bar = progress(
             total=epochs * per_epoch, unit="img", desc=f"stage {runner.stage}",
-            initial=min(self.progress.epoch * per_epoch + self.progress.step * runner.global_batch_size, per_epoch * epochs),
+            initial=min(self.position.epoch * per_epoch + self.position.step * runner.global_batch_size, per_epoch * epochs),
             disable=not self.fabric.is_global_zero,
         )
-        for epoch in range(self.progress.epoch, epochs):
+        for epoch in range(self.position.epoch, epochs):
             self._run_epoch(runner, data, epoch, bar)
-            self.progress = Progress(runner.stage, epoch + 1, 0, self.progress.run_step)
+            self.position = TrainingPosition(runner.stage, epoch + 1, 0, self.position.run_step)
             if (epoch + 1) % self.cfg.run.checkpoint_every == 0 or epoch + 1 == epochs:
                 self._save_last(runner, data)
         bar.close()
@@ -230,7 +176,7 @@ class Trainer:
     def _run_epoch(self, runner: Stage1 | Stage2, data: TrainingData, epoch: int, bar: ProgressBar) -> None:
         """The epoch's optimizer steps from `progress.step` on (0 unless resumed mid-epoch), with step checkpoints."""
         stage, run = runner.stage, self.cfg.run
-        first = self.progress.step
+        first = self.position.step
         loader = runner.loader(epoch, skip_steps=first)
         started, sums, images = time.perf_counter(), {}, 0
         for step, batches in enumerate(grouped(loader, run.accumulate), start=first):
@@ -238,18 +184,18 @@ class Trainer:
             step_started = time.perf_counter()
             parts = self._mean_over_ranks(runner.accumulated_step(batches, epoch + step / runner.steps_per_epoch))
             self._check_finite(parts["loss"], stage, epoch, step)
-            self.progress = Progress(stage, epoch, step + 1, self.progress.run_step + 1)
+            self.position = TrainingPosition(stage, epoch, step + 1, self.position.run_step + 1)
             step_images = sum(_batch_len(batch) for batch in batches) * self.fabric.world_size
             images += step_images
             sums = {k: sums.get(k, 0.0) + v for k, v in parts.items()}
-            self.logger.step({"stage": stage, "epoch": epoch + 1, "step": step + 1, "run_step": self.progress.run_step,
+            self.logger.step({"stage": stage, "epoch": epoch + 1, "step": step + 1, "run_step": self.position.run_step,
                               "img_per_s": step_images / (time.perf_counter() - step_started), **parts})
             bar.update(step_images)
             bar.set_postfix(epoch=epoch + 1, loss=f"{parts['loss']:.4f}")
             if run.checkpoint_every_steps and (step + 1) % run.checkpoint_every_steps == 0 \
                     and step + 1 < runner.steps_per_epoch:  # the epoch's end has its own checkpoint rule
                 self._save_last(runner, data)
-        steps = max(self.progress.step - first, 1)
+        steps = max(self.position.step - first, 1)
         self.logger.epoch({"stage": stage, "epoch": epoch + 1, "img_per_s": images / (time.perf_counter() - started),
                            **{k: v / steps for k, v in sums.items()}})
 
@@ -281,15 +227,15 @@ class Trainer:
         state = {
             "kind": "training",
             "config": self.cfg.to_dict(),
-            "progress": vars(self.progress),
+            "progress": vars(self.position),
             "data": self._data_info(data),
             "model": self.model.state_dict(),
             "stage_state": runner.state_dict(),
         }
-        name = checkpoint_name(self.progress.stage, self.progress.epoch, self.progress.step)
+        name = checkpoint_name(self.position.stage, self.position.epoch, self.position.step)
         save_rotating(self.run_dir, name, state, self.cfg.run.keep_checkpoints)
         summary = self.run_dir / "state.json.tmp"
-        summary.write_text(json.dumps({"progress": vars(self.progress), **self._data_info(data)}))
+        summary.write_text(json.dumps({"progress": vars(self.position), **self._data_info(data)}))
         os.replace(summary, self.run_dir / "state.json")
 
     def _save_model(self, data: TrainingData) -> Path:

@@ -77,13 +77,13 @@ def test_backends_agree_and_the_export_describes_the_model(calibrated):
     assert Calibration.from_dict(description["calibration"]).thresholds("metal_plate") == PLATE
 
 
-def test_a_category_graph_normalises_with_that_category_thresholds(calibrated):
+def test_a_category_export_normalises_with_that_category_thresholds(calibrated, tmp_path):
     checkpoint, _ = calibrated
-    graph, description = load_graph(checkpoint, category="metal_plate")
-    with torch.no_grad():
-        score, _, normalized, _ = graph(torch.from_numpy(real_images(64, 2)))
-    np.testing.assert_allclose(normalized.numpy(), PLATE.normalized_score(score.numpy()), atol=1e-6)
-    assert description["category"] == "metal_plate"
+    backend = OnnxBackend(export_onnx(checkpoint, tmp_path / "plate.onnx", category="metal_plate"))
+    score, anomaly_map, normalized, normalized_map = backend.session.run(None, {"images": real_images(64, 2)})
+    np.testing.assert_allclose(normalized, PLATE.normalized_score(score), atol=1e-6)
+    np.testing.assert_allclose(normalized_map, PLATE.normalized_map(anomaly_map), atol=1e-6)
+    assert backend.description["category"] == "metal_plate"
 
 
 def test_export_for_a_category_without_thresholds_is_refused(checkpoint, tmp_path):

@@ -54,7 +54,7 @@ def test_the_score_is_eq_7_on_the_stitched_map(exported):
     checkpoint, _ = exported
     graph, _ = load_graph(checkpoint)
     with torch.no_grad():
-        scores, maps, _, _ = graph(torch.from_numpy(real_images(SOURCE, 2)))
+        scores, maps = graph(torch.from_numpy(real_images(SOURCE, 2)))
     torch.testing.assert_close(scores, image_score(maps, graph.cfg.run.score_kernel))
 
 

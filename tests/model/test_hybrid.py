@@ -9,14 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from mala.checkpoint import load_trained_model, save_checkpoint
+from mala.checkpoint import save_checkpoint
+from mala.model.load import load_trained_model
 from mala.config import MalaConfig, ModelConfig
 from mala.data.dataset import ImageCache
 from mala.data.samples import Sample
 from mala.errors import ConfigError
 from mala.model import MALA
 from mala.model.memory import FeatureMemory
-from mala.train.memory import fill_memory
+from mala.train.fill_memory import fill_memory
 
 
 def hybrid_config(**changes) -> ModelConfig:

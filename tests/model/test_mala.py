@@ -2,7 +2,8 @@ import torch
 import torch.nn.functional as F
 
 from mala.model import MALA, image_score, reconstruction_map
-from mala.model.mala import hidden_reconstruction, patch_partition, visible_patch_count
+from mala.model.mala import visible_patch_count
+from mala.model.maps import hidden_reconstruction, patch_partition
 from tests.model.test_hybrid import hybrid_config
 
 

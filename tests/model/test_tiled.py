@@ -8,9 +8,9 @@ import dataclasses
 import torch
 
 from mala.config import TilingConfig
-from mala.eval.evaluate import anomaly_maps, model_maps
+from mala.model.maps import anomaly_maps, model_maps
 from mala.model import MALA
-from mala.model.tiled import cut_tiles, stitch_maps, tiled_maps
+from mala.model.maps import cut_tiles, stitch_maps, tiled_maps
 from mala.tiling import TileGrid
 
 GRID = TileGrid((40, 100), (32, 32), 24)

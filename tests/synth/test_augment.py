@@ -4,7 +4,7 @@ from PIL import Image
 
 from mala.synth import AUGMENTATIONS, random_augment
 from mala.synth import augment as augment_module
-from mala.synth.augment import to_uint8
+from mala.data.images import to_uint8
 
 
 def test_there_are_the_ten_draem_augmentations():

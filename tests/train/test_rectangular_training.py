@@ -9,7 +9,7 @@ import torch
 from lightning_fabric import Fabric
 
 from mala import engine
-from mala.checkpoint import load_trained_model
+from mala.model.load import load_trained_model
 from mala.config import load_config
 from mala.data.dataset import ImageCache
 from mala.data.mvtec import scan_mvtec

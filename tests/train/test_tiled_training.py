@@ -10,13 +10,13 @@ import torch
 from lightning_fabric import Fabric
 
 from mala import engine
-from mala.checkpoint import load_trained_model
+from mala.model.load import load_trained_model
 from mala.config import TilingConfig, load_config
 from mala.data.dataset import ImageCache
 from mala.data.mvtec import scan_mvtec
 from mala.model import MALA
 from mala.synth import AnomalySynthesizer
-from mala.train.memory import normal_feature_tokens
+from mala.train.fill_memory import normal_feature_tokens
 from mala.train.stage1 import Stage1
 from mala.train.stage2 import Stage2
 from tests.conftest import shared_data

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import torch
 
-from mala.checkpoint import describe_mismatch, first_keys, load_weights, model_file
+from mala.checkpoint import load_weights, model_file
+from mala.model.load import describe_mismatch, first_keys
 from mala.errors import CheckpointError
 from mala.model.mala import MALA
 from mala.sizes import ImageShape, describe_shape

@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from scipy.ndimage import gaussian_filter
 
+from mala.data.images import to_uint8
 from mala.errors import ConfigError, DataError
 
 GOOD = "good"
@@ -40,7 +41,7 @@ class Scene:
 
     def pixels(self) -> np.ndarray:
         """The image as uint8 RGB, as written to disk."""
-        return _to_uint8(self.image)
+        return to_uint8(self.image)
 
 
 Renderer = Callable[[np.random.Generator, int], Scene]
@@ -95,10 +96,6 @@ def _box(u: np.ndarray, v: np.ndarray, half_u: float, half_v: float) -> np.ndarr
 
 def _composite(back: np.ndarray, front: np.ndarray, coverage: np.ndarray) -> np.ndarray:
     return back + coverage[..., None] * (front - back)
-
-
-def _to_uint8(image: np.ndarray) -> np.ndarray:
-    return np.clip(np.rint(image * 255), 0, 255).astype(np.uint8)
 
 
 # ---------------------------------------------------------------- categories
@@ -265,7 +262,7 @@ def _add_defect(scene: Scene, painter: Painter, rng: np.random.Generator) -> tup
     normal = scene.pixels()
     for _ in range(MAX_DEFECT_ATTEMPTS):
         weight, colours = painter(scene, rng)
-        blended = _to_uint8(_composite(scene.image, colours, weight))
+        blended = to_uint8(_composite(scene.image, colours, weight))
         painted = np.where((weight > 0)[..., None], blended, normal)
         mask = (painted != normal).any(axis=-1)
         if MIN_DEFECT_AREA <= mask.mean() <= MAX_DEFECT_AREA:
@@ -330,7 +327,7 @@ def _clear_earlier_demo(root: Path) -> None:
 
 def _readme(image_size: int, seed: int) -> str:
     return (
-        f"{README_HEADLINE} (mala.data.demo) with seed {seed}: {image_size}x{image_size} RGB images.\n"
+        f"{README_HEADLINE} (mala.data.procedural) with seed {seed}: {image_size}x{image_size} RGB images.\n"
         f"Categories: {', '.join(CATEGORIES)}. Defects: {', '.join(DEFECTS)}.\n"
         "Layout as MVTec AD: CATEGORY/train/good, CATEGORY/test/good, CATEGORY/test/DEFECT and\n"
         "CATEGORY/ground_truth/DEFECT/NNN_mask.png (255 = the pixels the defect changed, 0 elsewhere).\n"

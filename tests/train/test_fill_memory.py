@@ -3,7 +3,7 @@
 import torch
 
 from mala.model.memory import FeatureMemory
-from mala.train.memory import cover
+from mala.train.fill_memory import cover
 
 
 def _nearest(queries: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:

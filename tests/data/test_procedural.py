@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mala.data.demo import (
+from mala.data.procedural import (
     CATEGORIES,
     DEFECTS,
     MAX_DEFECT_AREA,

@@ -17,7 +17,7 @@ import torch
 from mala.config import load_config
 from mala.errors import CheckpointError
 from mala.model import MALA
-from mala.model.init import initialise
+from mala.model.starting_weights import initialise
 from mala.model.vit import sincos_pos_embed
 
 WIDTH, DEPTH, MLP, PATCH, GRID = 768, 12, 3072, 16, 14  # ViT-B/16 at 224 px

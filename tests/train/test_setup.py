@@ -1,19 +1,19 @@
-"""The engine's image-size choices: `--image-size aspect` from the training images, and the warning when images are
-smaller than the model's size and get enlarged."""
+"""A run's config resolved from the training images (mala.train.setup): `--image-size aspect`, strips kept by default,
+the tiling source size; and the warning when images are smaller than the model's size and get enlarged."""
 
 from __future__ import annotations
 
 import dataclasses
-from argparse import Namespace
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from mala import engine
-from mala.cli import _keep_aspect, main
+from mala.cli import main
 from mala.config import load_config
 from mala.data.dataset import ImageCache
+from mala.train.setup import ConfigRequest, aspect_image_shape, keep_aspect, resolve_config
 from tests.train.tiny_cli import TINY_MODEL
 
 TALL, SQUARE = (40, 100), (100, 100)  # (width, height), as Pillow gives sizes: 1:2.5 strips and squares
@@ -35,19 +35,19 @@ def strips(tmp_path: Path) -> str:
     return f"kind=folder,normal={normal},test={test}"
 
 
-def test_aspect_keeps_the_median_ratio_at_the_preset_pixel_count(tmp_path, capsys):
+def test_aspect_keeps_the_median_ratio_at_the_preset_pixel_count(tmp_path):
     samples = engine.training_samples([strips(tmp_path)])
-    tiny = engine.keep_aspect(load_config("tiny"), samples)  # 224 px, patch and backbone stride 16
-    assert tiny.model.image_size == [352, 144]  # 2.44:1, 50,688 pixels for 50,176
-    assert "image size 352 x 144 px (height x width)" in capsys.readouterr().err
+    resolved = resolve_config(ConfigRequest("tiny", image_size="aspect"), samples)  # 224 px, stride 16
+    assert resolved.config.model.image_size == [352, 144]  # 2.44:1, 50,688 pixels for 50,176
+    assert any("image size 352 x 144 px (height x width)" in note for note in resolved.notes)
+    tiny = resolved.config
     small = dataclasses.replace(tiny.model, image_size=64, patch_size=8, backbone="none")
-    assert engine.aspect_image_shape(dataclasses.replace(tiny, model=small), engine.median_image_aspect(samples)) \
-        == (104, 40)
+    assert aspect_image_shape(dataclasses.replace(tiny, model=small), 2.5) == (104, 40)
 
 
 def test_square_images_keep_the_square_size(tmp_path):
     samples = engine.training_samples([f"kind=folder,normal={write_images(tmp_path / 'n', [SQUARE] * 3)}"])
-    assert engine.keep_aspect(load_config("tiny"), samples).model.image_size == 224
+    assert keep_aspect(load_config("tiny"), samples, []).model.image_size == 224
 
 
 def test_train_with_aspect_stores_the_choice_in_the_run_config(tmp_path, capsys):
@@ -66,7 +66,7 @@ def test_images_smaller_than_the_model_are_enlarged_with_a_warning(tmp_path, cap
     samples = engine.training_samples([strips(tmp_path)])
     cfg = load_config("tiny")
     cfg.model = dataclasses.replace(cfg.model, image_size=[96, 48])  # wider than the 40 px strips
-    cache = engine.decode(samples, cfg, "decoding")
+    cache = engine.decode_images(samples, cfg, "decoding")
     assert cache.images.shape == (5, 96, 48, 3) and cache.upscaled == 3
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         "mala: warning: 3 of 5 images are smaller than the model's 96 x 48 px (height x width) and were enlarged to "
@@ -74,29 +74,35 @@ def test_images_smaller_than_the_model_are_enlarged_with_a_warning(tmp_path, cap
     assert ImageCache.build(samples, 32).upscaled_note() is None
 
 
-def test_a_run_given_no_size_keeps_the_aspect_of_strips_only(tmp_path, capsys):
+def test_a_run_given_no_size_keeps_the_aspect_of_strips_only(tmp_path):
     tiny = load_config("tiny")
-    samples = engine.training_samples([strips(tmp_path)])
-    assert engine.keep_aspect(tiny, samples, strips_only=True).model.image_size == [352, 144]
-    assert "the training images are strips (median height / width 2.50)" in capsys.readouterr().err
+    samples, notes = engine.training_samples([strips(tmp_path)]), []
+    assert keep_aspect(tiny, samples, notes, strips_only=True).model.image_size == [352, 144]
+    assert "the training images are strips (median height / width 2.50)" in notes[0]
     near_square = write_images(tmp_path / "near", [(100, 120)] * 3)  # 1.2 : 1, as magnetic_tile
-    near_samples = engine.training_samples([f"kind=folder,normal={near_square}"])
-    assert engine.keep_aspect(tiny, near_samples, strips_only=True).model.image_size == 224
-    assert capsys.readouterr().err == ""
+    near_samples, near_notes = engine.training_samples([f"kind=folder,normal={near_square}"]), []
+    assert keep_aspect(tiny, near_samples, near_notes, strips_only=True).model.image_size == 224
+    assert near_notes == []
 
 
-def test_the_command_line_keeps_strips_only_when_no_size_is_given(tmp_path):
-    tiny = load_config("tiny")
+def test_strips_are_kept_only_when_no_size_is_given(tmp_path):
     samples = engine.training_samples([strips(tmp_path)])
     own_file = tmp_path / "mine.yaml"
     own_file.write_text("model:\n  image_size: 224\n")
 
     def size(**given) -> int | list[int]:
-        args = Namespace(**{"image_size": None, "tile": None, "config": "tiny", "set": [], **given})
-        return _keep_aspect(args, tiny, lambda: samples).model.image_size
+        return resolve_config(ConfigRequest(**{"config": "tiny", **given}), samples).config.model.image_size
 
     assert size() == [352, 144]
-    assert size(image_size=224) == 224  # --image-size 224: already in the config by `--set`
-    assert size(set=["model.image_size=224"]) == 224
+    assert size(image_size=224) == 224
+    assert size(overrides=["model.image_size=224"]) == 224
     assert size(config=str(own_file)) == 224
-    assert size(tile=[112, 112]) == 224
+    assert size(tile=32) == 32  # the tile is the model's input
+
+
+def test_tiling_takes_the_median_source_size_when_not_given(tmp_path):
+    samples = engine.training_samples([strips(tmp_path)])
+    resolved = resolve_config(ConfigRequest("tiny", tile=32), samples)
+    assert resolved.config.tiling.source_size == [100, 40] and resolved.config.model.image_size == 32
+    assert resolved.notes == ["tiling source size 100 x 40 px (height x width), the training images' median height "
+                              "and width (--tile-source sets it)"]

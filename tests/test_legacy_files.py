@@ -1,0 +1,52 @@
+"""Model files and ONNX exports written before the package was restructured load and give the same outputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mala.deploy.backends import OnnxBackend
+from mala.deploy.graph import category_thresholds, export_onnx, load_graph
+
+LEGACY = Path(__file__).parent / "fixtures" / "legacy"
+MODELS = ["pixel_vit", "hybrid", "hybrid_tiled"]
+TOLERANCE = 2e-5  # float32 sums in another order
+
+
+def expected(name: str) -> dict[str, np.ndarray]:
+    with np.load(LEGACY / f"{name}.npz") as stored:
+        return dict(stored)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_an_old_model_file_gives_the_same_maps_and_normalised_outputs(name):
+    old = expected(name)
+    graph, description = load_graph(LEGACY / f"{name}.safetensors")
+    with torch.no_grad():
+        scores, maps = (output.numpy() for output in graph(torch.from_numpy(old["images"])))
+    assert maps.shape == old["anomaly_map"].shape and maps.std() > 0
+    np.testing.assert_allclose(scores, old["score"], atol=TOLERANCE)
+    np.testing.assert_allclose(maps, old["anomaly_map"], atol=TOLERANCE)
+    thresholds = category_thresholds(LEGACY / f"{name}.safetensors", "plate")
+    np.testing.assert_allclose(thresholds.normalized_score(scores), old["normalized_score"], atol=TOLERANCE)
+    np.testing.assert_allclose(thresholds.normalized_map(maps), old["normalized_map"], atol=TOLERANCE)
+    assert description["categories"] == ["plate", "tile"]
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_an_old_onnx_export_runs_as_before(name):
+    old = expected(name)
+    scores, maps = OnnxBackend(LEGACY / f"{name}.onnx").run(old["images"])
+    np.testing.assert_allclose(scores, old["onnx_score"], atol=TOLERANCE)
+    np.testing.assert_allclose(maps, old["onnx_anomaly_map"], atol=TOLERANCE)
+
+
+def test_a_new_export_of_an_old_model_has_the_old_outputs(tmp_path):
+    old = expected("hybrid_tiled")
+    path = export_onnx(LEGACY / "hybrid_tiled.safetensors", tmp_path / "new.onnx", "plate")
+    outputs = OnnxBackend(path).session.run(None, {"images": old["images"]})
+    for key, got in zip(("score", "anomaly_map", "normalized_score", "normalized_map"), outputs):
+        np.testing.assert_allclose(got, old[f"onnx_{key}"], atol=TOLERANCE, err_msg=key)
