@@ -16,7 +16,7 @@ from pathlib import Path
 
 from mala.data.samples import Sample
 from mala.data.scanning import (
-    Problems, by_stem, choose_categories, image_files, listed_images, masked_samples, raise_first, root_found,
+    Problems, by_stem, choose_categories, image_files, listed_images, masked_samples, root_found,
 )
 from mala.data.specs import DataSource
 
@@ -82,13 +82,4 @@ def read_mvtec(source: DataSource, problems: Problems) -> list[Sample]:
         for split in ("train", "validation"):
             samples += _normal_samples(category_dir, split, problems)
         samples += _test_samples(category_dir, problems)
-    return samples
-
-
-def scan_mvtec(root: Path, categories: list[str] | None = None) -> list[Sample]:
-    """All train and test samples of the chosen categories (all when None); DataError on the first problem."""
-    problems: Problems = []
-    source = DataSource(kind="mvtec", root=Path(root), categories=tuple(categories) if categories else None)
-    samples = read_mvtec(source, problems)
-    raise_first(problems)
     return samples

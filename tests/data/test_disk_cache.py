@@ -9,7 +9,7 @@ import pytest
 
 from mala.data import dataset
 from mala.data.dataset import ImageCache
-from mala.data.mvtec import scan_mvtec
+from mala.data.sources import scan_roots
 from tests.data import layouts
 
 
@@ -19,7 +19,7 @@ def _no_decoding(*_args, **_kwargs):
 
 def test_a_second_build_reads_the_disk_cache(tmp_path, monkeypatch):
     layouts.mvtec_category(tmp_path / "data")
-    samples = scan_mvtec(tmp_path / "data")
+    samples = scan_roots([tmp_path / "data"])
     first = ImageCache.build(samples, 32, workers=1, cache_dir=tmp_path / "cache")
     assert sorted(p.suffix for p in (tmp_path / "cache").iterdir()) == [".npy", ".npz"]  # images, masks
     monkeypatch.setattr(dataset, "open_rgb", _no_decoding)
@@ -33,7 +33,7 @@ def test_a_second_build_reads_the_disk_cache(tmp_path, monkeypatch):
 
 def test_a_changed_file_is_decoded_again(tmp_path, monkeypatch):
     layouts.mvtec_category(tmp_path / "data")
-    samples = scan_mvtec(tmp_path / "data")
+    samples = scan_roots([tmp_path / "data"])
     ImageCache.build(samples, 32, workers=1, cache_dir=tmp_path / "cache")
     changed = samples[0].path
     stat = changed.stat()
@@ -45,7 +45,7 @@ def test_a_changed_file_is_decoded_again(tmp_path, monkeypatch):
 
 def test_a_damaged_cache_file_is_rebuilt(tmp_path):
     layouts.mvtec_category(tmp_path / "data")
-    samples = scan_mvtec(tmp_path / "data")
+    samples = scan_roots([tmp_path / "data"])
     first = ImageCache.build(samples, 32, workers=1, cache_dir=tmp_path / "cache")
     (images_file,) = (tmp_path / "cache").glob("*.npy")
     images_file.write_bytes(b"garbage")

@@ -10,7 +10,6 @@ from PIL import Image
 
 from mala.data.dataset import ImageCache, draw_per_category
 from mala.data.images import read_mask, read_rgb
-from mala.data.mvtec import scan_mvtec
 from mala.data.sources import scan_roots
 from mala.errors import DataError
 from tests.conftest import shared_data
@@ -26,7 +25,7 @@ def test_counts_of_the_real_datasets():
 
 
 def test_masks_match_their_images_and_are_binary():
-    samples = [s for s in scan_mvtec(shared_data("metal_plate")) if s.label == 1][:3]
+    samples = [s for s in scan_roots([shared_data("metal_plate")]) if s.label == 1][:3]
     for sample in samples:
         mask = read_mask(sample.mask_path, 64, image_path=sample.path)
         assert mask.dtype == bool and mask.shape == (64, 64) and mask.any()
@@ -51,7 +50,7 @@ def _mini_category(root: Path, name: str = "plate") -> Path:
 
 def test_mini_category_reads(tmp_path):
     _mini_category(tmp_path)
-    samples = scan_mvtec(tmp_path)
+    samples = scan_roots([tmp_path])
     assert Counter((s.split, s.label) for s in samples) == {("train", 0): 3, ("test", 0): 1, ("test", 1): 1}
     cache = ImageCache.build(samples, 32, workers=1)
     assert cache.images.shape == (5, 32, 32, 3) and len(cache.masks) == 1
@@ -59,13 +58,13 @@ def test_mini_category_reads(tmp_path):
 
 def test_missing_root_names_it(tmp_path):
     with pytest.raises(DataError, match="nowhere: data folder not found"):
-        scan_mvtec(tmp_path / "nowhere")
+        scan_roots([tmp_path / "nowhere"])
 
 
 def test_root_without_categories(tmp_path):
     (tmp_path / "stuff").mkdir()
     with pytest.raises(DataError, match="no category folders"):
-        scan_mvtec(tmp_path)
+        scan_roots([tmp_path])
 
 
 def test_empty_train_folder(tmp_path):
@@ -73,7 +72,7 @@ def test_empty_train_folder(tmp_path):
     for path in (category / "train" / "good").iterdir():
         path.unlink()
     with pytest.raises(DataError, match=r"train/good: no images"):
-        scan_mvtec(tmp_path)
+        scan_roots([tmp_path])
 
 
 def test_test_image_without_mask_names_the_image(tmp_path):
@@ -81,14 +80,14 @@ def test_test_image_without_mask_names_the_image(tmp_path):
     for path in (category / "ground_truth" / "defect").iterdir():
         path.unlink()
     with pytest.raises(DataError, match=r"test/defect/.*: no mask found"):
-        scan_mvtec(tmp_path)
+        scan_roots([tmp_path])
 
 
 def test_unreadable_image_names_the_file_when_the_cache_is_built(tmp_path):
     category = _mini_category(tmp_path)
     broken = category / "train" / "good" / "broken.png"
     broken.write_bytes(b"not a png at all")
-    samples = scan_mvtec(tmp_path)
+    samples = scan_roots([tmp_path])
     with pytest.raises(DataError, match=r"broken\.png: cannot read image"):
         ImageCache.build(samples, 32, workers=1)
 
@@ -98,7 +97,7 @@ def test_mask_of_the_wrong_size_names_the_mask(tmp_path):
     mask_path = next((category / "ground_truth" / "defect").iterdir())
     Image.new("L", (100, 80)).save(mask_path)
     with pytest.raises(DataError, match=rf"{mask_path.name}: mask is 100x80 but its image .* is 512x512"):
-        ImageCache.build(scan_mvtec(tmp_path), 32, workers=1)
+        ImageCache.build(scan_roots([tmp_path]), 32, workers=1)
 
 
 def test_image_modes_become_rgb(tmp_path):

@@ -19,7 +19,7 @@ from mala.data.procedural import (
     make_demo_dataset,
     render_scene,
 )
-from mala.data.mvtec import scan_mvtec
+from mala.data.sources import scan_roots
 from mala.errors import DataError
 
 COUNTS = {"n_train": 3, "n_test_good": 2, "n_test_defect": 3}
@@ -46,8 +46,8 @@ def test_has_textures_and_objects_with_every_defect() -> None:
     assert set(DEFECTS) == {"scratch", "spot", "missing", "stain"}
 
 
-def test_scan_mvtec_finds_every_category_split_and_defect(demo_root: Path) -> None:
-    found = Counter((s.category, s.split, s.label, s.defect) for s in scan_mvtec(demo_root))
+def test_the_scan_finds_every_category_split_and_defect(demo_root: Path) -> None:
+    found = Counter((s.category, s.split, s.label, s.defect) for s in scan_roots([demo_root]))
     expected = Counter()
     for category in CATEGORIES:
         expected[(category, "train", 0, "good")] = COUNTS["n_train"]
@@ -59,7 +59,7 @@ def test_scan_mvtec_finds_every_category_split_and_defect(demo_root: Path) -> No
 
 
 def test_masks_are_exactly_the_changed_pixels_and_lie_on_the_object(demo_root: Path) -> None:
-    for sample in scan_mvtec(demo_root):
+    for sample in scan_roots([demo_root]):
         if not sample.label:
             continue
         image, mask = _pixels(sample.path), _pixels(sample.mask_path)
@@ -77,7 +77,7 @@ def test_masks_are_exactly_the_changed_pixels_and_lie_on_the_object(demo_root: P
 
 def test_normal_images_differ_from_each_other(demo_root: Path) -> None:
     for category in CATEGORIES:
-        normals = [_pixels(s.path) for s in scan_mvtec(demo_root, [category]) if not s.label]
+        normals = [_pixels(s.path) for s in scan_roots([demo_root], [category]) if not s.label]
         distinct = {image.tobytes() for image in normals}
         assert len(distinct) == len(normals), category
 
@@ -109,7 +109,7 @@ def test_same_seed_same_files_and_other_seed_other_files(tmp_path: Path) -> None
 def test_regenerating_leaves_no_stale_images(tmp_path: Path) -> None:
     make_demo_dataset(tmp_path, image_size=48, n_train=3, n_test_good=1, n_test_defect=1)
     make_demo_dataset(tmp_path, image_size=48, n_train=1, n_test_good=1, n_test_defect=1)
-    assert len([s for s in scan_mvtec(tmp_path) if s.split == "train"]) == len(CATEGORIES)
+    assert len([s for s in scan_roots([tmp_path]) if s.split == "train"]) == len(CATEGORIES)
 
 
 def test_refuses_a_folder_that_holds_other_data(tmp_path: Path) -> None:

@@ -9,11 +9,12 @@ from lightning_fabric import Fabric
 from mala.checkpoint import read_metadata
 from mala.config import SynthConfig, apply_overrides
 from mala.data.dataset import ImageCache
-from mala.data.mvtec import scan_mvtec
+from mala.data.sources import scan_roots
 from mala.data.samples import Sample
 from mala.errors import ConfigError
 from mala.synth import AnomalySynthesizer, foreground_mask, looks_like_object
-from mala.train.trainer import Trainer, training_data
+from mala.train.setup import training_data
+from mala.train.trainer import Trainer
 from tests.conftest import shared_data
 
 SIZE = 64
@@ -48,7 +49,7 @@ def test_an_object_set_by_hand_gets_its_anomalies_on_the_foreground():
     assert training_data(cache).object_categories == []  # the automatic rule says texture
     data = training_data(cache, by_hand={"blocks": True})
     assert data.object_categories == ["blocks"] and data.set_by_hand == ["blocks"]
-    foregrounds = Trainer._foregrounds(data)
+    foregrounds = data.foregrounds()
     assert sorted(foregrounds) == [0, 1, 2, 3]
     assert not foregrounds[0].all()
     synthesizer = AnomalySynthesizer(SynthConfig(local_prob=1.0), SIZE)
@@ -77,7 +78,7 @@ def test_unknown_or_malformed_choices_are_one_line_errors(small_config):
 
 
 def test_the_choice_is_printed_at_the_start_and_stored_in_the_run(tmp_path, small_config, capsys):
-    samples = [s for root in ("magnetic_tile", "metal_plate") for s in scan_mvtec(shared_data(root))
+    samples = [s for root in ("magnetic_tile", "metal_plate") for s in scan_roots([shared_data(root)])
                if s.split == "train"][::40]
     cfg = apply_overrides(small_config, ["synth.objects={magnetic_tile: false}", "stage1.enabled=false",
                                          "stage2.epochs=0"])

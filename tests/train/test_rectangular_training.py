@@ -12,7 +12,7 @@ from mala import engine
 from mala.model.load import load_trained_model
 from mala.config import load_config
 from mala.data.dataset import ImageCache
-from mala.data.mvtec import scan_mvtec
+from mala.data.sources import scan_roots
 from mala.model import MALA
 from mala.train.stage1 import Stage1
 from tests.conftest import shared_data
@@ -21,7 +21,7 @@ SHAPE = (32, 64)  # height, width: half the pixels of the square tests, twice as
 
 
 def _training_images(count: int) -> ImageCache:
-    samples = [s for s in scan_mvtec(shared_data("magnetic_tile")) if s.split == "train"][:count]
+    samples = [s for s in scan_roots([shared_data("magnetic_tile")]) if s.split == "train"][:count]
     return ImageCache.build(samples, SHAPE)
 
 

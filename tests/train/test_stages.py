@@ -8,7 +8,7 @@ import torch
 from lightning_fabric import Fabric
 
 from mala.data.dataset import ImageCache
-from mala.data.mvtec import scan_mvtec
+from mala.data.sources import scan_roots
 from mala.errors import CheckpointError, ConfigError
 from mala.model import MALA
 from mala.synth import AnomalySynthesizer
@@ -19,7 +19,7 @@ from tests.model.test_hybrid import hybrid_config
 
 
 def _cache(count: int, size: int) -> ImageCache:
-    samples = [s for s in scan_mvtec(shared_data("magnetic_tile")) if s.split == "train"][:count]
+    samples = [s for s in scan_roots([shared_data("magnetic_tile")]) if s.split == "train"][:count]
     return ImageCache.build(samples, size)
 
 

@@ -13,7 +13,7 @@ from mala import engine
 from mala.model.load import load_trained_model
 from mala.config import TilingConfig, load_config
 from mala.data.dataset import ImageCache
-from mala.data.mvtec import scan_mvtec
+from mala.data.sources import scan_roots
 from mala.model import MALA
 from mala.synth import AnomalySynthesizer
 from mala.train.fill_memory import normal_feature_tokens
@@ -31,7 +31,7 @@ def _tiled(cfg, stride: int = 32):
 
 
 def _training_images(count: int, shape=SOURCE) -> ImageCache:
-    samples = [s for s in scan_mvtec(shared_data("magnetic_tile")) if s.split == "train"][:count]
+    samples = [s for s in scan_roots([shared_data("magnetic_tile")]) if s.split == "train"][:count]
     return ImageCache.build(samples, shape)
 
 

@@ -9,10 +9,11 @@ from lightning_fabric import Fabric
 from mala.checkpoint import read_metadata
 from mala.config import TilingConfig, load_config
 from mala.data.dataset import ImageCache
-from mala.data.mvtec import scan_mvtec
+from mala.data.sources import scan_roots
 from mala.errors import MalaError
 from mala.train import stage1 as stage1_module
-from mala.train.trainer import LAST_CHECKPOINT, Trainer, TrainingData
+from mala.train.setup import TrainingData
+from mala.train.trainer import LAST_CHECKPOINT, Trainer
 from tests.conftest import shared_data
 
 
@@ -22,7 +23,7 @@ def quick(small_config):
     cfg.stage1.epochs, cfg.stage1.warmup_epochs, cfg.stage1.images_per_category, cfg.stage1.batch_size = 3, 1, 8, 4
     cfg.stage2.epochs, cfg.stage2.images_per_category, cfg.stage2.anomalous_per_category = 2, 8, 6
     cfg.stage2.batch_size = 4
-    samples = [s for s in scan_mvtec(shared_data("metal_plate")) if s.split == "train"][:6]
+    samples = [s for s in scan_roots([shared_data("metal_plate")]) if s.split == "train"][:6]
     return cfg, TrainingData(ImageCache.build(samples, 64, workers=1), object_categories=["metal_plate"])
 
 
@@ -66,7 +67,7 @@ def test_resume_after_interruption_reaches_the_same_weights(tmp_path, quick, mon
     monkeypatch.setattr(stage1_module.Stage1, "accumulated_step", original_step)
 
     resumed = Trainer.resume(tmp_path / "killed", _fabric())
-    assert (resumed.progress.stage, resumed.progress.epoch, resumed.progress.step) == resumed_at
+    assert (resumed.position.stage, resumed.position.epoch, resumed.position.step) == resumed_at
     resumed.fit(data)
     for key, value in reference.model.state_dict().items():  # same order of operations: bit for bit
         assert torch.equal(value, resumed.model.state_dict()[key]), key
