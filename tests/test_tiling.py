@@ -132,4 +132,5 @@ def test_the_dry_run_names_the_tiles(capsys):
                  "--tile-stride", "160"]) == 0
     captured = capsys.readouterr()
     assert "tiling: 9 tiles of 224 px, stride 160 px, on images resized to 512 px" in captured.out
-    assert "mala: tiling source size 512 px, the training images' median height and width" in captured.err
+    assert "tiling source size 512 px, the training images' median height and width" in captured.out  # the plan says
+    # what the run would choose from the data

@@ -64,7 +64,7 @@ def test_missing_root_names_it(tmp_path):
 def test_root_without_categories(tmp_path):
     (tmp_path / "stuff").mkdir()
     with pytest.raises(DataError, match="no category folders"):
-        scan_roots([tmp_path])
+        scan_roots([f"mvtec:{tmp_path}"])
 
 
 def test_empty_train_folder(tmp_path):
