@@ -20,13 +20,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mala.backbone_stages import STAGE_STRIDES  # noqa: F401 (re-exported: mala.model.mala imports it from here)
 from mala.errors import CheckpointError
 
 BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 # (repeats, kernel, stride, expansion, output channels) of the 7 stages, from the TF EfficientNet-Lite builder
 STAGES = ((1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80),
           (3, 5, 1, 6, 112), (4, 5, 2, 6, 192), (1, 3, 1, 6, 320))
-STAGE_STRIDES = (2, 4, 8, 16, 16, 32, 32)
 SCALING = {"efficientnet_lite0": (1.0, 1.0), "efficientnet_lite1": (1.0, 1.1), "efficientnet_lite2": (1.1, 1.2)}
 BN_EPS = 1e-3
 STEM_CHANNELS, HEAD_CHANNELS = 32, 1280  # Lite keeps stem and head unscaled

@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mala.model.backbone import STAGE_STRIDES, EfficientNetLite
+from mala.backbone_stages import STAGE_STRIDES, unfit_stages
+from mala.model.backbone import EfficientNetLite
 
 
 def resample(feature_map: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
@@ -29,7 +30,7 @@ class FeatureTokens(nn.Module):
 
     def __init__(self, backbone: EfficientNetLite, stages: tuple[int, ...], stride: int):
         super().__init__()
-        unfit = [s for s in stages if stride % STAGE_STRIDES[s] and STAGE_STRIDES[s] % stride]
+        unfit = unfit_stages(stages, stride)
         if unfit:
             raise ValueError(f"backbone stages {unfit} (strides {[STAGE_STRIDES[s] for s in unfit]}) do not fit a "
                              f"token grid of stride {stride}")
