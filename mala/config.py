@@ -3,22 +3,129 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
+import types
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
+from mala.backbone_stages import STAGE_STRIDES, unfit_stages
 from mala.errors import ConfigError
 from mala.sizes import SIZE_FORMS, ImageShape, image_shape, is_aspect, stored_size
 from mala.tiling import TileGrid, check_tiling, default_stride
 
 PRESET_DIR = Path(__file__).parent / "presets"
+# what Lightning Fabric takes as `precision` (lightning_fabric's _PRECISION_INPUT, 2.6; tests/test_config.py compares)
+PRECISIONS = ("32-true", "32", "16-mixed", "16", "bf16-mixed", "bf16", "16-true", "bf16-true", "64-true", "64",
+              "transformer-engine", "transformer-engine-float16")
+# how a value of each plain type is named in an error: (one, several)
+TYPE_NAMES = {int: ("an integer", "integers"), float: ("a finite number", "numbers"),
+              bool: ("true or false", "true/false"), str: ("a string", "strings"), type(None): ("null", "nulls")}
+
+Rule = tuple[Callable[[Any], bool], str]  # (does the value pass, what is allowed in words)
+
+
+def _require(condition: bool, key: str, allowed: str, value: Any) -> None:
+    """One ConfigError naming `key`, what it allows and the `value` it got, unless `condition` holds."""
+    if not condition:
+        raise ConfigError(f"{key} must be {allowed}, got {value!r}")
+
+
+def _at_least(low: int) -> Rule:
+    """The rule `value >= low`."""
+    return (lambda value: value >= low), f"at least {low}"
+
+
+def _within(low: float, high: float, *, below: bool = False) -> Rule:
+    """The rule `low <= value <= high`, or `< high` when `below`."""
+    if below:
+        return (lambda value: low <= value < high), f"at least {low} and below {high}"
+    return (lambda value: low <= value <= high), f"from {low} to {high}"
+
+
+def _one_of(choices: tuple[Any, ...]) -> Rule:
+    """The rule `value in choices`."""
+    return (lambda value: value in choices), "one of " + ", ".join(map(str, choices))
+
+
+POSITIVE, NON_NEGATIVE, UNIT_INTERVAL = _at_least(1), _at_least(0), _within(0, 1)
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    """Whether `value` has the annotated type `hint`: an int is no bool, a number is an int or finite float."""
+    origin, args = get_origin(hint), get_args(hint)
+    if origin is Literal:
+        return any(type(value) is type(choice) and value == choice for choice in args)
+    if origin in (Union, types.UnionType):
+        return any(_matches(value, arg) for arg in args)
+    if origin is list:
+        return isinstance(value, list) and all(_matches(item, args[0]) for item in value)
+    if origin is tuple:
+        return isinstance(value, (tuple, list)) and len(value) == len(args) and all(map(_matches, value, args))
+    if origin is dict:
+        return isinstance(value, dict) and all(_matches(k, args[0]) and _matches(v, args[1]) for k, v in value.items())
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def _describe(hint: Any, several: bool = False) -> str:
+    """The annotated type `hint` in words, as errors name what is allowed."""
+    origin, args = get_origin(hint), get_args(hint)
+    if origin is Literal:
+        return _one_of(args)[1]
+    if origin in (Union, types.UnionType):
+        return " or ".join(_describe(arg) for arg in args)
+    if origin is list:
+        return f"a list of {_describe(args[0], several=True)}"
+    if origin is tuple:
+        return f"a list of {len(args)} {_describe(args[0], several=True)}"
+    if origin is dict:
+        return f"a mapping of {_describe(args[0], several=True)} to {_describe(args[1], several=True)}"
+    return TYPE_NAMES[hint][several]
+
+
+@functools.cache
+def _field_types(cls: type) -> dict[str, Any]:
+    """The fields' annotations of config section `cls`, resolved."""
+    hints = get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+class _Section:
+    """A config section: the type of every value and the `RULES` table are checked when it is built."""
+
+    SECTION: ClassVar[str]  # the name in YAML and in `--set SECTION.KEY=VALUE`
+    RULES: ClassVar[dict[str, Rule]] = {}  # key -> what its value must be, beyond its type
+
+    def __post_init__(self) -> None:
+        for name, hint in _field_types(type(self)).items():
+            value = getattr(self, name)
+            _require(_matches(value, hint), self.key(name), _describe(hint), value)
+        for name, (holds, allowed) in self.RULES.items():
+            value = getattr(self, name)
+            _require(holds(value), self.key(name), allowed, value)
+
+    def key(self, name: str) -> str:
+        """`section.name`, as errors name a value."""
+        return f"{self.SECTION}.{name}"
 
 
 @dataclass
-class ModelConfig:
+class ModelConfig(_Section):
     """ViT encoder/decoder sizes (MAE naming) and the stage-2 head."""
+
+    SECTION = "model"
+    RULES = {"patch_size": POSITIVE, "embed_dim": POSITIVE, "depth": POSITIVE, "num_heads": POSITIVE,
+             "decoder_embed_dim": POSITIVE, "decoder_depth": POSITIVE, "decoder_num_heads": POSITIVE,
+             "mlp_ratio": ((lambda value: value > 0), "above 0"), "plpm_width": POSITIVE,
+             "memory_weight": UNIT_INTERVAL, "memory_size": POSITIVE, "memory_radius": NON_NEGATIVE}
 
     image_size: int | list[int] = 224  # square side, or [height, width]; read it as `image_shape`
     patch_size: int = 16
@@ -47,6 +154,21 @@ class ModelConfig:
             raise ConfigError(f"model.image_size: expected {SIZE_FORMS}, got {self.image_size!r} (the aspect is "
                               "chosen from the training images: `--image-size aspect`)")
         self.image_size = stored_size(self.image_shape)  # checks it; [224, 224] is stored as 224
+        super().__post_init__()
+        for width, heads in (("embed_dim", "num_heads"), ("decoder_embed_dim", "decoder_num_heads")):
+            _require(getattr(self, width) % getattr(self, heads) == 0, self.key(width),
+                     f"a multiple of {self.key(heads)} ({getattr(self, heads)})", getattr(self, width))
+        last = len(STAGE_STRIDES) - 1
+        stages = self.backbone_stages
+        _require(bool(stages) and len(set(stages)) == len(stages) and all(0 <= s <= last for s in stages),
+                 self.key("backbone_stages"), f"a non-empty list of distinct stage indices from 0 to {last}", stages)
+        # the memory and tbm_tokens are the hybrid's: the pixel ViT ignores them (`--set model.backbone=none` on
+        # tiny, whose memory_weight is 0.75, is the README's way to the paper's model), so no rule ties them to it
+        if self.backbone != "none":
+            strides = ", ".join(f"{s}: {stride}" for s, stride in enumerate(STAGE_STRIDES))
+            _require(not unfit_stages(stages, self.patch_size), self.key("backbone_stages"),
+                     f"stages whose stride divides or is a multiple of model.patch_size {self.patch_size} "
+                     f"(stride by stage: {strides})", stages)
 
     @property
     def image_shape(self) -> ImageShape:
@@ -61,8 +183,15 @@ class ModelConfig:
 
 
 @dataclass
-class Stage1Config:
+class Stage1Config(_Section):
     """Masked reconstruction of normal images (paper eq. 3)."""
+
+    SECTION = "stage1"
+    RULES = {"epochs": NON_NEGATIVE, "images_per_category": POSITIVE, "batch_size": POSITIVE, "base_lr": NON_NEGATIVE,
+             "weight_decay": NON_NEGATIVE,
+             "betas": ((lambda betas: all(0 <= beta < 1 for beta in betas)), "two numbers at least 0 and below 1"),
+             "warmup_epochs": NON_NEGATIVE, "mask_ratio": _within(0, 1, below=True), "l1_weight": NON_NEGATIVE,
+             "ssim_weight": NON_NEGATIVE, "adv_weight": NON_NEGATIVE, "feature_weight": NON_NEGATIVE}
 
     enabled: bool = True  # ablation: stage 2 straight from the initial (random or --init) encoder
     epochs: int = 2000
@@ -82,18 +211,19 @@ class Stage1Config:
     target: Literal["pixels", "features", "both"] = "pixels"
     feature_weight: float = 1.0
 
-    def __post_init__(self) -> None:
-        if not 0 <= self.mask_ratio < 1:
-            raise ConfigError(f"stage1.mask_ratio must be at least 0 and below 1, got {self.mask_ratio}")
-
     @property
     def lr(self) -> float:
         return self.base_lr * self.batch_size / 256
 
 
 @dataclass
-class Stage2Config:
+class Stage2Config(_Section):
     """End-to-end anomaly-map training on synthetic anomalies, encoder frozen (paper eq. 6)."""
+
+    SECTION = "stage2"
+    RULES = {"epochs": NON_NEGATIVE, "images_per_category": POSITIVE, "anomalous_per_category": NON_NEGATIVE,
+             "batch_size": POSITIVE, "lr": NON_NEGATIVE, "weight_decay": NON_NEGATIVE, "l1_weight": NON_NEGATIVE,
+             "focal_weight": NON_NEGATIVE, "focal_gamma": NON_NEGATIVE}
 
     epochs: int = 700
     images_per_category: int = 80
@@ -105,10 +235,20 @@ class Stage2Config:
     focal_weight: float = 1.0
     focal_gamma: float = 2.0
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _require(self.anomalous_per_category <= self.images_per_category, self.key("anomalous_per_category"),
+                 f"at most stage2.images_per_category ({self.images_per_category})", self.anomalous_per_category)
+
 
 @dataclass
-class SynthConfig:
+class SynthConfig(_Section):
     """DRAEM-style synthetic anomalies used by stage 2."""
+
+    SECTION = "synth"
+    # the Perlin noise lies within [-1, 1]: a threshold of 1 never marks a pixel
+    RULES = {"self_texture_prob": UNIT_INTERVAL, "perlin_min_exp": NON_NEGATIVE, "threshold": _within(0, 1, below=True),
+             "max_blend": UNIT_INTERVAL, "num_augmentations": NON_NEGATIVE, "local_prob": UNIT_INTERVAL}
 
     texture_dir: str | None = None  # folder of texture images (DTD); None: the image itself is the source
     self_texture_prob: float = 0.5  # chance that the anomaly content comes from the image, not a texture
@@ -131,10 +271,21 @@ class SynthConfig:
     # by hand, before both of the above: category -> true (object: anomalies on the foreground) or false (texture)
     objects: dict[str, bool] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _require(self.perlin_max_exp >= self.perlin_min_exp, self.key("perlin_max_exp"),
+                 f"at least synth.perlin_min_exp ({self.perlin_min_exp})", self.perlin_max_exp)
+
 
 @dataclass
-class RunConfig:
+class RunConfig(_Section):
     """Where and how training runs: device, precision, workers, seed, checkpointing."""
+
+    SECTION = "run"
+    RULES = {"devices": POSITIVE, "num_nodes": POSITIVE, "precision": _one_of(PRECISIONS), "accumulate": POSITIVE,
+             "clip_grad": NON_NEGATIVE, "num_workers": NON_NEGATIVE, "seed": NON_NEGATIVE,
+             "checkpoint_every": POSITIVE, "checkpoint_every_steps": NON_NEGATIVE, "keep_checkpoints": POSITIVE,
+             "score_kernel": POSITIVE}
 
     accelerator: str = "auto"
     devices: int = 1  # batch sizes are per device: the global batch is batch_size x devices x num_nodes x accumulate
@@ -152,11 +303,18 @@ class RunConfig:
     score_kernel: int = 21  # image score = max(avg_pool_k x k(map)), as DRAEM at 256 px
     pipeline: Literal["end_to_end", "reconstruction"] = "end_to_end"
 
+    def __post_init__(self) -> None:
+        if type(self.precision) is int:  # YAML reads `precision: 32` and `--precision 16` as ints; Fabric's "32", "16"
+            self.precision = str(self.precision)
+        super().__post_init__()
+
 
 @dataclass
-class TilingConfig:
+class TilingConfig(_Section):
     """Tiling (README, "Tiling"): each image is resized to `source_size` and cut into tiles of `model.image_size`
     `stride` pixels apart; the model sees tiles, and the maps of a grid of tiles are stitched by averaging."""
+
+    SECTION = "tiling"  # the stride's range, 1 to the tile's side, is checked by MalaConfig, which knows the tile
 
     source_size: int | list[int] | None = None  # square side or [height, width]; None: no tiling
     stride: int | None = None  # pixels between tiles, both directions; None: 3/4 of the tile (a quarter overlap)
@@ -167,6 +325,7 @@ class TilingConfig:
         elif self.stride is not None:
             raise ConfigError(f"tiling.stride={self.stride!r} without tiling.source_size: tiling needs both "
                               "(mala train --tile SIZE --tile-stride STRIDE)")
+        super().__post_init__()
 
     @property
     def enabled(self) -> bool:
@@ -223,21 +382,22 @@ def _build(cls: type, values: dict[str, Any], where: str) -> Any:
         default = getattr(cls(), name)
         if dataclasses.is_dataclass(default):
             value = _build(type(default), value, f"{where}.{name}")
-        elif isinstance(default, tuple):
+        elif isinstance(default, tuple) and isinstance(value, list):  # YAML has lists, no tuples
             value = tuple(value)
         elif isinstance(default, dict):
             value = _as_flags(value, f"{where}.{name}")
         elif isinstance(default, float) and not isinstance(value, bool):
-            value = _as_float(value, f"{where}.{name}")  # YAML reads 1e-3 (no dot) as a string
+            value = _as_float(value)  # YAML reads 1e-3 (no dot) as a string
         kwargs[name] = value
     return cls(**kwargs)
 
 
-def _as_float(value: Any, where: str) -> float:
+def _as_float(value: Any) -> Any:
+    """A number written as text (`1e-3`) as a float; anything else as it is, for the section's type check."""
     try:
         return float(value)
     except (TypeError, ValueError):
-        raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+        return value
 
 
 def _as_flags(value: Any, where: str) -> dict[str, bool]:

@@ -25,13 +25,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mala.backbone_stages import STAGE_STRIDES, unfit_stages
 from mala.errors import CheckpointError
 
 BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 # (repeats, kernel, stride, expansion, output channels) of the 7 stages, from the TF EfficientNet-Lite builder
 STAGES = ((1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80),
           (3, 5, 1, 6, 112), (4, 5, 2, 6, 192), (1, 3, 1, 6, 320))
-STAGE_STRIDES = (2, 4, 8, 16, 16, 32, 32)
 SCALING = {"efficientnet_lite0": (1.0, 1.0), "efficientnet_lite1": (1.0, 1.1), "efficientnet_lite2": (1.1, 1.2)}
 BN_EPS = 1e-3
 STEM_CHANNELS, HEAD_CHANNELS = 32, 1280  # Lite keeps stem and head unscaled
@@ -234,7 +234,7 @@ class FeatureTokens(nn.Module):
 
     def __init__(self, backbone: EfficientNetLite, stages: tuple[int, ...], stride: int):
         super().__init__()
-        unfit = [s for s in stages if stride % STAGE_STRIDES[s] and STAGE_STRIDES[s] % stride]
+        unfit = unfit_stages(stages, stride)
         if unfit:
             raise ValueError(f"backbone stages {unfit} (strides {[STAGE_STRIDES[s] for s in unfit]}) do not fit a "
                              f"token grid of stride {stride}")

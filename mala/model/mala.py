@@ -12,8 +12,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from mala.backbone_stages import STAGE_STRIDES
 from mala.config import ModelConfig
-from mala.model.backbone import STAGE_STRIDES, FeatureEmbed, FeatureTokens, pretrained_backbone
+from mala.model.backbone import FeatureEmbed, FeatureTokens, pretrained_backbone
 from mala.model.maps import fuse_maps
 from mala.model.memory import FeatureMemory
 from mala.model.tbm import TokenBalanceModule

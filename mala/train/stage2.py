@@ -21,8 +21,6 @@ class Stage2(StageRunner):
     def __init__(self, cfg: MalaConfig, model: MALA, fabric, cache: ImageCache, synthesize, foregrounds):
         super().__init__(cfg, fabric, cache, cfg.stage2)
         self.synthesize, self.foregrounds = synthesize, foregrounds
-        if self.settings.anomalous_per_category > self.settings.images_per_category:
-            raise ValueError("stage2.anomalous_per_category exceeds stage2.images_per_category")
         model.set_stage(2)
         optimizer = adamw(model, self.settings.lr, self.settings.weight_decay)
         self.model, self.optimizer = fabric.setup(model, optimizer)

@@ -61,5 +61,7 @@ def test_rotation_turns_the_noise():
 
 
 def test_unreachable_threshold_raises_config_error():
-    with pytest.raises(ConfigError, match="threshold"):
-        perlin_mask((16, 16), np.random.default_rng(0), SynthConfig(threshold=1.5))
+    cfg = SynthConfig()
+    cfg.threshold = 1.5  # set in code, past the config's own check (tests/test_config.py)
+    with pytest.raises(ConfigError, match="synth.threshold=1.5 gave an empty Perlin mask"):
+        perlin_mask((16, 16), np.random.default_rng(0), cfg)
