@@ -6,7 +6,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from mala.data.dataset import Crops, ImageCache, NormalImages
+from mala.data.dataset import ImageCache
+from mala.train.epoch_data import Crops, NormalImages
 from mala.model import MALA
 from mala.model.memory import FeatureMemory
 from mala.progress import progress

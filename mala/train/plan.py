@@ -16,8 +16,7 @@ from mala.data.dataset import ImageCache
 from mala.eval.cost import describe_device, parameter_counts
 from mala.model import MALA
 from mala.model.mala import visible_patch_count
-from mala.train.distributed import batches_per_epoch
-from mala.train.runner import optimizer_steps
+from mala.train.runner import batches_per_epoch, optimizer_steps
 from mala.train.stage1 import Stage1
 from mala.train.stage2 import Stage2
 from mala.train.trainer import make_fabric

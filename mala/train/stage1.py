@@ -11,7 +11,8 @@ import torch
 from torch.utils.data import Dataset
 
 from mala.config import MalaConfig
-from mala.data.dataset import ImageCache, NormalImages, draw_per_category, epoch_rng
+from mala.data.dataset import ImageCache
+from mala.train.epoch_data import NormalImages, draw_per_category, epoch_rng
 from mala.errors import ConfigError
 from mala.model import MALA, PseudoLabelPredictor
 from mala.model.mala import MaskedReconstruction

@@ -9,7 +9,8 @@ import torch
 from torch.utils.data import Dataset
 
 from mala.config import MalaConfig
-from mala.data.dataset import ImageCache, SyntheticAnomalies, draw_per_category, epoch_rng
+from mala.data.dataset import ImageCache
+from mala.train.epoch_data import SyntheticAnomalies, draw_per_category, epoch_rng
 from mala.model import MALA
 from mala.train.losses import stage2_loss
 from mala.train.runner import StageRunner, adamw, load_optimizer_state

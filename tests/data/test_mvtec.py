@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mala.data.dataset import ImageCache, draw_per_category
+from mala.data.dataset import ImageCache
+from mala.train.epoch_data import draw_per_category
 from mala.data.images import read_mask, read_rgb
 from mala.data.sources import scan_roots
 from mala.errors import DataError

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from mala.cli import main
-from mala.train.distributed import batches_per_epoch, rank_positions
+from mala.train.runner import batches_per_epoch, rank_positions
 from tests.train.tiny_cli import run, train_command, weights
 
 # measured 7e-6 after 6 steps: float32 gradient sums in another order (all-reduce of halves), through Adam
