@@ -26,8 +26,8 @@ from mala.model import MALA
 from mala.model.load import load_trained_model
 from mala.model.starting_weights import initialise
 from mala.train.plan import describe_plan
-from mala.train.setup import (ConfigRequest, ResolvedConfig, TrainingData, pretraining_config, resolve_config,
-                              training_data)
+from mala.train.setup import (ConfigRequest, ResolvedConfig, TrainingData, anomaly_source_line, pretraining_config,
+                              resolve_config, training_data)
 from mala.train.trainer import Trainer, make_fabric
 
 
@@ -120,7 +120,8 @@ def plan_training(config: MalaConfig | ConfigRequest, roots: list, categories: l
     notes = [initialise(model, init).summary()] if init is not None else []
     if cfg.tile_grid is not None:
         notes.append(f"tiling: {cfg.tile_grid.describe()}; each training image is one tile at a random position")
-    return "\n".join([*resolved.notes, describe_plan(cfg, model, categories_of(samples), len(samples)), *notes])
+    source = anomaly_source_line(cfg)
+    return "\n".join([*resolved.notes, *([source] if source else []), describe_plan(cfg, model, categories_of(samples), len(samples)), *notes])
 
 
 def test(checkpoint: Path, roots: list[Path], categories: list[str] | None = None,

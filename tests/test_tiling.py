@@ -132,5 +132,6 @@ def test_the_dry_run_names_the_tiles(capsys):
                  "--tile-stride", "160"]) == 0
     captured = capsys.readouterr()
     assert "tiling: 9 tiles of 224 px, stride 160 px, on images resized to 512 px" in captured.out
-    assert "tiling source size 512 px, the training images' median height and width" in captured.out  # the plan says
-    # what the run would choose from the data
+    # the plan says what the run would choose from the data and warn about at its start
+    assert "tiling source size 512 px, the training images' median height and width" in captured.out
+    assert "warning: no texture folder (--textures, synth.texture_dir)" in captured.out

@@ -31,7 +31,8 @@ def normal_feature_tokens(model: MALA, cache: ImageCache, grid: TileGrid | None 
                                Crops(np.tile(grid.corners, (images, 1)), grid.tile))
     loader = DataLoader(dataset, batch_size=batch_size)
     batches = progress(loader, desc="normal-feature memory", unit="batch", leave=False)
-    tokens = torch.cat([model.feature_tokens(tiles) for tiles in batches])
+    device = next(model.parameters()).device  # the training device: the memory is built where the model is
+    tokens = torch.cat([model.feature_tokens(tiles.to(device)).float() for tiles in batches])
     return tokens.unflatten(0, (images, -1)).flatten(1, 2)  # an image's tiles overlap: held out together
 
 
@@ -41,8 +42,8 @@ def cover(tokens: torch.Tensor, radius: float, seed: int) -> torch.Tensor:
     Any query's nearest distance to the subset exceeds its distance to all tokens by at most `radius` (triangle
     inequality), so the memory's map changes by a bounded amount while repeated textures collapse to few tokens.
     One pass: each chunk is compared with the tokens kept so far, and the far ones are thinned among themselves."""
-    order = torch.randperm(len(tokens), generator=torch.Generator().manual_seed(seed))
-    kept = FeatureMemory(tokens.shape[1])
+    order = torch.randperm(len(tokens), generator=torch.Generator().manual_seed(seed)).to(tokens.device)
+    kept = FeatureMemory(tokens.shape[1]).to(tokens.device)
     for start in range(0, len(tokens), COVER_CHUNK):
         chunk = tokens[order[start:start + COVER_CHUNK]]
         if not kept.empty:
@@ -54,7 +55,7 @@ def cover(tokens: torch.Tensor, radius: float, seed: int) -> torch.Tensor:
 
 def _spread(tokens: torch.Tensor, radius: float) -> list[int]:
     """Indices of a greedy subset of `tokens` whose members lie more than `radius` apart."""
-    close = (torch.cdist(tokens, tokens) <= radius).numpy()
+    close = (torch.cdist(tokens, tokens) <= radius).cpu().numpy()
     free = np.ones(len(tokens), dtype=bool)
     chosen = []
     for index in range(len(tokens)):
@@ -76,7 +77,7 @@ def fill_memory(model: MALA, cache: ImageCache, seed: int, grid: TileGrid | None
         every = cover(every, model.cfg.memory_radius * scale, seed)
     limit = model.cfg.memory_size
     if len(every) > limit:
-        every = every[torch.from_numpy(np.sort(rng.permutation(len(every))[:limit]))]
+        every = every[torch.from_numpy(np.sort(rng.permutation(len(every))[:limit])).to(every.device)]
     model.memory.fill(every, scale)
 
 
@@ -85,6 +86,6 @@ def held_out_scale(tokens: torch.Tensor, rng: np.random.Generator) -> float:
     held_out = rng.permutation(len(tokens))[: max(1, int(round(HELD_OUT * len(tokens))))]
     others = np.setdiff1d(np.arange(len(tokens)), held_out)
     reference = FeatureMemory(tokens.shape[-1])
-    reference.fill(tokens[others].flatten(0, 1), 1.0)
-    distances = reference.nearest_distance(tokens[held_out].flatten(0, 1))
+    reference.fill(tokens[torch.from_numpy(others).to(tokens.device)].flatten(0, 1), 1.0)
+    distances = reference.nearest_distance(tokens[torch.from_numpy(held_out).to(tokens.device)].flatten(0, 1))
     return float(torch.quantile(distances[:100_000], SCALE_QUANTILE).clamp_min(1e-6))

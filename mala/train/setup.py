@@ -139,6 +139,17 @@ def keep_aspect(cfg: MalaConfig, samples: list[Sample], notes: list[str], strips
     return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, image_size=stored_size(shape)))
 
 
+def anomaly_source_line(cfg: MalaConfig) -> str | None:
+    """Where stage 2's anomalies come from, one line; plainly a warning without textures (the paper's come from DTD).
+    None for a run without stage 2."""
+    if cfg.run.pipeline != "end_to_end":
+        return None
+    if cfg.synth.texture_dir:
+        return f"synthetic anomalies: {cfg.synth.describe_source()}"
+    return ("warning: no texture folder (--textures, synth.texture_dir): synthetic anomalies are self-texture only, "
+            "their content taken from the images themselves, not from DTD as in the paper")
+
+
 def pretraining_config(cfg: MalaConfig) -> MalaConfig:
     """Stage 1 alone: the reconstruction pipeline has no stage 2, so training ends after stage 1."""
     return dataclasses.replace(cfg, stage1=dataclasses.replace(cfg.stage1, enabled=True),

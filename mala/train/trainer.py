@@ -27,7 +27,7 @@ from mala.synth import AnomalySynthesizer
 from mala.train.fill_memory import fill_memory
 from mala.train.logs import RunLogger
 from mala.train.resumable import CHECKPOINT_DIR, LAST_NAME, checkpoint_name, save_rotating
-from mala.train.setup import TrainingData
+from mala.train.setup import TrainingData, anomaly_source_line
 from mala.train.stage1 import Stage1
 from mala.train.stage2 import Stage2
 
@@ -138,16 +138,9 @@ class Trainer:
             self._run(runner, data, self.cfg.stage2.epochs)
 
     def _announce_anomaly_source(self) -> None:
-        """One stderr line on where stage 2's anomalies come from; plainly a warning without textures (the paper's
-        come from DTD)."""
-        if self.cfg.run.pipeline != "end_to_end" or not self.fabric.is_global_zero:
-            return
-        if self.cfg.synth.texture_dir:
-            print(f"mala: synthetic anomalies: {self.cfg.synth.describe_source()}", file=sys.stderr)
-        else:
-            print("mala: warning: no texture folder (--textures, synth.texture_dir): synthetic anomalies are "
-                  "self-texture only, their content taken from the images themselves, not from DTD as in the "
-                  "paper", file=sys.stderr)
+        line = anomaly_source_line(self.cfg)
+        if line is not None and self.fabric.is_global_zero:
+            print(f"mala: {line}", file=sys.stderr)
 
     def _synthesizer(self) -> AnomalySynthesizer:
         synthesizer = AnomalySynthesizer(self.cfg.synth, self.cfg.model.image_shape)
