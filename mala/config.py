@@ -377,9 +377,9 @@ def _build(cls: type, values: dict[str, Any], where: str) -> Any:
     unknown = sorted(set(values) - set(known))
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(known)}")
-    kwargs = {}
+    kwargs, defaults = {}, cls()
     for name, value in values.items():
-        default = getattr(cls(), name)
+        default = getattr(defaults, name)
         if dataclasses.is_dataclass(default):
             value = _build(type(default), value, f"{where}.{name}")
         elif isinstance(default, tuple) and isinstance(value, list):  # YAML has lists, no tuples

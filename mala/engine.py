@@ -52,15 +52,27 @@ def check_config(config: MalaConfig | ConfigRequest) -> None:
         config.base_config()
 
 
+def resolved_config(config: MalaConfig | ConfigRequest, samples: list[Sample]) -> ResolvedConfig:
+    """A config as given, or the command line's request resolved from the training images."""
+    return resolve_config(config, samples) if isinstance(config, ConfigRequest) else ResolvedConfig(config, [])
+
+
 def run_config(config: MalaConfig | ConfigRequest, samples: list[Sample]) -> MalaConfig:
-    """A config as given, or the command line's request resolved from the training images (what was chosen from
-    them said on stderr)."""
-    if isinstance(config, MalaConfig):
-        return config
-    resolved = resolve_config(config, samples)
+    """`resolved_config`, with what was chosen from the images said on stderr."""
+    resolved = resolved_config(config, samples)
     for note in resolved.notes:
         print(f"mala: {note}", file=sys.stderr)
     return resolved.config
+
+
+def _resumed_trainer(config: MalaConfig | ConfigRequest | None, run_dir: Path, init: Path | None) -> Trainer:
+    """The run in `run_dir` continued from its last checkpoint, with its own settings: a request may not change
+    them, and there are no starting weights to take."""
+    if init is not None:
+        raise ConfigError("--init gives the weights a run starts from; a resumed run continues from its checkpoint")
+    if isinstance(config, ConfigRequest):
+        config.check_resumable()
+    return Trainer.resume(run_dir)
 
 
 def train(config: MalaConfig | ConfigRequest | None, roots: list, run_dir: Path, categories: list[str] | None = None,
@@ -70,39 +82,30 @@ def train(config: MalaConfig | ConfigRequest | None, roots: list, run_dir: Path,
     `config`: a config, or the command line's request (sizes chosen from the data); None to resume. `roots`: data
     paths, `--data` values or DataSources (mala.data.sources); `cache_dir`: keeps decoded images; `init`: starting
     weights for a fresh run (official MAE checkpoints, `pretrain` output; see mala.model.starting_weights)."""
-    if resume and init is not None:
-        raise ConfigError("--init gives the weights a run starts from; a resumed run continues from its checkpoint")
     if resume:  # the run's own config and categories, whatever the command line says
-        if isinstance(config, ConfigRequest):
-            config.check_resumable()
-        trainer = Trainer.resume(run_dir)
-        cfg, saved = trainer.cfg, trainer.saved_data
-        samples = training_samples(roots, saved["categories"])
-        objects = saved["object_categories"]
+        trainer = _resumed_trainer(config, run_dir, init)
+        samples = training_samples(roots, trainer.saved_data["categories"])
+        objects = trainer.saved_data["object_categories"]
     else:
         check_config(config)
         samples = training_samples(roots, categories)
         cfg = run_config(config, samples)
         trainer = Trainer(cfg, run_dir, make_fabric(cfg), init=init)
         objects = cfg.synth.object_categories
-    cache = decode_images(samples, cfg, "decoding training images", cache_dir)
-    return trainer.fit(training_data(cache, objects, cfg.synth.objects))
+    cache = decode_images(samples, trainer.cfg, "decoding training images", cache_dir)
+    return trainer.fit(training_data(cache, objects, trainer.cfg.synth.objects))
 
 
 def pretrain(config: MalaConfig | ConfigRequest | None, folders: list[Path], run_dir: Path, resume: bool = False,
              init: Path | None = None, cache_dir: Path | None = None) -> Path:
     """Stage-1 masked-autoencoder training on unlabeled images (mala.data.unlabeled); returns the model file, a
     starting point for `train(init=...)`. The run folder is a normal run (log, resumable checkpoint, config)."""
-    if resume and init is not None:
-        raise ConfigError("--init gives the weights a run starts from; a resumed run continues from its checkpoint")
-    if not resume:
-        check_config(config)
-    samples = unlabeled_samples(folders)
     if resume:
-        if isinstance(config, ConfigRequest):
-            config.check_resumable()
-        trainer = Trainer.resume(run_dir)
+        trainer = _resumed_trainer(config, run_dir, init)
+        samples = unlabeled_samples(folders)
     else:
+        check_config(config)
+        samples = unlabeled_samples(folders)
         cfg = pretraining_config(run_config(config, samples))
         trainer = Trainer(cfg, run_dir, make_fabric(cfg), init=init)
     return trainer.fit(TrainingData(decode_images(samples, trainer.cfg, "decoding images", cache_dir)))
@@ -110,18 +113,18 @@ def pretrain(config: MalaConfig | ConfigRequest | None, folders: list[Path], run
 
 def plan_training(config: MalaConfig | ConfigRequest, roots: list, categories: list[str] | None = None,
                   init: Path | None = None) -> str:
-    """The dry run of `train`: what was chosen from the data, parameters, steps, learning rates and a time estimate;
-    reads image headers only, writes nothing."""
+    """The dry run of `train`: what the run would choose from the data and warn about at its start, parameters,
+    steps, learning rates and a time estimate; reads image headers only, writes nothing."""
     check_config(config)
     samples = training_samples(roots, categories)
-    resolved = resolve_config(config, samples) if isinstance(config, ConfigRequest) else ResolvedConfig(config, [])
+    resolved = resolved_config(config, samples)
     cfg = resolved.config
     model = MALA(cfg.model)
     notes = [initialise(model, init).summary()] if init is not None else []
     if cfg.tile_grid is not None:
         notes.append(f"tiling: {cfg.tile_grid.describe()}; each training image is one tile at a random position")
-    source = anomaly_source_line(cfg)
-    return "\n".join([*resolved.notes, *([source] if source else []), describe_plan(cfg, model, categories_of(samples), len(samples)), *notes])
+    start = resolved.notes + [line for line in [anomaly_source_line(cfg)] if line]
+    return "\n".join([*start, describe_plan(cfg, model, categories_of(samples), len(samples)), *notes])
 
 
 def test(checkpoint: Path, roots: list[Path], categories: list[str] | None = None,

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from mala.deploy.backends import OnnxBackend
-from mala.deploy.graph import category_thresholds, export_onnx, load_graph
+from mala.deploy.graph import export_onnx, load_graph, read_calibration
 
 LEGACY = Path(__file__).parent / "fixtures" / "legacy"
 MODELS = ["pixel_vit", "hybrid", "hybrid_tiled"]
@@ -30,7 +30,7 @@ def test_an_old_model_file_gives_the_same_maps_and_normalised_outputs(name):
     assert maps.shape == old["anomaly_map"].shape and maps.std() > 0
     np.testing.assert_allclose(scores, old["score"], atol=TOLERANCE)
     np.testing.assert_allclose(maps, old["anomaly_map"], atol=TOLERANCE)
-    thresholds = category_thresholds(LEGACY / f"{name}.safetensors", "plate")
+    thresholds = read_calibration(LEGACY / f"{name}.safetensors").thresholds("plate")
     np.testing.assert_allclose(thresholds.normalized_score(scores), old["normalized_score"], atol=TOLERANCE)
     np.testing.assert_allclose(thresholds.normalized_map(maps), old["normalized_map"], atol=TOLERANCE)
     assert description["categories"] == ["plate", "tile"]

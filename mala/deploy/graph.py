@@ -78,10 +78,9 @@ def store_calibration(checkpoint: Path, calibration: Calibration) -> Path:
     return path
 
 
-def category_thresholds(checkpoint: Path, category: str | None) -> Thresholds | None:
-    """The stored thresholds of `category` (None: all categories together); None for a model without thresholds,
-    which only the caller that names no category may have."""
-    calibration = read_calibration(checkpoint)
+def _thresholds_of(calibration: Calibration | None, category: str | None, checkpoint: Path) -> Thresholds | None:
+    """The thresholds of `category` (None: all categories together); None for a model without thresholds, which
+    only a caller that names no category may have."""
     if calibration is None and category is not None:
         raise ConfigError(f"{checkpoint}: has no thresholds yet, so none for category '{category}'; "
                           "choose them with `mala calibrate` first")
@@ -91,9 +90,15 @@ def category_thresholds(checkpoint: Path, category: str | None) -> Thresholds | 
 def load_graph(checkpoint: Path, category: str | None = None) -> tuple[InferenceGraph, dict]:
     """The inference graph of a trained model and the description an export stores beside it (`category`: the
     thresholds it names by default)."""
-    category_thresholds(checkpoint, category)  # an unknown category stops here, before the model is read
-    model, cfg, info = load_trained_model(checkpoint)
+    graph, description, _ = _load(checkpoint, category)
+    return graph, description
+
+
+def _load(checkpoint: Path, category: str | None) -> tuple[InferenceGraph, dict, Thresholds | None]:
+    """`load_graph` and the thresholds of `category`, the stored calibration read once."""
     calibration = read_calibration(checkpoint)
+    thresholds = _thresholds_of(calibration, category, checkpoint)  # an unknown category stops before the model
+    model, cfg, info = load_trained_model(checkpoint)
     description = {
         "image_size": stored_size(cfg.input_shape),  # what callers resize to: the source size of a tiled model
         "tiling": {"tile": cfg.model.image_size, "stride": cfg.tiling.stride} if cfg.tiling.enabled else None,
@@ -102,7 +107,7 @@ def load_graph(checkpoint: Path, category: str | None = None) -> tuple[Inference
         "calibration": calibration.to_dict() if calibration else None,
         "source": str(checkpoint),
     }
-    return InferenceGraph(model, cfg).eval(), description
+    return InferenceGraph(model, cfg).eval(), description, thresholds
 
 
 @contextlib.contextmanager
@@ -126,12 +131,12 @@ def export_onnx(checkpoint: Path, out: Path, category: str | None = None, opset:
     Uses torch's torch.export-based exporter (the export extra: onnxscript); the file is written atomically."""
     if importlib.util.find_spec("onnxscript") is None:
         raise ConfigError("ONNX export needs onnxscript: pip install 'mala[export]' (or onnxscript)")
-    graph, description = load_graph(checkpoint, category)
-    exported = ExportedGraph(graph.model, graph.cfg, category_thresholds(checkpoint, category)).eval()
+    graph, description, thresholds = _load(checkpoint, category)
+    exported = ExportedGraph(graph.model, graph.cfg, thresholds).eval()
     example = torch.zeros(2, *graph.cfg.input_shape, 3, dtype=torch.uint8)
     with torch.no_grad(), quiet_exporter():
-        program = torch.onnx.export(exported, (example,), None, input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
-                                    opset_version=opset, dynamic_shapes=({0: torch.export.Dim("batch")},),
+        program = torch.onnx.export(exported, (example,), None, input_names=[INPUT_NAME],
+                                    output_names=list(OUTPUT_NAMES), opset_version=opset, dynamic_shapes=({0: torch.export.Dim("batch")},),
                                     dynamo=True, verbose=False)
     program.model.metadata_props[METADATA_KEY] = json.dumps(description)
     out = Path(out)

@@ -26,7 +26,8 @@ class Predictions:
 
 
 @torch.no_grad()
-def predict_cache(model: MALA, cache: ImageCache, cfg: MalaConfig, batch_size: int = 16, device: str = "cpu") -> Predictions:
+def predict_cache(model: MALA, cache: ImageCache, cfg: MalaConfig, batch_size: int = 16,
+                  device: str = "cpu") -> Predictions:
     """Maps at `cfg.input_shape` (stitched with tiling) and image scores (eq. 7 on those maps)."""
     model = model.to(device).eval()
     maps = np.empty((len(cache.samples), *cfg.input_shape), dtype=np.float32)

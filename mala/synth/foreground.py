@@ -9,6 +9,8 @@ object", because their border is as varied as their interior.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 from PIL import Image
 from scipy import ndimage
@@ -16,11 +18,15 @@ from scipy import ndimage
 from mala.data.images import to_uint8, unit_range
 from mala.errors import ConfigError
 
+if TYPE_CHECKING:
+    from mala.data.dataset import ImageCache
+
 WORK_SIZE = 128  # segment at this resolution: fast, and fine detail does not matter for a region mask
 MIN_COVERAGE = 0.02  # less than this: noise or a speck, not an object
 MAX_COVERAGE = 0.90  # more than this: the object is the whole image (texture-like)
 BORDER_QUANTILE = 0.95  # tolerates an object touching a few per cent of the border
 MIN_OBJECT_SHARE = 0.8  # share of sample images that must show a proper object
+OBJECT_PROBE = 8  # normal images per category that `object_categories` gives `looks_like_object`
 
 
 def _resize(array: np.ndarray, size: tuple[int, int], resample: Image.Resampling) -> np.ndarray:
@@ -107,23 +113,24 @@ def looks_like_object(images: list[np.ndarray]) -> bool:
     return float(np.mean(found)) >= MIN_OBJECT_SHARE
 
 
-def object_categories(images_by_category: dict[str, list[np.ndarray]], configured: list[str] | None = None,
+def object_categories(cache: ImageCache, configured: list[str] | None = None,
                       by_hand: dict[str, bool] | None = None) -> list[str]:
     """The categories whose anomalies go on the foreground: `by_hand` (synth.objects) first, then the `configured`
-    list (synth.object_categories) if given, else `looks_like_object` on a few of each category's images."""
+    list (synth.object_categories) if given, else `looks_like_object` on `OBJECT_PROBE` of each category's images."""
     by_hand = by_hand or {}
-    unknown = sorted(set(by_hand) - set(images_by_category))
+    indices_by_category = cache.indices_by_category()
+    unknown = sorted(set(by_hand) - set(indices_by_category))
     if unknown:
         raise ConfigError(f"synth.objects names {', '.join(unknown)}, not among the training categories "
-                          f"({', '.join(sorted(images_by_category))})")
+                          f"({', '.join(sorted(indices_by_category))})")
     chosen = []
-    for category, images in images_by_category.items():
+    for category, indices in indices_by_category.items():
         if category in by_hand:
             is_object = by_hand[category]
         elif configured is not None:
             is_object = category in configured
         else:
-            is_object = looks_like_object(images)
+            is_object = looks_like_object([unit_range(cache.images[i]) for i in indices[:OBJECT_PROBE]])
         if is_object:
             chosen.append(category)
     return sorted(chosen)

@@ -26,7 +26,6 @@ from mala.tiling import median_shape
 
 ASPECT_SAMPLE = 1000  # image headers read for a median (aspect ratio, tiling source), spread over a larger dataset
 STRIP_ASPECT = 1.5  # the median height / width (or width / height) from which a run keeps the aspect by default
-OBJECT_PROBE = 8  # normal images per category that `looks_like_object` reads
 
 
 @dataclass
@@ -186,7 +185,5 @@ class TrainingData:
 def training_data(cache: ImageCache, configured: list[str] | None = None,
                   by_hand: dict[str, bool] | None = None) -> TrainingData:
     """The cache with its object categories (`synth.object_categories` decides them)."""
-    probes = {category: [unit_range(cache.images[i]) for i in indices[:OBJECT_PROBE]]
-              for category, indices in cache.indices_by_category().items()}
     by_hand = by_hand or {}
-    return TrainingData(cache, object_categories(probes, configured, by_hand), sorted(by_hand))
+    return TrainingData(cache, object_categories(cache, configured, by_hand), sorted(by_hand))
