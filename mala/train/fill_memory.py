@@ -15,6 +15,8 @@ from mala.tiling import TileGrid
 
 HELD_OUT = 0.1  # share of images whose distances to the others set the memory's scale
 SCALE_QUANTILE = 0.99
+SCALE_QUERIES = 100_000  # held-out tokens whose nearest distances give the scale: a bounded sample
+SCALE_BLOCK = 4096  # held-out tokens searched at once, one step of the scale's progress
 COVER_CHUNK = 2048  # candidate tokens compared with the kept ones at once
 
 
@@ -41,16 +43,27 @@ def cover(tokens: torch.Tensor, radius: float, seed: int) -> torch.Tensor:
 
     Any query's nearest distance to the subset exceeds its distance to all tokens by at most `radius` (triangle
     inequality), so the memory's map changes by a bounded amount while repeated textures collapse to few tokens.
-    One pass: each chunk is compared with the tokens kept so far, and the far ones are thinned among themselves."""
+    One pass: each chunk is compared with the tokens kept so far, and the far ones are thinned among themselves. The
+    kept tokens grow in a buffer of doubling capacity, so they are not copied once per chunk."""
     order = torch.randperm(len(tokens), generator=torch.Generator().manual_seed(seed)).to(tokens.device)
     kept = FeatureMemory(tokens.shape[1]).to(tokens.device)
-    for start in range(0, len(tokens), COVER_CHUNK):
-        chunk = tokens[order[start:start + COVER_CHUNK]]
-        if not kept.empty:
-            chunk = chunk[kept.nearest_distance(chunk) > radius]
-        if len(chunk):
-            kept.fill(torch.cat([kept.tokens, chunk[_spread(chunk, radius)]]), 1.0)
-    return kept.tokens
+    buffer, used = tokens.new_empty(0, tokens.shape[1]), 0
+    with progress(total=len(tokens), desc="memory epsilon-net", unit="token", leave=False) as bar:
+        for start in range(0, len(tokens), COVER_CHUNK):
+            chunk = tokens[order[start:start + COVER_CHUNK]]
+            if used:
+                chunk = chunk[kept.nearest_distance(chunk) > radius]
+            if len(chunk):
+                new = chunk[_spread(chunk, radius)]
+                if used + len(new) > len(buffer):
+                    grown = tokens.new_empty(max(used + len(new), 2 * len(buffer)), tokens.shape[1])
+                    grown[:used] = buffer[:used]
+                    buffer = grown
+                buffer[used:used + len(new)] = new
+                used += len(new)
+                kept.tokens = buffer[:used]  # a view: rows of a contiguous buffer are contiguous
+            bar.update(min(COVER_CHUNK, len(tokens) - start))
+    return buffer[:used].clone()  # without the buffer's spare rows
 
 
 def _spread(tokens: torch.Tensor, radius: float) -> list[int]:
@@ -82,10 +95,13 @@ def fill_memory(model: MALA, cache: ImageCache, seed: int, grid: TileGrid | None
 
 
 def held_out_scale(tokens: torch.Tensor, rng: np.random.Generator) -> float:
-    """The `SCALE_QUANTILE` of held-out images' tokens' nearest distances to the other images' tokens (N, T, C)."""
+    """The `SCALE_QUANTILE` of held-out images' tokens' nearest distances to the other images' tokens (N, T, C), from
+    the first `SCALE_QUERIES` held-out tokens."""
     held_out = rng.permutation(len(tokens))[: max(1, int(round(HELD_OUT * len(tokens))))]
     others = np.setdiff1d(np.arange(len(tokens)), held_out)
     reference = FeatureMemory(tokens.shape[-1])
     reference.fill(tokens[torch.from_numpy(others).to(tokens.device)].flatten(0, 1), 1.0)
-    distances = reference.nearest_distance(tokens[torch.from_numpy(held_out).to(tokens.device)].flatten(0, 1))
-    return float(torch.quantile(distances[:100_000], SCALE_QUANTILE).clamp_min(1e-6))
+    queries = tokens[torch.from_numpy(held_out).to(tokens.device)].flatten(0, 1)[:SCALE_QUERIES]
+    blocks = progress(queries.split(SCALE_BLOCK), desc="memory scale", unit="block", leave=False)
+    distances = torch.cat([reference.nearest_distance(block) for block in blocks])
+    return float(torch.quantile(distances, SCALE_QUANTILE).clamp_min(1e-6))

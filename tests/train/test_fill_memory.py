@@ -1,9 +1,10 @@
 """Filling the normal-feature memory: the epsilon-net keeps every token within its radius, and thins repeats."""
 
+import numpy as np
 import torch
 
 from mala.model.memory import FeatureMemory
-from mala.train.fill_memory import cover
+from mala.train.fill_memory import cover, held_out_scale
 
 
 def _nearest(queries: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
@@ -29,3 +30,11 @@ def test_cover_of_radius_zero_keeps_distinct_tokens_and_is_seeded():
     tokens = torch.randn(3000, 8)
     assert len(cover(tokens, radius=0.0, seed=0)) == 3000
     assert torch.equal(cover(tokens, 0.5, seed=3), cover(tokens, 0.5, seed=3))
+
+
+def test_the_scale_and_the_net_show_their_progress(capsys):
+    tokens = torch.randn(20, 500, 8)
+    assert held_out_scale(tokens, np.random.default_rng(0)) > 0
+    assert len(cover(tokens.flatten(0, 1), radius=1.0, seed=0)) > 0
+    err = capsys.readouterr().err
+    assert "memory scale" in err and "memory epsilon-net: 10000/10000 token (100%)" in err
