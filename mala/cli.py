@@ -127,6 +127,7 @@ def _request(args: argparse.Namespace) -> ConfigRequest:
 def print_metrics(results: MetricsTable) -> None:
     """Per-category table of the paper's two metrics and the others, n/a where undefined."""
     columns = ["image_auroc", "pixel_auroc", "pixel_aupro", "pixel_ap", "image_f1_max", "pixel_f1_max"]
+    columns += [column for column in ["routing"] if column in next(iter(results.values()))]
     width = max(len(c) for c in results) + 2
     print("category".ljust(width) + "".join(c.replace("_", " ").rjust(14) for c in columns))
     for category, row in results.items():
@@ -163,7 +164,8 @@ def cmd_test(args: argparse.Namespace) -> None:
     out = args.out or Path(args.checkpoint).parent / "test"
     results = engine.test(Path(args.checkpoint), _data(args), _csv(args.categories), out, device=args.device,
                           figures_per_category=args.figures, full_resolution=args.full_resolution,
-                          cache_dir=args.cache_dir, store_test_thresholds=args.store_test_thresholds)
+                          cache_dir=args.cache_dir, store_test_thresholds=args.store_test_thresholds,
+                          route=args.route)
     print_metrics(results)
     print(f"report written to {out}: open {out / 'index.html'} (metrics.json, metrics.csv, table.md beside it)")
 
@@ -172,7 +174,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
     from mala.deploy.backends import open_backend
     from mala.deploy.predict import Predictor, predict_folder
 
-    predictor = Predictor(open_backend(args.model, args.device), args.category)
+    predictor = Predictor(open_backend(args.model, args.device, category=args.category), args.category)
     if not predictor.calibrated:
         print("mala: note: this model has no thresholds yet, so no decisions: run `mala calibrate`", file=sys.stderr)
     summary = predict_folder(predictor, args.input, args.out, args.batch_size, not args.no_pictures)
@@ -309,6 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
                            "needs one image size per category and about 16 bytes of memory per pixel of the largest "
                            "category (120 images of 1024 x 1024: ~2 GB); metric time grows with the pixel count "
                            "(512 px originals: ~9x). The report's pictures and ROC curves stay at the model's size")
+    test.add_argument("--route", action="store_true",
+                      help="do not tell the model each image's category: it routes each image to the memory section "
+                           "of its nearest category, and the table gets the share routed right (column routing)")
     test.add_argument("--store-test-thresholds", action="store_true",
                       help="store this test set's F1-max thresholds with the model (the test labels choose them: "
                            "decisions then look better on this test set than they are); else `mala calibrate`")
@@ -334,7 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--input", type=Path, required=True, help="an image, or a folder searched recursively")
     predict.add_argument("--out", type=Path, default=Path("predictions"),
                          help="results.csv/.json, maps/ and overlays/ go here [predictions]")
-    predict.add_argument("--category", help="use this category's thresholds [those of all categories together]")
+    predict.add_argument("--category", help="the images' category: its memory section and thresholds [each image "
+                         "routed to its nearest category's section; the thresholds of all categories together]")
     predict.add_argument("--batch-size", type=_int_at_least(1), default=8, help="images per forward pass [8]")
     predict.add_argument("--device", default="cpu", help="torch device for a checkpoint [cpu]")
     predict.add_argument("--no-pictures", action="store_true", help="scores and decisions only, no map files")
@@ -358,7 +364,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--checkpoint", required=True, help="model.safetensors (or its run folder)")
     export.add_argument("--format", choices=["onnx"], default="onnx", help="[onnx]")
     export.add_argument("--out", type=Path, help="output file [the checkpoint's name with .onnx]")
-    export.add_argument("--category", help="normalise with this category's thresholds [all categories together]")
+    export.add_argument("--category", help="a graph for this category: its memory section and thresholds [each "
+                        "image routed to its nearest category's section; the thresholds of all categories together]")
     export.add_argument("--opset", type=_int_at_least(18), default=18, help="ONNX opset [18]")
     export.set_defaults(func=cmd_export)
 
@@ -367,7 +374,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="model.safetensors (or its run folder), or an exported .onnx file")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on [127.0.0.1]")
     serve.add_argument("--port", type=_int_at_least(1), default=8000, help="[8000]")
-    serve.add_argument("--category", help="use this category's thresholds [those of all categories together]")
+    serve.add_argument("--category", help="the images' category: its memory section and thresholds [each image "
+                       "routed to its nearest category's section; the thresholds of all categories together]")
     serve.add_argument("--device", default="cpu", help="torch device for a checkpoint [cpu]")
     serve.add_argument("--max-upload-mb", type=float, default=20.0, help="larger uploads get 413 [20]")
     serve.add_argument("--max-megapixels", type=float, default=40.0,

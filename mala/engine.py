@@ -18,7 +18,7 @@ from mala.data.unlabeled import unlabeled_samples
 from mala.deploy.calibration import Calibration
 from mala.deploy.graph import read_calibration, store_calibration
 from mala.errors import ConfigError
-from mala.eval.evaluate import category_metrics, predict_cache
+from mala.eval.evaluate import category_metrics, known_sections, predict_cache, routed_right, routed_sections
 from mala.eval.metrics import MetricsTable
 from mala.eval.report import write_report
 from mala.eval.thresholds import DEFAULT_QUANTILE, calibrate as choose_calibration
@@ -130,15 +130,21 @@ def plan_training(config: MalaConfig | ConfigRequest, roots: list, categories: l
 def test(checkpoint: Path, roots: list[Path], categories: list[str] | None = None,
          out: Path | None = None, device: str = "cpu", figures_per_category: int = 4,
          full_resolution: bool = False, cache_dir: Path | None = None,
-         store_test_thresholds: bool = False) -> MetricsTable:
+         store_test_thresholds: bool = False, route: bool = False) -> MetricsTable:
     """Per-category metrics of a trained model on the roots' test sets; with `out`, a report folder there
     (metrics.json/.csv, table.md, ROC curves, example maps, index.html, the test set's F1-max thresholds in
     thresholds.json). `full_resolution`: pixel metrics at each image's original size. The model file is left as it
-    is unless `store_test_thresholds` (thresholds chosen with the test labels: optimistic decisions)."""
+    is unless `store_test_thresholds` (thresholds chosen with the test labels: optimistic decisions). Each image is
+    read in its category's memory section, or with `route` in the one the model routes it to (and the metrics get
+    the share routed to its own category)."""
     model, cfg, info = load_trained_model(checkpoint)
     samples = test_samples(scan_roots(roots, categories))
     cache = decode_images(samples, cfg, "decoding test images", cache_dir)
-    predictions = predict_cache(model, cache, cfg, device=device)
+    known = known_sections(cache, info.get("categories", []))
+    sections = routed_sections(model, cache, device=device) if route else known
+    predictions = predict_cache(model, cache, cfg, device=device, sections=sections)
+    if route:
+        predictions.routed_right = routed_right(known, sections)
     results = category_metrics(cache, predictions, full_resolution)
     calibration = choose_calibration(cache, predictions, "mala test", _describe(roots))
     if out is not None:
@@ -186,10 +192,11 @@ def calibrate(checkpoint: Path, roots: list | None = None, normal_folders: list[
     normal images (quantiles), and store them with the model."""
     if bool(roots) == bool(normal_folders):
         raise ConfigError("calibrate on labelled data (--data) or on folders of normal images (--normal), one of them")
-    model, cfg, _ = load_trained_model(checkpoint)
+    model, cfg, info = load_trained_model(checkpoint)
     samples = test_samples(scan_roots(roots, categories)) if roots else normal_samples(normal_folders)
     cache = decode_images(samples, cfg, "decoding calibration images", cache_dir)
-    predictions = predict_cache(model, cache, cfg, device=device)
+    sections = known_sections(cache, info.get("categories", []))
+    predictions = predict_cache(model, cache, cfg, device=device, sections=sections)
     sources = _describe(roots or normal_folders)
     calibration = choose_calibration(cache, predictions, "mala calibrate", sources, quantile, pixel_quantile)
     store_calibration(checkpoint, calibration)

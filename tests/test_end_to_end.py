@@ -36,3 +36,7 @@ def test_short_unified_run_beats_chance_on_real_defects(tmp_path):
     assert results["magnetic_tile"]["image_auroc"] > 0.9
     assert results["mean"]["image_auroc"] > 0.92
     assert results["mean"]["pixel_auroc"] > 0.84
+    # not told the categories, the model routes every test image to its own category's memory section
+    routed = engine.test(model, roots, figures_per_category=0, route=True)
+    assert routed["magnetic_tile"]["routing"] == routed["metal_plate"]["routing"] == 1.0
+    assert abs(routed["mean"]["image_auroc"] - results["mean"]["image_auroc"]) < 1e-9

@@ -38,18 +38,13 @@ def described_shape(description: dict[str, Any], path: Path) -> ImageShape:
 def thresholds(backend: Backend, category: str | None) -> Thresholds | None:
     """The stored thresholds for `category` (None: all categories); None for a model without thresholds."""
     raw = backend.description.get("calibration")
-    if raw is None:
-        if category is not None:
-            raise ConfigError(f"{backend.description.get('source', 'the model')} has no thresholds, so none for "
-                              f"category '{category}'; choose them with `mala calibrate` or `mala test`")
-        return None
-    return Calibration.from_dict(raw).thresholds(category)
+    return None if raw is None else Calibration.from_dict(raw).thresholds(category)
 
 
 class OnnxBackend:
     kind = "onnxruntime"
 
-    def __init__(self, path: Path, threads: int | None = None):
+    def __init__(self, path: Path, threads: int | None = None, category: str | None = None):
         try:
             import onnxruntime
         except ImportError:
@@ -67,6 +62,10 @@ class OnnxBackend:
                                   "metadata)")
         self.description = json.loads(raw)
         self.image_shape = described_shape(self.description, path)
+        exported_for = self.description.get("category")
+        if category is not None and exported_for is not None and category != exported_for:
+            raise ConfigError(f"{path}: exported for category '{exported_for}' (its memory section and thresholds); "
+                              f"export one for '{category}' with `mala export --category {category}`")
 
     def run(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         scores, maps = self.session.run(list(RAW_OUTPUTS), {INPUT_NAME: images})
@@ -76,13 +75,13 @@ class OnnxBackend:
 class TorchBackend:
     kind = "torch"
 
-    def __init__(self, path: Path, device: str = "cpu"):
+    def __init__(self, path: Path, device: str = "cpu", category: str | None = None):
         import torch
 
         from mala.deploy.graph import load_graph
 
         self.torch, self.device = torch, device
-        graph, self.description = load_graph(path)
+        graph, self.description = load_graph(path, category)
         self.graph = graph.to(device)
         self.image_shape = described_shape(self.description, path)
 
@@ -92,11 +91,13 @@ class TorchBackend:
         return scores.float().cpu().numpy(), maps.float().cpu().numpy()
 
 
-def open_backend(path: Path, device: str = "cpu", threads: int | None = None) -> Backend:
-    """onnxruntime for an `.onnx` file, torch for a mala checkpoint (a run folder stands for its model file)."""
+def open_backend(path: Path, device: str = "cpu", threads: int | None = None, category: str | None = None) -> Backend:
+    """onnxruntime for an `.onnx` file, torch for a mala checkpoint (a run folder stands for its model file);
+    `category`: the memory section read (None: each image routed to its nearest category; an ONNX file reads the
+    one it was exported for)."""
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"{path}: model not found")
     if path.suffix.lower() == ".onnx":
-        return OnnxBackend(path, threads)
-    return TorchBackend(path, device)
+        return OnnxBackend(path, threads, category)
+    return TorchBackend(path, device, category)

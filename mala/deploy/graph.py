@@ -37,14 +37,15 @@ IDENTITY = (0.5, 0.0, 1.0)  # threshold, low, high: normalised values equal the 
 
 
 class InferenceGraph(nn.Module):
-    """uint8 images (B, H, W, 3) to raw image scores (B,) and anomaly maps (B, H, W): what both backends run."""
+    """uint8 images (B, H, W, 3) to raw image scores (B,) and anomaly maps (B, H, W): what both backends run. The
+    memory is read in one category's section (`section`), or each image is routed to its nearest category's."""
 
-    def __init__(self, model: MALA, cfg: MalaConfig):
+    def __init__(self, model: MALA, cfg: MalaConfig, section: int | None = None):
         super().__init__()
-        self.model, self.cfg = model.eval(), cfg
+        self.model, self.cfg, self.section = model.eval(), cfg, section
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        maps = anomaly_maps(self.model, unit_range(images.permute(0, 3, 1, 2).float()), self.cfg)
+        maps = anomaly_maps(self.model, unit_range(images.permute(0, 3, 1, 2).float()), self.cfg, self.section)
         return image_score(maps, self.cfg.run.score_kernel), maps
 
 
@@ -52,8 +53,8 @@ class ExportedGraph(InferenceGraph):
     """The inference graph with both outputs also normalised by one category's thresholds (`calibration.normalize`,
     the threshold at 0.5), for programs that run the ONNX file without mala; mala's own backends normalise after."""
 
-    def __init__(self, model: MALA, cfg: MalaConfig, thresholds: Thresholds | None):
-        super().__init__(model, cfg)
+    def __init__(self, model: MALA, cfg: MalaConfig, section: int | None, thresholds: Thresholds | None):
+        super().__init__(model, cfg, section)
         self.thresholds = thresholds
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -78,18 +79,25 @@ def store_calibration(checkpoint: Path, calibration: Calibration) -> Path:
     return path
 
 
-def _thresholds_of(calibration: Calibration | None, category: str | None, checkpoint: Path) -> Thresholds | None:
-    """The thresholds of `category` (None: all categories together); None for a model without thresholds, which
-    only a caller that names no category may have."""
-    if calibration is None and category is not None:
-        raise ConfigError(f"{checkpoint}: has no thresholds yet, so none for category '{category}'; "
-                          "choose them with `mala calibrate` first")
+def _thresholds_of(calibration: Calibration | None, category: str | None) -> Thresholds | None:
+    """The thresholds of `category` (None: all categories together); None for a model without thresholds, whose
+    category still chooses its memory section."""
     return calibration.thresholds(category) if calibration else None
+
+
+def memory_section(model: MALA, categories: list[str], category: str | None, checkpoint: Path) -> int | None:
+    """The memory section of `category` (None: each image routed); a model of one section reads it for any."""
+    if category is None or not model.hybrid or model.memory.section_count <= 1:
+        return None
+    if category not in categories:
+        raise ConfigError(f"{checkpoint}: no memory section for category '{category}' (trained on: "
+                          f"{', '.join(categories)}); name one of them, or none to route each image to the nearest")
+    return categories.index(category)
 
 
 def load_graph(checkpoint: Path, category: str | None = None) -> tuple[InferenceGraph, dict]:
     """The inference graph of a trained model and the description an export stores beside it (`category`: the
-    thresholds it names by default)."""
+    memory section it reads and the thresholds it names by default)."""
     graph, description, _ = _load(checkpoint, category)
     return graph, description
 
@@ -97,8 +105,9 @@ def load_graph(checkpoint: Path, category: str | None = None) -> tuple[Inference
 def _load(checkpoint: Path, category: str | None) -> tuple[InferenceGraph, dict, Thresholds | None]:
     """`load_graph` and the thresholds of `category`, the stored calibration read once."""
     calibration = read_calibration(checkpoint)
-    thresholds = _thresholds_of(calibration, category, checkpoint)  # an unknown category stops before the model
+    thresholds = _thresholds_of(calibration, category)  # an unknown category stops before the model
     model, cfg, info = load_trained_model(checkpoint)
+    section = memory_section(model, info.get("categories", []), category, checkpoint)
     description = {
         "image_size": stored_size(cfg.input_shape),  # what callers resize to: the source size of a tiled model
         "tiling": {"tile": cfg.model.image_size, "stride": cfg.tiling.stride} if cfg.tiling.enabled else None,
@@ -107,7 +116,7 @@ def _load(checkpoint: Path, category: str | None) -> tuple[InferenceGraph, dict,
         "calibration": calibration.to_dict() if calibration else None,
         "source": str(checkpoint),
     }
-    return InferenceGraph(model, cfg).eval(), description, thresholds
+    return InferenceGraph(model, cfg, section).eval(), description, thresholds
 
 
 @contextlib.contextmanager
@@ -132,7 +141,7 @@ def export_onnx(checkpoint: Path, out: Path, category: str | None = None, opset:
     if importlib.util.find_spec("onnxscript") is None:
         raise ConfigError("ONNX export needs onnxscript: pip install 'mala[export]' (or onnxscript)")
     graph, description, thresholds = _load(checkpoint, category)
-    exported = ExportedGraph(graph.model, graph.cfg, thresholds).eval()
+    exported = ExportedGraph(graph.model, graph.cfg, graph.section, thresholds).eval()
     example = torch.zeros(2, *graph.cfg.input_shape, 3, dtype=torch.uint8)
     with torch.no_grad(), quiet_exporter():
         program = torch.onnx.export(exported, (example,), None, input_names=[INPUT_NAME],

@@ -169,7 +169,7 @@ def serve(model: str, host: str, port: int, category: str | None = None, device:
 
     from mala.deploy.backends import open_backend
 
-    predictor = Predictor(open_backend(model, device), category)
+    predictor = Predictor(open_backend(model, device, category=category), category)
     app = create_app(predictor, str(model), int(max_upload_mb * 1e6), int(max_megapixels * 1e6))
     uvicorn.run(app, host=host, port=port, log_level="info")
 

@@ -14,6 +14,7 @@ from mala.eval.full_resolution import pixels_at_original_size
 from mala.eval.metrics import MetricsRow, MetricsTable, compute_metrics
 from mala.model import MALA
 from mala.model.maps import anomaly_maps, image_score
+from mala.model.memory import UNKNOWN
 from mala.progress import progress
 
 MEAN_ROW = "mean"
@@ -23,22 +24,48 @@ MEAN_ROW = "mean"
 class Predictions:
     maps: np.ndarray  # (N, H, W) float32 anomaly maps in [0, 1] (reconstruction error for that pipeline)
     scores: np.ndarray  # (N,) image scores
+    routed_right: np.ndarray | None = None  # routed images: 1 if to their own category's section, NaN if unknown
+
+
+def known_sections(cache: ImageCache, model_categories: list[str]) -> np.ndarray:
+    """Each sample's memory section: its category's place among the model's categories, `UNKNOWN` (routed) for a
+    category the model was not trained on."""
+    places = {category: place for place, category in enumerate(model_categories)}
+    return np.array([places.get(sample.category, UNKNOWN) for sample in cache.samples], dtype=np.int64)
 
 
 @torch.no_grad()
-def predict_cache(model: MALA, cache: ImageCache, cfg: MalaConfig, batch_size: int = 16,
-                  device: str = "cpu") -> Predictions:
-    """Maps at `cfg.input_shape` (stitched with tiling) and image scores (eq. 7 on those maps)."""
+def predict_cache(model: MALA, cache: ImageCache, cfg: MalaConfig, batch_size: int = 16, device: str = "cpu",
+                  sections: np.ndarray | None = None) -> Predictions:
+    """Maps at `cfg.input_shape` (stitched with tiling) and image scores (eq. 7 on those maps), each image read in
+    its memory section (`known_sections`; None: every image routed)."""
     model = model.to(device).eval()
     maps = np.empty((len(cache.samples), *cfg.input_shape), dtype=np.float32)
     scores = np.empty(len(cache.samples), dtype=np.float64)
     tiles_per_image = cfg.tile_grid.count if cfg.tile_grid else 1  # about `batch_size` model inputs per forward
     loader = DataLoader(TestImages(cache), batch_size=max(1, batch_size // tiles_per_image))
     for images, _, _, indices in progress(loader, desc="testing", unit="batch", leave=False):
-        batch_maps = anomaly_maps(model, images.to(device), cfg)
+        chosen = None if sections is None else torch.from_numpy(sections[indices.numpy()]).to(device)
+        batch_maps = anomaly_maps(model, images.to(device), cfg, chosen)
         maps[indices.numpy()] = batch_maps.float().cpu().numpy()
         scores[indices.numpy()] = image_score(batch_maps, cfg.run.score_kernel).float().cpu().numpy()
     return Predictions(maps, scores)
+
+
+@torch.no_grad()
+def routed_sections(model: MALA, cache: ImageCache, batch_size: int = 16, device: str = "cpu") -> np.ndarray:
+    """The memory section the model routes each cached image to (whole images, as an untiled model sees them)."""
+    model = model.to(device).eval()
+    routed = np.empty(len(cache.samples), dtype=np.int64)
+    for images, _, _, indices in progress(DataLoader(TestImages(cache), batch_size=batch_size), desc="routing",
+                                          unit="batch", leave=False):
+        routed[indices.numpy()] = model.memory.route(model.feature_tokens(images.to(device))).cpu().numpy()
+    return routed
+
+
+def routed_right(known: np.ndarray, routed: np.ndarray) -> np.ndarray:
+    """1 where an image was routed to its own category's section, else 0; NaN for categories the model lacks."""
+    return np.where(known == UNKNOWN, np.nan, (routed == known).astype(float))
 
 
 def pixels_at_model_size(cache: ImageCache, maps: np.ndarray, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -66,6 +93,9 @@ def category_metrics(
         with_mask = with_known_pixels(cache, indices)  # anomalies without a mask: image metrics only
         masks, maps = pixels(cache, predictions.maps, with_mask) if len(with_mask) else (None, None)
         results[category] = compute_metrics(labels, predictions.scores[indices], masks, maps)
+        if predictions.routed_right is not None:
+            routed = predictions.routed_right[indices]
+            results[category]["routing"] = None if np.isnan(routed).all() else float(np.nanmean(routed))
     overall = mean_row(results)
     results |= dataset_means(cache, results)
     results[MEAN_ROW] = overall

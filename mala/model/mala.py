@@ -16,7 +16,7 @@ from mala.backbone_stages import STAGE_STRIDES
 from mala.config import ModelConfig
 from mala.model.backbone import FeatureEmbed, FeatureTokens, pretrained_backbone
 from mala.model.maps import fuse_maps
-from mala.model.memory import FeatureMemory
+from mala.model.memory import FeatureMemory, Sections
 from mala.model.tbm import TokenBalanceModule
 from mala.model.vit import Block, PatchEmbed, init_vit_weights, sincos_pos_embed
 from mala.sizes import check_multiple
@@ -189,8 +189,9 @@ class MALA(nn.Module):
     def prepare_to_load(self, state: dict[str, torch.Tensor]) -> None:
         """Make room for the normal-feature memory a state dict holds (its size is known only after training), and
         give a hybrid saved before the stage-1 feature head existed a fresh one (inference never uses it)."""
-        if self.hybrid and "memory.tokens" in state:
-            self.memory.resize(state["memory.tokens"].shape[0])
+        if self.hybrid:
+            upgrade_single_memory(state)
+            self.memory.make_room(state, "memory.")
         if self.hybrid and "decoder_feature_pred.weight" not in state:
             state.update({f"decoder_feature_pred.{k}": v for k, v in self.decoder_feature_pred.state_dict().items()})
 
@@ -277,16 +278,27 @@ class MALA(nn.Module):
         """Two-channel logits Y (B, 2, H, W); channel 0 of softmax(Y) is the anomaly map."""
         return self.logits_and_features(images)[0]
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, sections: Sections = None) -> torch.Tensor:
         """Anomaly map (B, H, W) in [0, 1] for images (B, 3, H, W) in [0, 1]: the stage-2 map, fused with the
-        normal-feature memory's map when the hybrid has one (`memory_weight`)."""
+        normal-feature memory's map when the hybrid has one (`memory_weight`), read in the images' categories'
+        sections (`sections`: their indices; None: routed)."""
         logits, features = self.logits_and_features(images)
         learned = torch.softmax(logits, dim=1)[:, 0]
         weight = self.cfg.memory_weight
         if features is None or weight == 0 or self.memory.empty:
             return learned
-        return fuse_maps(learned, self.memory_map(features), weight)
+        return fuse_maps(learned, self.memory_map(features, sections), weight)
 
-    def memory_map(self, features: torch.Tensor) -> torch.Tensor:
+    def memory_map(self, features: torch.Tensor, sections: Sections = None) -> torch.Tensor:
         """The normal-feature memory's map (B, H, W) of backbone feature tokens (B, N, C)."""
-        return self.memory(features, self.grid, self.image_shape)
+        return self.memory(features, self.grid, self.image_shape, sections)
+
+
+def upgrade_single_memory(state: dict[str, torch.Tensor]) -> None:
+    """A state dict saved before the memory had sections (one `memory.scale`) as a memory of one section."""
+    if "memory.scale" not in state:
+        return
+    scale, tokens = state.pop("memory.scale"), state["memory.tokens"]
+    state |= {"memory.scales": scale.reshape(1), "memory.section_ends": torch.tensor([len(tokens)]),
+              "memory.image_features": tokens.new_zeros(0, tokens.shape[1]),
+              "memory.image_sections": torch.zeros(0, dtype=torch.long)}

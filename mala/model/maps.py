@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from mala.config import MalaConfig
     from mala.model.mala import MALA
 
+Sections = int | torch.Tensor | None  # memory sections: one for all images, one per image (B,), or None: routed
+
 MEMORY_BLUR_SIGMA = 4.0  # pixels, as PatchCore smooths its map
 PARTITION_SEED = 0  # the reconstruction map's patch partition: fixed, so a model's maps are reproducible
 
@@ -106,18 +108,20 @@ def tiled_maps(images: torch.Tensor, grid: TileGrid, map_of: MapFunction) -> tor
     return stitch_maps(map_of(cut_tiles(images, grid)), grid)
 
 
-def model_maps(model: MALA, images: torch.Tensor, cfg: MalaConfig) -> torch.Tensor:
-    """The configured pipeline's map at the model's size: the end-to-end head (fused with the memory's map), or the
-    reconstruction error (ablation)."""
+def model_maps(model: MALA, images: torch.Tensor, cfg: MalaConfig, sections: Sections = None) -> torch.Tensor:
+    """The configured pipeline's map at the model's size: the end-to-end head (fused with the memory's map of the
+    images' `sections`, see `memory.Sections`), or the reconstruction error (ablation)."""
     if cfg.run.pipeline == "reconstruction":
         return reconstruction_map(model, images, cfg.stage1.mask_ratio)
-    return model(images)
+    return model(images, sections)
 
 
-def anomaly_maps(model: MALA, images: torch.Tensor, cfg: MalaConfig) -> torch.Tensor:
+def anomaly_maps(model: MALA, images: torch.Tensor, cfg: MalaConfig, sections: Sections = None) -> torch.Tensor:
     """Maps (B, H, W) of images (B, 3, H, W) in [0, 1] at `cfg.input_shape`: the model's own, or with tiling the
-    tile maps stitched at the source size."""
+    tile maps stitched at the source size (each tile read in its image's section, or routed on its own)."""
     grid = cfg.tile_grid
     if grid is None:
-        return model_maps(model, images, cfg)
-    return tiled_maps(images, grid, lambda tiles: model_maps(model, tiles, cfg))
+        return model_maps(model, images, cfg, sections)
+    if isinstance(sections, torch.Tensor):
+        sections = sections.repeat_interleave(grid.count)  # `cut_tiles` keeps each image's tiles together
+    return tiled_maps(images, grid, lambda tiles: model_maps(model, tiles, cfg, sections))

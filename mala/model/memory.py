@@ -1,52 +1,126 @@
-"""Normal-feature memory: the distance of each token to its nearest normal training token (as PatchCore).
+"""Normal-feature memory: the distance of each token to its nearest normal training token (as PatchCore), in one
+section per category.
 
 Our addition to MALA for the hybrid encoder (README, "Deviations"): the stage-2 map learns what synthetic
-anomalies look like; the memory knows what the real normal parts look like. One memory holds the tokens of all
-categories, so the model stays one model; a token's nearest neighbour is found among its own category's tokens
-without being told the category.
+anomalies look like; the memory knows what the real normal parts look like. Each category's tokens form a section
+with its own distance scale, so a category's map does not depend on what else the model was trained on. The caller
+names the section (the category) or the memory routes each image to the category of its nearest training image
+(cosine similarity of mean-pooled tokens).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from mala.model.maps import distance_map
+from mala.model.maps import Sections, distance_map
 
+UNKNOWN = -1  # the section index of a category the memory has none for: such images are routed
 CHUNK = 2048  # memory rows per product: a batch-1 (queries x rows) block stays in cache (2x faster than 16k)
 
 
+@dataclass
+class MemorySection:
+    tokens: torch.Tensor  # (n, C) the category's normal tokens
+    scale: float  # a high quantile of the category's normal distances: 1.0 means "unusual"
+    image_features: torch.Tensor  # (m, C) unit-length mean tokens of its training images: what routing compares
+
+
+def image_features(tokens: torch.Tensor) -> torch.Tensor:
+    """Unit-length mean token (B, C) of each image's tokens (B, N, C): the image-level feature routing compares."""
+    return F.normalize(tokens.float().mean(dim=1), dim=-1)
+
+
 class FeatureMemory(nn.Module):
-    def __init__(self, channels: int, rows: int = 0):
+    def __init__(self, channels: int):
         super().__init__()
-        self.register_buffer("tokens", torch.zeros(rows, channels))
-        self.register_buffer("scale", torch.ones(()))  # a high quantile of normal distances: 1.0 means "unusual"
+        self.register_buffer("tokens", torch.zeros(0, channels))
+        self.register_buffer("section_ends", torch.zeros(0, dtype=torch.long))  # each section's end row
+        self.register_buffer("scales", torch.ones(0))
+        self.register_buffer("image_features", torch.zeros(0, channels))
+        self.register_buffer("image_sections", torch.zeros(0, dtype=torch.long))
+        self.ends: list[int] = []  # `section_ends` as Python numbers: constant slices for torch.export
+        self.register_load_state_dict_post_hook(lambda module, _: module._mirror_ends())
 
     @property
     def empty(self) -> bool:
         return self.tokens.shape[0] == 0
 
-    def resize(self, rows: int) -> None:
-        """Room for `rows` tokens, before a state dict of that size is loaded."""
-        self.tokens = self.tokens.new_zeros(rows, self.tokens.shape[1])
+    @property
+    def section_count(self) -> int:
+        return len(self.ends)
+
+    def make_room(self, state: dict[str, torch.Tensor], prefix: str) -> None:
+        """Buffers of the sizes a state dict holds (known only after training), before it is loaded."""
+        for name, buffer in self.named_buffers():
+            if prefix + name in state:
+                setattr(self, name, buffer.new_zeros(state[prefix + name].shape))
 
     def fill(self, tokens: torch.Tensor, scale: float) -> None:
-        self.tokens = tokens.detach().float().contiguous()
-        self.scale.fill_(scale)
+        """One section of `tokens` (N, C): every image's map reads them all."""
+        self.fill_sections([MemorySection(tokens, scale, tokens.new_zeros(0, tokens.shape[1]))])
 
-    def nearest_distance(self, queries: torch.Tensor) -> torch.Tensor:
-        """Euclidean distance (..., C) -> (...) of each query to its nearest memory token."""
-        flat = queries.reshape(-1, queries.shape[-1]).float()
+    def fill_sections(self, sections: list[MemorySection]) -> None:
+        self.tokens = torch.cat([s.tokens.detach().float() for s in sections]).contiguous()
+        sizes = torch.tensor([len(s.tokens) for s in sections])
+        self.section_ends = sizes.cumsum(0).to(self.tokens.device)
+        self.scales = torch.tensor([s.scale for s in sections], device=self.tokens.device)
+        self.image_features = torch.cat([s.image_features.float() for s in sections]).to(self.tokens.device)
+        self.image_sections = torch.cat([torch.full((len(s.image_features),), k, dtype=torch.long)
+                                         for k, s in enumerate(sections)]).to(self.tokens.device)
+        self._mirror_ends()
+
+    def _mirror_ends(self) -> None:
+        self.ends = self.section_ends.tolist()
+
+    def section_rows(self, section: int | None) -> torch.Tensor:
+        """The memory rows of one section; all rows for None."""
+        if section is None:
+            return self.tokens
+        return self.tokens[(self.ends[section - 1] if section else 0):self.ends[section]]
+
+    def nearest_distance(self, queries: torch.Tensor, section: int | None = None) -> torch.Tensor:
+        """Euclidean distance (..., C) -> (...) of each query to its nearest token of `section` (None: all tokens)."""
+        flat, rows = queries.reshape(-1, queries.shape[-1]).float(), self.section_rows(section)
         best = None
-        for start in range(0, self.tokens.shape[0], CHUNK):
-            rows = self.tokens[start:start + CHUNK]
+        for start in range(0, rows.shape[0], CHUNK):
+            chunk = rows[start:start + CHUNK]
             # |q - r|^2 less |q|^2, which does not change the minimum over r and is added once after it
-            partial = torch.addmm((rows * rows).sum(1), flat, rows.T, alpha=-2).amin(dim=1)
+            partial = torch.addmm((chunk * chunk).sum(1), flat, chunk.T, alpha=-2).amin(dim=1)
             best = partial if best is None else torch.minimum(best, partial)
         best = best + (flat * flat).sum(1)
         return best.clamp_min(0).sqrt().reshape(queries.shape[:-1])
 
-    def forward(self, tokens: torch.Tensor, grid: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
+    def route(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The section (B,) of each image's tokens (B, N, C): that of its nearest training image."""
+        if self.section_count == 1:
+            return torch.zeros(tokens.shape[0], dtype=torch.long, device=tokens.device)
+        similarity = image_features(tokens) @ self.image_features.T
+        return self.image_sections[similarity.argmax(dim=1)]
+
+    def scaled_distance(self, tokens: torch.Tensor, sections: Sections) -> torch.Tensor:
+        """Nearest distance / the section's scale (B, N) of tokens (B, N, C), in the given or routed sections."""
+        if isinstance(sections, int):
+            return self.nearest_distance(tokens, sections) / self.scales[sections]
+        if sections is None:
+            sections = self.route(tokens)
+        elif not torch.compiler.is_exporting() and bool((sections == UNKNOWN).any()):
+            sections = torch.where(sections == UNKNOWN, self.route(tokens), sections)
+        if torch.compiler.is_exporting():  # every section searched, each token keeps its own: no data-dependent code
+            every = torch.stack([self.nearest_distance(tokens, k) / self.scales[k]
+                                 for k in range(self.section_count)], dim=-1)
+            return every.gather(-1, sections.view(-1, 1, 1).expand(*tokens.shape[:2], 1))[..., 0]
+        distance = tokens.new_empty(tokens.shape[:2], dtype=torch.float32)
+        for section in sections.unique().tolist():
+            chosen = sections == section
+            distance[chosen] = self.nearest_distance(tokens[chosen], section) / self.scales[section]
+        return distance
+
+    def forward(self, tokens: torch.Tensor, grid: tuple[int, int], size: tuple[int, int],
+                sections: Sections = None) -> torch.Tensor:
         """Tokens (B, N, C) to a map (B, H, W) in [0, 1): distance / scale, as `maps.distance_map`."""
-        distance = self.nearest_distance(tokens).reshape(tokens.shape[0], 1, *grid) / self.scale
+        distance = self.scaled_distance(tokens, sections).reshape(tokens.shape[0], 1, *grid)
         return distance_map(distance, size)

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+import zlib
+
 import numpy as np
 import torch
+from lightning_fabric import Fabric
 from torch.utils.data import DataLoader
 
 from mala.data.dataset import ImageCache
 from mala.train.epoch_data import Crops, NormalImages
 from mala.model import MALA
-from mala.model.memory import FeatureMemory
+from mala.model.memory import FeatureMemory, MemorySection, image_features
 from mala.progress import progress
 from mala.tiling import TileGrid
 
@@ -21,21 +25,36 @@ COVER_CHUNK = 2048  # candidate tokens compared with the kept ones at once
 
 
 @torch.no_grad()
-def normal_feature_tokens(model: MALA, cache: ImageCache, grid: TileGrid | None = None,
-                          batch_size: int = 8) -> torch.Tensor:
-    """Backbone feature tokens (images, N, C) of every cached image, in cache order; with tiling, those of each
-    image's grid tiles together (images, tiles x N, C), the tiles the model sees at inference."""
-    images = len(cache.samples)
+def normal_feature_tokens(model: MALA, cache: ImageCache, indices: np.ndarray, grid: TileGrid | None = None,
+                          batch_size: int = 8, desc: str = "normal-feature memory") -> torch.Tensor:
+    """Backbone feature tokens (images, N, C) of the cached images `indices`, in that order; with tiling, those of
+    each image's grid tiles together (images, tiles x N, C), the tiles the model sees at inference."""
     if grid is None:
-        dataset = NormalImages(cache, np.arange(images))
+        dataset = NormalImages(cache, indices)
     else:
-        dataset = NormalImages(cache, np.repeat(np.arange(images), grid.count),
-                               Crops(np.tile(grid.corners, (images, 1)), grid.tile))
-    loader = DataLoader(dataset, batch_size=batch_size)
-    batches = progress(loader, desc="normal-feature memory", unit="batch", leave=False)
+        dataset = NormalImages(cache, np.repeat(indices, grid.count),
+                               Crops(np.tile(grid.corners, (len(indices), 1)), grid.tile))
     device = next(model.parameters()).device  # the training device: the memory is built where the model is
-    tokens = torch.cat([model.feature_tokens(tiles.to(device)).float() for tiles in batches])
-    return tokens.unflatten(0, (images, -1)).flatten(1, 2)  # an image's tiles overlap: held out together
+    tokens = [model.feature_tokens(tiles.to(device)).float()
+              for tiles in progress(DataLoader(dataset, batch_size=batch_size), desc=desc, unit="batch", leave=False)]
+    channels = model.feature_tokens.channels
+    if not tokens:  # a rank with no share of this category
+        return torch.zeros(0, model.num_patches * (grid.count if grid else 1), channels, device=device)
+    return torch.cat(tokens).unflatten(0, (len(indices), -1)).flatten(1, 2)  # an image's tiles are held out together
+
+
+def category_tokens(model: MALA, cache: ImageCache, indices: np.ndarray, grid: TileGrid | None,
+                    fabric: Fabric | None, desc: str) -> torch.Tensor:
+    """`normal_feature_tokens` of `indices`, each rank embedding every world-size-th image; all ranks get them all,
+    in order."""
+    if fabric is None or fabric.world_size == 1:
+        return normal_feature_tokens(model, cache, indices, grid, desc=desc)
+    rank, world = fabric.global_rank, fabric.world_size
+    share = normal_feature_tokens(model, cache, indices[rank::world], grid, desc=desc)
+    padded = share.new_zeros(-(-len(indices) // world), *share.shape[1:])  # all_gather needs equal shapes
+    padded[:len(share)] = share
+    gathered = fabric.all_gather(padded)  # (world, per rank, ...): rank r's j-th image is indices[r + j x world]
+    return gathered.transpose(0, 1).flatten(0, 1)[:len(indices)]
 
 
 def cover(tokens: torch.Tensor, radius: float, seed: int) -> torch.Tensor:
@@ -78,20 +97,62 @@ def _spread(tokens: torch.Tensor, radius: float) -> list[int]:
     return chosen
 
 
-def fill_memory(model: MALA, cache: ImageCache, seed: int, grid: TileGrid | None = None) -> None:
-    """A scale, the 99% quantile of the nearest distances of held-out images' tokens to the other images' tokens;
-    then an epsilon-net of all training tokens with epsilon = `memory_radius` x scale (`cover`), at most
-    `memory_size` of them (a random subset beyond that)."""
-    tokens = normal_feature_tokens(model, cache, grid)
-    rng = np.random.default_rng(seed)
-    scale = held_out_scale(tokens, rng) if len(tokens) > 1 else 1.0  # a single image has no others
+def fill_memory(model: MALA, cache: ImageCache, seed: int, grid: TileGrid | None = None,
+                fabric: Fabric | None = None) -> None:
+    """One memory section per category, in `cache.indices_by_category` order (the model's category list): its
+    scale, the 99% quantile of the nearest distances of held-out images' tokens to the category's other images'
+    tokens; then an epsilon-net of the category's tokens with epsilon = `memory_radius` x scale (`cover`). At most
+    `memory_size` tokens in all (a random subset of each section beyond that).
+
+    Under data parallelism each rank embeds its share of the images; rank 0 builds the sections and every rank
+    receives them, so the memory is built once and is the same on every rank."""
+    sections = []
+    for category, indices in cache.indices_by_category().items():
+        tokens = category_tokens(model, cache, indices, grid, fabric, desc=f"memory: {category}")
+        if fabric is None or fabric.is_global_zero:
+            rng = np.random.default_rng([seed, zlib.crc32(category.encode())])  # whatever else the model holds
+            sections.append(category_section(tokens, model.num_patches, model.cfg.memory_radius, rng, seed))
+    if fabric is not None and fabric.world_size > 1:
+        sections = [_to_device(s, model.memory.tokens.device) for s in fabric.broadcast(sections, src=0)]
+    limited = within_size(with_scales(sections), model.cfg.memory_size, np.random.default_rng(seed))
+    model.memory.fill_sections(limited)
+
+
+def category_section(tokens: torch.Tensor, patches: int, radius: float, rng: np.random.Generator,
+                     seed: int) -> MemorySection:
+    """The memory section of one category's tokens (images, tiles x `patches`, C), routed to by each model input
+    (image or tile); a category of one image has no held-out images, so no scale of its own (NaN until
+    `with_scales`)."""
+    scale = held_out_scale(tokens, rng) if len(tokens) > 1 else float("nan")
     every = tokens.flatten(0, 1)
-    if model.cfg.memory_radius > 0:
-        every = cover(every, model.cfg.memory_radius * scale, seed)
-    limit = model.cfg.memory_size
-    if len(every) > limit:
-        every = every[torch.from_numpy(np.sort(rng.permutation(len(every))[:limit])).to(every.device)]
-    model.memory.fill(every, scale)
+    if radius > 0 and len(tokens) > 1:
+        every = cover(every, radius * scale, seed)
+    return MemorySection(every, scale, image_features(tokens.reshape(-1, patches, tokens.shape[-1])))
+
+
+def with_scales(sections: list[MemorySection]) -> list[MemorySection]:
+    """Sections of one image take the median scale of the others (1.0 when no section has one)."""
+    known = [s.scale for s in sections if not np.isnan(s.scale)]
+    fallback = float(np.median(known)) if known else 1.0
+    return [dataclasses.replace(s, scale=fallback) if np.isnan(s.scale) else s for s in sections]
+
+
+def within_size(sections: list[MemorySection], limit: int, rng: np.random.Generator) -> list[MemorySection]:
+    """The sections, each cut to the same share of its rows (a random subset, at least one row) when together they
+    hold more than `limit`."""
+    total = sum(len(s.tokens) for s in sections)
+    if total <= limit:
+        return sections
+    kept = []
+    for section in sections:
+        count = max(1, int(len(section.tokens) * limit / total))
+        rows = torch.from_numpy(np.sort(rng.permutation(len(section.tokens))[:count])).to(section.tokens.device)
+        kept.append(dataclasses.replace(section, tokens=section.tokens[rows]))
+    return kept
+
+
+def _to_device(section: MemorySection, device: torch.device) -> MemorySection:
+    return MemorySection(section.tokens.to(device), section.scale, section.image_features.to(device))
 
 
 def held_out_scale(tokens: torch.Tensor, rng: np.random.Generator) -> float:

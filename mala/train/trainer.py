@@ -124,7 +124,7 @@ class Trainer:
         finally:
             self.logger.close()
         if self.model.hybrid and self.cfg.model.memory_weight > 0:
-            fill_memory(self.model, data.cache, self.cfg.run.seed, self.cfg.tile_grid)
+            fill_memory(self.model, data.cache, self.cfg.run.seed, self.cfg.tile_grid, self.fabric)
         return self._save_model(data)
 
     def _train_stages(self, data: TrainingData) -> None:

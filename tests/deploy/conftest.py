@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from mala.checkpoint import save_checkpoint
 from mala.config import MalaConfig, ModelConfig, TilingConfig
+from mala.data.images import read_rgb
 from mala.deploy.graph import export_onnx
 from mala.model import MALA
+from mala.model.memory import MemorySection, image_features
+from tests.conftest import shared_data
 
 
 def small_model_config(hybrid: bool = False, image_size: int | list[int] = 64,
@@ -33,11 +37,24 @@ def save_random_model(path: Path, categories: list[str], seed: int = 0, hybrid: 
     torch.manual_seed(seed)
     model = MALA(cfg.model)
     if hybrid:
-        model.memory.fill(torch.randn(300, model.feature_tokens.channels), 3.0)
+        model.memory.fill_sections(real_sections(model, categories))
     state = {"kind": "model", "config": cfg.to_dict(), "data": {"categories": categories, "object_categories": []},
              "model": model.state_dict()}
     save_checkpoint(path, state)
     return path
+
+
+def real_sections(model: MALA, categories: list[str]) -> list[MemorySection]:
+    """A memory section per category from two of its real training images (at the model's input size), each with
+    its own scale, so that routing has real image features to tell the categories apart."""
+    sections = []
+    for place, category in enumerate(categories):
+        files = sorted(path for path in shared_data(category, "train", "good").iterdir())[:2]
+        images = torch.from_numpy(np.stack([read_rgb(path, model.image_shape) for path in files]))
+        with torch.no_grad():
+            tokens = model.feature_tokens(images.permute(0, 3, 1, 2).float() / 255)
+        sections.append(MemorySection(tokens.flatten(0, 1), 2.0 + place, image_features(tokens)))
+    return sections
 
 
 @pytest.fixture

@@ -66,6 +66,32 @@ def test_the_hybrid_with_its_memory_exports_to_the_same_outputs(tmp_path):
         np.testing.assert_allclose(got, want, atol=1e-4, err_msg=name)
 
 
+def test_a_hybrid_of_two_categories_routes_each_image_and_exports_to_the_same_outputs(tmp_path):
+    checkpoint = save_random_model(tmp_path / "model.safetensors", ["metal_plate", "magnetic_tile"], hybrid=True)
+    graph, _ = load_graph(checkpoint)
+    images = real_images(64, 4)  # two of each category
+    with torch.no_grad():
+        routed = graph.model.memory.route(graph.model.feature_tokens(torch.from_numpy(images).permute(0, 3, 1, 2) / 255))
+        expected = [t.numpy() for t in graph(torch.from_numpy(images))]
+    assert routed.tolist() == [0, 0, 1, 1]
+    session = onnxruntime.InferenceSession(str(export_onnx(checkpoint, tmp_path / "model.onnx")),
+                                           providers=["CPUExecutionProvider"])
+    for name, got, want in zip(OUTPUT_NAMES, session.run(None, {"images": images}), expected):
+        np.testing.assert_allclose(got, want, atol=1e-4, err_msg=name)
+    # a graph for one category reads that section for every image: the routed images of that category agree
+    plate_graph, _ = load_graph(checkpoint, "metal_plate")
+    with torch.no_grad():
+        plate = [t.numpy() for t in plate_graph(torch.from_numpy(images))]
+    np.testing.assert_allclose(plate[1][:2], expected[1][:2], atol=1e-5)
+    assert not np.allclose(plate[1][2:], expected[1][2:], atol=1e-3)
+
+
+def test_a_category_the_model_has_no_memory_section_for_is_refused(tmp_path):
+    checkpoint = save_random_model(tmp_path / "model.safetensors", ["metal_plate", "magnetic_tile"], hybrid=True)
+    with pytest.raises(ConfigError, match="no memory section for category 'bottle'.*metal_plate, magnetic_tile"):
+        load_graph(checkpoint, "bottle")
+
+
 def test_backends_agree_and_the_export_describes_the_model(calibrated):
     checkpoint, path = calibrated
     onnx_backend, torch_backend = OnnxBackend(path), TorchBackend(checkpoint)
@@ -86,9 +112,12 @@ def test_a_category_export_normalises_with_that_category_thresholds(calibrated, 
     assert backend.description["category"] == "metal_plate"
 
 
-def test_export_for_a_category_without_thresholds_is_refused(checkpoint, tmp_path):
-    with pytest.raises(ConfigError, match="no thresholds yet"):
-        export_onnx(checkpoint, tmp_path / "model.onnx", category="metal_plate")
+def test_export_for_a_category_without_thresholds_keeps_the_raw_outputs(checkpoint, tmp_path):
+    backend = OnnxBackend(export_onnx(checkpoint, tmp_path / "model.onnx", category="metal_plate"))
+    score, anomaly_map, normalized, normalized_map = backend.session.run(None, {"images": real_images(64, 2)})
+    np.testing.assert_allclose(normalized, np.clip(score, 0, 1), atol=1e-6)
+    np.testing.assert_allclose(normalized_map, np.clip(anomaly_map, 0, 1), atol=1e-6)
+    assert backend.description["category"] == "metal_plate"
 
 
 def test_an_onnx_file_from_elsewhere_is_refused(tmp_path):

@@ -77,7 +77,7 @@ def test_a_normal_image_is_far_from_the_memory_only_where_it_was_changed():
     images = [np.clip(base.astype(int) + rng.integers(-8, 9, base.shape), 0, 255).astype(np.uint8) for _ in range(6)]
     cache = ImageCache([Sample("gradient", Path(f"n{i}.png"), "train", 0) for i in range(6)], np.stack(images), {})
     fill_memory(model, cache, seed=0)
-    assert model.memory.tokens.shape == (6 * 16, 152) and float(model.memory.scale) > 0
+    assert model.memory.tokens.shape == (6 * 16, 152) and float(model.memory.scales[0]) > 0
     test = torch.from_numpy(images[0]).permute(2, 0, 1)[None].float() / 255
     changed = test.clone()
     changed[:, :, 16:32, 16:32] = torch.rand(1, 3, 16, 16)
@@ -97,7 +97,7 @@ def test_a_saved_hybrid_with_its_memory_loads_back(tmp_path):
     images = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(loaded(images), model(images))
-    assert loaded.memory.tokens.shape == (123, 152) and float(loaded.memory.scale) == 2.5
+    assert loaded.memory.tokens.shape == (123, 152) and float(loaded.memory.scales[0]) == 2.5
 
 
 def test_a_hybrid_saved_before_the_stage1_feature_head_still_loads(tmp_path):

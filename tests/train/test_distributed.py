@@ -1,7 +1,5 @@
 """Data-parallel training: the ranks share each epoch without loss, and 2 processes (gloo, this CPU) reach the
-weights of 1 process with the same global batch and seed."""
-
-import subprocess
+weights of 1 process with the same global batch and seed, and build the same memory from their shares of images."""
 
 import numpy as np
 import pytest
@@ -43,7 +41,8 @@ HYBRID = ["model.backbone=efficientnet_lite0", "model.patch_size=16", "stage1.ta
 def test_two_processes_reach_the_weights_of_one_process_with_the_same_global_batch(tmp_path, encoder):
     settings = ["stage1.epochs=2", "stage1.warmup_epochs=1", "stage1.images_per_category=8", "stage2.epochs=1",
                 "stage2.images_per_category=8", "stage2.anomalous_per_category=6", *encoder]
-    run(train_command(tmp_path / "one", settings + ["stage1.batch_size=4", "stage2.batch_size=4"], "--devices", "1"))
+    one = run(train_command(tmp_path / "one", settings + ["stage1.batch_size=4", "stage2.batch_size=4"],
+                            "--devices", "1"))
     two = run(train_command(tmp_path / "two", settings + ["stage1.batch_size=2", "stage2.batch_size=2"],
                             "--devices", "2"))
     assert "Starting with 2 processes" in two.stdout + two.stderr
@@ -51,6 +50,10 @@ def test_two_processes_reach_the_weights_of_one_process_with_the_same_global_bat
     assert single.keys() == parallel.keys()
     differences = {key: (single[key] - parallel[key]).abs().max().item() for key in single}
     assert max(differences.values()) < DDP_TOLERANCE, sorted(differences.items(), key=lambda kv: -kv[1])[:3]
+    if encoder:  # the memory (compared above): each rank embedded half of the images, rank 0 built it from all
+        assert parallel["s.model.memory.tokens"].shape[0] > 0
+        # 54 images in batches of 8: 7 batches in one process, 4 on each rank of two (27 images each)
+        assert "memory: metal_plate: 7/7 batch" in one.stderr and "memory: metal_plate: 4/4 batch" in two.stderr
     # header + 2 steps per epoch (8 images / global batch 4) x (2 stage-1 epochs + 1 stage-2 epoch), rank 0 only
     assert (tmp_path / "two" / "steps.csv").read_text().count("\n") == 1 + 2 * 2 + 2
 

@@ -1,10 +1,17 @@
-"""Filling the normal-feature memory: the epsilon-net keeps every token within its radius, and thins repeats."""
+"""Filling the normal-feature memory: a section per category that does not depend on the others, routing by image
+features, and an epsilon-net that keeps every token within its radius and thins repeats."""
 
 import numpy as np
 import torch
 
-from mala.model.memory import FeatureMemory
-from mala.train.fill_memory import cover, held_out_scale
+from mala.data.dataset import ImageCache
+from mala.data.images import read_rgb
+from mala.data.sources import scan_roots, train_samples
+from mala.model import MALA
+from mala.model.memory import FeatureMemory, MemorySection
+from mala.train.fill_memory import cover, fill_memory, held_out_scale, with_scales, within_size
+from tests.conftest import shared_data
+from tests.model.test_hybrid import hybrid_config
 
 
 def _nearest(queries: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
@@ -38,3 +45,48 @@ def test_the_scale_and_the_net_show_their_progress(capsys):
     assert len(cover(tokens.flatten(0, 1), radius=1.0, seed=0)) > 0
     err = capsys.readouterr().err
     assert "memory scale" in err and "memory epsilon-net: 10000/10000 token (100%)" in err
+
+
+def _real_cache(categories: list[str], count: int = 5) -> ImageCache:
+    samples = [s for category in categories for s in train_samples(scan_roots([shared_data(category)]))[:count]]
+    return ImageCache.build(samples, 64, desc="decoding")
+
+
+def _filled(cache: ImageCache) -> MALA:
+    model = MALA(hybrid_config(memory_weight=1.0, memory_radius=0.5)).eval()
+    fill_memory(model, cache, seed=0)
+    return model
+
+
+def _section(model: MALA, k: int) -> tuple[torch.Tensor, float, torch.Tensor]:
+    memory = model.memory
+    return memory.section_rows(k), float(memory.scales[k]), memory.image_features[memory.image_sections == k]
+
+
+def test_each_category_gets_its_own_section_whatever_else_the_model_holds():
+    both = _filled(_real_cache(["magnetic_tile", "metal_plate"]))
+    alone = _filled(_real_cache(["metal_plate"]))
+    assert both.memory.section_count == 2 and alone.memory.section_count == 1
+    for got, want in zip(_section(both, 1), _section(alone, 0)):  # metal_plate comes second in sorted order
+        assert torch.equal(torch.as_tensor(got), torch.as_tensor(want))
+    assert _section(both, 0)[1] != _section(both, 1)[1]  # each its own scale
+    assert len(both.memory.image_features) == 10  # one routing feature per training image
+
+
+def test_test_images_are_routed_to_their_own_category():
+    model = _filled(_real_cache(["magnetic_tile", "metal_plate"]))
+    for place, category in enumerate(["magnetic_tile", "metal_plate"]):
+        files = sorted(shared_data(category, "test").rglob("*.*"))[::25][:6]
+        images = torch.from_numpy(np.stack([read_rgb(path, 64) for path in files])).permute(0, 3, 1, 2) / 255
+        with torch.no_grad():
+            assert model.memory.route(model.feature_tokens(images)).tolist() == [place] * len(files), category
+
+
+def test_a_category_of_one_image_takes_the_median_scale_and_the_size_limit_cuts_every_section_alike():
+    sections = [MemorySection(torch.randn(n, 4), scale, torch.zeros(1, 4))
+                for n, scale in [(100, 1.0), (300, float("nan")), (600, 3.0)]]
+    scaled = with_scales(sections)
+    assert [s.scale for s in scaled] == [1.0, 2.0, 3.0]
+    cut = within_size(scaled, 500, np.random.default_rng(0))
+    assert [len(s.tokens) for s in cut] == [50, 150, 300]
+    assert within_size(scaled, 1000, np.random.default_rng(0)) is scaled
