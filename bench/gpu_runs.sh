@@ -6,9 +6,7 @@
 set -u
 PLAN=$1
 OUT=${OUT:-gpu_out}; mkdir -p "$OUT"
-export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
-# the GPU image has the `lightning` bundle; mala imports the standalone `lightning_fabric` name
-python3 -c "import lightning_fabric" 2>/dev/null || { mkdir -p /tmp/shim/lightning_fabric; echo "from lightning.fabric import *" > /tmp/shim/lightning_fabric/__init__.py; export PYTHONPATH=$PYTHONPATH:/tmp/shim; }
+source "$(dirname "$0")/gpu_env.sh"
 python3 -c "import torch; print(torch.__version__, torch.cuda.get_device_name())"
 D=.device/data
 while read -r name budget args; do

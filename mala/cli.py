@@ -276,7 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_image_size_argument(train)
     _add_tiling_arguments(train)
     train.add_argument("--dry-run", action="store_true",
-                       help="print parameters, steps, learning rates and an estimated time; train nothing")
+                       help="print what the run would say as it starts (its choices and warnings), parameters, "
+                            "steps, learning rates and an estimated time; train nothing")
     _add_run_arguments(train)
     train.set_defaults(func=cmd_train)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from mala.config import MalaConfig
 from mala.data import check
-from mala.data.dataset import ImageCache
+from mala.data.dataset import ImageCache, enlarged_count, upscaled_note
 from mala.data.images import unit_range
 from mala.data.samples import Sample, categories_of
 from mala.data.sources import scan_roots, test_samples, train_samples
@@ -25,9 +25,11 @@ from mala.eval.thresholds import DEFAULT_QUANTILE, calibrate as choose_calibrati
 from mala.model import MALA
 from mala.model.load import load_trained_model
 from mala.model.starting_weights import initialise
+from mala.synth import probe_samples
 from mala.train.plan import describe_plan
-from mala.train.setup import (ConfigRequest, ResolvedConfig, TrainingData, anomaly_source_line, pretraining_config,
-                              resolve_config, training_data)
+from mala.train.logs import tensorboard_note
+from mala.train.setup import (ConfigRequest, ResolvedConfig, TrainingData, pretraining_config, resolve_config,
+                              start_lines, training_data)
 from mala.train.trainer import Trainer, make_fabric
 
 
@@ -37,7 +39,7 @@ def decode_images(samples: list[Sample], cfg: MalaConfig, desc: str, cache_dir: 
     cache = ImageCache.build(samples, cfg.input_shape, desc=desc, cache_dir=cache_dir)
     note = cache.upscaled_note()
     if note:
-        print(f"mala: warning: {note}", file=sys.stderr)
+        print(f"mala: {note}", file=sys.stderr)
     return cache
 
 
@@ -113,18 +115,28 @@ def pretrain(config: MalaConfig | ConfigRequest | None, folders: list[Path], run
 
 def plan_training(config: MalaConfig | ConfigRequest, roots: list, categories: list[str] | None = None,
                   init: Path | None = None) -> str:
-    """The dry run of `train`: what the run would choose from the data and warn about at its start, parameters,
-    steps, learning rates and a time estimate; reads image headers only, writes nothing."""
+    """The dry run of `train`: every line the run would say as it starts (what it chooses from the data, its
+    warnings), then parameters, steps, learning rates and a time estimate; reads the images' headers and decodes
+    only each category's probe images (`probe_samples`), writes nothing."""
     check_config(config)
     samples = training_samples(roots, categories)
     resolved = resolved_config(config, samples)
     cfg = resolved.config
     model = MALA(cfg.model)
-    notes = [initialise(model, init).summary()] if init is not None else []
-    if cfg.tile_grid is not None:
-        notes.append(f"tiling: {cfg.tile_grid.describe()}; each training image is one tile at a random position")
-    start = resolved.notes + [line for line in [anomaly_source_line(cfg)] if line]
-    return "\n".join([*start, describe_plan(cfg, model, categories_of(samples), len(samples)), *notes])
+    initialised = [initialise(model, init).summary()] if init is not None else []
+    start = [*resolved.notes, *initialised, *_planned_start_lines(cfg, samples)]
+    return "\n".join([*start, describe_plan(cfg, model, categories_of(samples), len(samples))])
+
+
+def _planned_start_lines(cfg: MalaConfig, samples: list[Sample]) -> list[str]:
+    """What `train` says from decoding its images to its first epoch, in its order, without decoding them all:
+    the enlarged images counted from their headers, object or texture decided on each category's probe images."""
+    shape = cfg.input_shape
+    probes = training_data(ImageCache.build(probe_samples(samples), shape, desc="decoding probe images"),
+                           cfg.synth.object_categories, cfg.synth.objects)
+    lines = [upscaled_note(enlarged_count(samples, shape), len(samples), shape), *start_lines(cfg, probes),
+             tensorboard_note()]
+    return [line for line in lines if line is not None]
 
 
 def test(checkpoint: Path, roots: list[Path], categories: list[str] | None = None,

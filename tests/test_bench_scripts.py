@@ -1,6 +1,9 @@
-"""bench/ablation.py and bench/peers.py: budgets, tables, failures and the backbone key map, without training
-anything (and without timm or anomalib, which this environment lacks)."""
+"""bench/ablation.py and bench/peers.py: budgets, tables, failures and the backbone key map; bench/*.sh parse, and
+bench/gpu_check.sh reports a failed step; all without training anything (and without timm or anomalib, which this
+environment lacks)."""
 
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -89,3 +92,21 @@ def test_peer_titles_and_keys_tell_the_backbone_and_the_coreset_apart():
     assert title(weighted) == "PatchCore (ImageNet tf_efficientnet_lite0, blocks.2+blocks.4, 0.5 % coreset)"
     assert title({"method": "padim"}) == "PaDiM (random resnet18)"
     assert run_key(weighted) != run_key({"method": "patchcore", "category": "a", "coreset_ratio": 0.005})
+
+
+@pytest.mark.parametrize("script", sorted(path.name for path in (ROOT / "bench").glob("*.sh")))
+def test_the_shell_scripts_parse(script):
+    subprocess.run(["bash", "-n", str(ROOT / "bench" / script)], check=True)
+
+
+def test_the_gpu_check_fails_the_step_that_fails_and_skips_what_needs_its_output(tmp_path):
+    settings = {"ACCELERATOR": "cpu", "BF16": "0", "DDP": "0", "DATA": str(tmp_path / "no_data")}
+    result = subprocess.run(["bash", str(ROOT / "bench" / "gpu_check.sh"), str(tmp_path / "out")], text=True,
+                            capture_output=True, env={**os.environ, **settings}, timeout=300)
+    lines = result.stdout.splitlines()
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert lines[1].startswith("PASS environment (")
+    assert lines[2].startswith("FAIL train (exit 2: mala: error: ") and lines[2].endswith(f"{tmp_path}/out/train.log)")
+    assert [line.split()[:2] for line in lines[3:-1]] == [["SKIP", step] for step in (
+        "train_bf16", "train_ddp", "test", "calibrate", "export", "predict_onnx", "predict_checkpoint", "scores_agree")]
+    assert lines[-1].startswith("gpu_check: 1 passed, 1 failed, 8 skipped in ")

@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import Dataset
 
 from mala.data.diskcache import cache_key, load_arrays, save_arrays
-from mala.data.images import open_rgb, read_mask, resize_rgb, smaller_than, unit_range
+from mala.data.images import header_shape, open_rgb, read_mask, resize_rgb, smaller_than, unit_range
 from mala.data.samples import Sample, categories_of
 from mala.errors import DataError
 from mala.progress import progress
@@ -25,7 +25,7 @@ class ImageCache:
     samples: list[Sample]
     images: np.ndarray  # (N, H, W, 3) uint8
     masks: dict[int, np.ndarray]  # sample index -> (H, W) bool, only anomalous samples
-    upscaled: int = 0  # images decoded smaller than (H, W) in either direction, and so enlarged (0 from the disk cache)
+    upscaled: int = 0  # images smaller than (H, W) in either direction, and so enlarged
 
     @classmethod
     def build(cls, samples: list[Sample], size: int | ImageShape, workers: int = 2, desc: str = "decoding images",
@@ -41,7 +41,7 @@ class ImageCache:
         key = cache_key(samples, shape)
         arrays = load_arrays(Path(cache_dir), key, len(samples), shape)
         if arrays is not None:
-            return cls(samples, *arrays)
+            return cls(samples, *arrays, enlarged_count(samples, shape))
         images, masks, upscaled = _decode(samples, shape, workers, desc)
         save_arrays(Path(cache_dir), key, images, masks)
         return cls(samples, images, masks, upscaled)
@@ -57,13 +57,22 @@ class ImageCache:
         }
 
     def upscaled_note(self) -> str | None:
-        """A one-line warning when some images were smaller than the model's size (README, "Image size")."""
-        if not self.upscaled:
-            return None
-        height, width = self.images.shape[1:3]
-        return (f"{self.upscaled} of {len(self.samples)} images are smaller than the model's "
-                f"{describe_shape((height, width))} and were enlarged to it: their maps show no finer detail than "
-                "the images hold")
+        """`upscaled_note` of this cache's images."""
+        return upscaled_note(self.upscaled, len(self.samples), self.images.shape[1:3])
+
+
+def upscaled_note(upscaled: int, total: int, shape: ImageShape) -> str | None:
+    """A one-line warning when `upscaled` of `total` images are smaller than the model's `shape` (README, "Image
+    size"); None when there are none."""
+    if not upscaled:
+        return None
+    return (f"warning: {upscaled} of {total} images are smaller than the model's {describe_shape(shape)} and were "
+            "enlarged to it: their maps show no finer detail than the images hold")
+
+
+def enlarged_count(samples: list[Sample], shape: ImageShape) -> int:
+    """How many of the images decoding to `shape` enlarges, from their headers (the pixels are not decoded)."""
+    return sum(smaller_than(header_shape(sample.path), shape) for sample in samples)
 
 
 def _decode(samples: list[Sample], shape: ImageShape, workers: int,
@@ -76,7 +85,7 @@ def _decode(samples: list[Sample], shape: ImageShape, workers: int,
     def load(index: int) -> None:
         sample = samples[index]
         image = open_rgb(sample.path)
-        if smaller_than(image, shape):
+        if smaller_than((image.height, image.width), shape):
             enlarged.append(index)
         images[index] = resize_rgb(image, shape)
         if sample.mask_path is not None:

@@ -81,9 +81,9 @@ def resize_rgb(image: Image.Image, shape: ImageShape) -> np.ndarray:
     return np.asarray(image.resize((width, height), Image.BILINEAR), dtype=np.uint8)
 
 
-def smaller_than(image: Image.Image, shape: ImageShape) -> bool:
-    """Whether resizing to `shape` enlarges the image in either direction."""
-    return image.height < shape[0] or image.width < shape[1]
+def smaller_than(size: ImageShape, shape: ImageShape) -> bool:
+    """Whether resizing an image of (height, width) `size` to `shape` enlarges it in either direction."""
+    return size[0] < shape[0] or size[1] < shape[1]
 
 
 def read_rgb(path: Path, size: int | ImageShape) -> np.ndarray:

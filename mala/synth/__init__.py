@@ -2,7 +2,7 @@
 
 from mala.synth.anomaly import AnomalySynthesizer, list_texture_images
 from mala.synth.augment import AUGMENTATIONS, random_augment
-from mala.synth.foreground import foreground_mask, looks_like_object, object_categories
+from mala.synth.foreground import foreground_mask, looks_like_object, object_categories, probe_samples
 from mala.synth.perlin import perlin_mask, perlin_noise
 from mala.synth.preview import write_preview_grid
 
@@ -15,6 +15,7 @@ __all__ = [
     "object_categories",
     "perlin_mask",
     "perlin_noise",
+    "probe_samples",
     "random_augment",
     "write_preview_grid",
 ]

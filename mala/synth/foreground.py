@@ -9,6 +9,7 @@ object", because their border is as varied as their interior.
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -20,6 +21,7 @@ from mala.errors import ConfigError
 
 if TYPE_CHECKING:
     from mala.data.dataset import ImageCache
+    from mala.data.samples import Sample
 
 WORK_SIZE = 128  # segment at this resolution: fast, and fine detail does not matter for a region mask
 MIN_COVERAGE = 0.02  # less than this: noise or a speck, not an object
@@ -134,3 +136,15 @@ def object_categories(cache: ImageCache, configured: list[str] | None = None,
         if is_object:
             chosen.append(category)
     return sorted(chosen)
+
+
+def probe_samples(samples: list[Sample]) -> list[Sample]:
+    """The images `object_categories` looks at, in their order: the first `OBJECT_PROBE` of each category (a cache
+    of these alone decides as the cache of all the images does)."""
+    seen: Counter[str] = Counter()
+    probes = []
+    for sample in samples:
+        seen[sample.category] += 1
+        if seen[sample.category] <= OBJECT_PROBE:
+            probes.append(sample)
+    return probes

@@ -4,6 +4,7 @@ tensorboard/ when the package is installed, and loss.png (the loss curves) at th
 from __future__ import annotations
 
 import csv
+import importlib
 import sys
 from pathlib import Path
 from typing import Callable
@@ -14,14 +15,23 @@ STEP_FIELDS = ["stage", "epoch", "step", "run_step", "img_per_s", *PARTS]
 TENSORBOARD_DIR = "tensorboard"
 
 
-def _tensorboard_writer(log_dir: Path, purge_step: int):
-    """A SummaryWriter, or None with one line on stderr when the `tensorboard` package is missing."""
+def tensorboard_note() -> str | None:
+    """The line a run says when it cannot write TensorBoard events (the package is missing); None when it can."""
     try:
-        from torch.utils.tensorboard import SummaryWriter
+        importlib.import_module("torch.utils.tensorboard")
     except ImportError:
-        print("mala: tensorboard is not installed (pip install 'mala[tensorboard]'); logging to CSV only",
-              file=sys.stderr)
+        return "tensorboard is not installed (pip install 'mala[tensorboard]'); logging to CSV only"
+    return None
+
+
+def _tensorboard_writer(log_dir: Path, purge_step: int):
+    """A SummaryWriter, or None with `tensorboard_note` on stderr when the `tensorboard` package is missing."""
+    note = tensorboard_note()
+    if note is not None:
+        print(f"mala: {note}", file=sys.stderr)
         return None
+    from torch.utils.tensorboard import SummaryWriter
+
     # purge_step: a resumed run drops the events written after its checkpoint
     return SummaryWriter(log_dir=str(log_dir), purge_step=purge_step or None)
 

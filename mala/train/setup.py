@@ -149,6 +149,22 @@ def anomaly_source_line(cfg: MalaConfig) -> str | None:
             "their content taken from the images themselves, not from DTD as in the paper")
 
 
+def tiling_line(cfg: MalaConfig) -> str | None:
+    """How training cuts its images into tiles, one line; None without tiling."""
+    if cfg.tile_grid is None:
+        return None
+    return f"tiling: {cfg.tile_grid.describe()}; each training image is one tile at a random position"
+
+
+def start_lines(cfg: MalaConfig, data: TrainingData) -> list[str]:
+    """What a run says as its training starts (`Trainer.fit`, and the dry run): where stage 2's anomalies come from,
+    the tiling, and object or texture per category."""
+    lines = [anomaly_source_line(cfg), tiling_line(cfg)]
+    if cfg.run.pipeline == "end_to_end":
+        lines += data.synthesis_lines()
+    return [line for line in lines if line is not None]
+
+
 def pretraining_config(cfg: MalaConfig) -> MalaConfig:
     """Stage 1 alone: the reconstruction pipeline has no stage 2, so training ends after stage 1."""
     return dataclasses.replace(cfg, stage1=dataclasses.replace(cfg.stage1, enabled=True),

@@ -27,7 +27,7 @@ from mala.synth import AnomalySynthesizer
 from mala.train.fill_memory import fill_memory
 from mala.train.logs import RunLogger
 from mala.train.resumable import CHECKPOINT_DIR, LAST_NAME, checkpoint_name, save_rotating
-from mala.train.setup import TrainingData, anomaly_source_line
+from mala.train.setup import TrainingData, start_lines
 from mala.train.stage1 import Stage1
 from mala.train.stage2 import Stage2
 
@@ -112,13 +112,9 @@ class Trainer:
         if self.fabric.is_global_zero:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self.cfg.save(self.run_dir / "config.yaml")
-        self._announce_anomaly_source()
-        if self.cfg.tile_grid is not None:
-            self.fabric.print(f"tiling: {self.cfg.tile_grid.describe()}")
+            for line in start_lines(self.cfg, data):
+                print(f"mala: {line}", file=sys.stderr)
         self.logger = RunLogger(self.run_dir, self.fabric.is_global_zero, self._resumed_from)
-        if self.cfg.run.pipeline == "end_to_end":
-            for line in data.synthesis_lines():
-                self.fabric.print(line)
         try:
             self._train_stages(data)
         finally:
@@ -136,11 +132,6 @@ class Trainer:
         if self.cfg.run.pipeline == "end_to_end" and self.position.epoch < self.cfg.stage2.epochs:
             runner = Stage2(self.cfg, self.model, self.fabric, data.cache, self._synthesizer(), data.foregrounds())
             self._run(runner, data, self.cfg.stage2.epochs)
-
-    def _announce_anomaly_source(self) -> None:
-        line = anomaly_source_line(self.cfg)
-        if line is not None and self.fabric.is_global_zero:
-            print(f"mala: {line}", file=sys.stderr)
 
     def _synthesizer(self) -> AnomalySynthesizer:
         synthesizer = AnomalySynthesizer(self.cfg.synth, self.cfg.model.image_shape)

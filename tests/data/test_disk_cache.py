@@ -52,3 +52,15 @@ def test_a_damaged_cache_file_is_rebuilt(tmp_path):
     again = ImageCache.build(samples, 32, workers=1, cache_dir=tmp_path / "cache")
     assert np.array_equal(first.images, again.images)
     assert np.array_equal(np.load(images_file), first.images)
+
+
+def test_images_read_from_the_disk_cache_still_count_as_enlarged(tmp_path, monkeypatch):
+    """The count comes from the image headers, so a run on cached images warns as the first did."""
+    layouts.mvtec_category(tmp_path / "data")
+    samples = scan_roots([tmp_path / "data"])
+    taller = [600, 16]  # taller than every image: all are enlarged
+    first = ImageCache.build(samples, taller, workers=1, cache_dir=tmp_path / "cache")
+    monkeypatch.setattr(dataset, "open_rgb", _no_decoding)
+    second = ImageCache.build(samples, taller, workers=1, cache_dir=tmp_path / "cache")
+    assert first.upscaled == second.upscaled == len(samples)
+    assert first.upscaled_note() == second.upscaled_note() is not None

@@ -84,9 +84,9 @@ def test_the_choice_is_printed_at_the_start_and_stored_in_the_run(tmp_path, smal
                                          "stage2.epochs=0"])
     data = training_data(ImageCache.build(samples, SIZE, workers=1), by_hand=cfg.synth.objects)
     model_file = Trainer(cfg, tmp_path, Fabric(accelerator="cpu", devices=1)).fit(data)
-    printed = capsys.readouterr().out.splitlines()
-    assert "magnetic_tile: texture (anomalies anywhere), set in synth.objects" in printed
-    assert "metal_plate: object (anomalies on the foreground)" in printed
+    printed = capsys.readouterr().err.splitlines()
+    assert "mala: magnetic_tile: texture (anomalies anywhere), set in synth.objects" in printed
+    assert "mala: metal_plate: object (anomalies on the foreground)" in printed
     stored = read_metadata(model_file)
     assert stored["data"]["object_categories"] == ["metal_plate"]
     assert stored["config"]["synth"]["objects"] == {"magnetic_tile": False}
