@@ -129,7 +129,9 @@ def describe_input(model: MALA, cfg: MalaConfig) -> str:
     if cfg.tile_grid:
         parts.append(f"as {cfg.tile_grid.count} tiles of {_height_by_width(model.image_shape)}")
     if model.hybrid and not model.memory.empty:
-        parts.append(f"with a memory of {len(model.memory.tokens):,} tokens")
+        sections = model.memory.section_count
+        parts.append(f"with a memory of {len(model.memory.tokens):,} tokens"
+                     + (f" in {sections} category sections" if sections > 1 else ""))
     return ", ".join(parts)
 
 

@@ -29,11 +29,11 @@ PARTITION_SEED = 0  # the reconstruction map's patch partition: fixed, so a mode
 MapFunction = Callable[[torch.Tensor], torch.Tensor]  # images (N, 3, h, w) -> maps (N, h, w)
 
 
-def distance_map(distance: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def distance_map(distance: torch.Tensor, size: tuple[int, int], sigma: float = MEMORY_BLUR_SIGMA) -> torch.Tensor:
     """Scaled nearest-normal distances (B, 1, rows, columns) to a map (B, H, W) in [0, 1): upsampled bilinearly,
-    smoothed (Gaussian, sigma `MEMORY_BLUR_SIGMA` px) and squashed by 1 - exp(-x)."""
+    smoothed (Gaussian, `sigma` px) and squashed by 1 - exp(-x)."""
     upsampled = F.interpolate(distance, size=size, mode="bilinear", align_corners=False)
-    return 1 - torch.exp(-blur_reflected(upsampled, sigma=MEMORY_BLUR_SIGMA)[:, 0])
+    return 1 - torch.exp(-blur_reflected(upsampled, sigma=sigma)[:, 0])
 
 
 def fuse_maps(learned: torch.Tensor, remembered: torch.Tensor, memory_weight: float) -> torch.Tensor:

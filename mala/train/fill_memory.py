@@ -19,8 +19,10 @@ from mala.tiling import TileGrid
 
 HELD_OUT = 0.1  # share of images whose distances to the others set the memory's scale
 SCALE_QUANTILE = 0.99
-SCALE_QUERIES = 100_000  # held-out tokens whose nearest distances give the scale: a bounded sample
-SCALE_BLOCK = 4096  # held-out tokens searched at once, one step of the scale's progress
+SCALE_QUERIES = 20_000  # held-out tokens whose nearest distances give the scale: a bounded sample (all of them for
+# up to about 1,000 untiled 224 px images of a category; 200 of them above the 99 % quantile)
+SCALE_BLOCK = 4096  # held-out tokens searched at once
+SCALE_BLOCK_ROWS = 200_000  # the other images' tokens searched at once (about 120 MB at 152 channels)
 COVER_CHUNK = 2048  # candidate tokens compared with the kept ones at once
 
 
@@ -35,12 +37,12 @@ def normal_feature_tokens(model: MALA, cache: ImageCache, indices: np.ndarray, g
         dataset = NormalImages(cache, np.repeat(indices, grid.count),
                                Crops(np.tile(grid.corners, (len(indices), 1)), grid.tile))
     device = next(model.parameters()).device  # the training device: the memory is built where the model is
-    tokens = [model.feature_tokens(tiles.to(device)).float()
-              for tiles in progress(DataLoader(dataset, batch_size=batch_size), desc=desc, unit="batch", leave=False)]
-    channels = model.feature_tokens.channels
-    if not tokens:  # a rank with no share of this category
-        return torch.zeros(0, model.num_patches * (grid.count if grid else 1), channels, device=device)
-    return torch.cat(tokens).unflatten(0, (len(indices), -1)).flatten(1, 2)  # an image's tiles are held out together
+    tokens = torch.empty(len(dataset), model.num_patches, model.feature_tokens.channels, device=device)
+    done = 0
+    for tiles in progress(DataLoader(dataset, batch_size=batch_size), desc=desc, unit="batch", leave=False):
+        tokens[done:done + len(tiles)] = model.feature_tokens(tiles.to(device))
+        done += len(tiles)
+    return tokens.unflatten(0, (len(indices), -1)).flatten(1, 2)  # an image's tiles are held out together
 
 
 def category_tokens(model: MALA, cache: ImageCache, indices: np.ndarray, grid: TileGrid | None,
@@ -112,8 +114,9 @@ def fill_memory(model: MALA, cache: ImageCache, seed: int, grid: TileGrid | None
         if fabric is None or fabric.is_global_zero:
             rng = np.random.default_rng([seed, zlib.crc32(category.encode())])  # whatever else the model holds
             sections.append(category_section(tokens, model.num_patches, model.cfg.memory_radius, rng, seed))
-    if fabric is not None and fabric.world_size > 1:
-        sections = [_to_device(s, model.memory.tokens.device) for s in fabric.broadcast(sections, src=0)]
+    if fabric is not None and fabric.world_size > 1:  # sent as CPU tensors: a CUDA one would unpickle on rank 0's GPU
+        received = fabric.broadcast([_to_device(s, torch.device("cpu")) for s in sections], src=0)
+        sections = [_to_device(s, model.memory.tokens.device) for s in received]
     limited = within_size(with_scales(sections), model.cfg.memory_size, np.random.default_rng(seed))
     model.memory.fill_sections(limited)
 
@@ -157,12 +160,18 @@ def _to_device(section: MemorySection, device: torch.device) -> MemorySection:
 
 def held_out_scale(tokens: torch.Tensor, rng: np.random.Generator) -> float:
     """The `SCALE_QUANTILE` of held-out images' tokens' nearest distances to the other images' tokens (N, T, C), from
-    the first `SCALE_QUERIES` held-out tokens."""
+    at most `SCALE_QUERIES` held-out tokens. The other images are searched a block at a time, so no copy of all
+    their tokens is made."""
     held_out = rng.permutation(len(tokens))[: max(1, int(round(HELD_OUT * len(tokens))))]
     others = np.setdiff1d(np.arange(len(tokens)), held_out)
+    queries = tokens[torch.from_numpy(held_out).to(tokens.device)].flatten(0, 1)
+    if len(queries) > SCALE_QUERIES:  # a random sample: the first ones would all come from one tiled image
+        queries = queries[torch.from_numpy(np.sort(rng.choice(len(queries), SCALE_QUERIES, replace=False)))]
     reference = FeatureMemory(tokens.shape[-1])
-    reference.fill(tokens[torch.from_numpy(others).to(tokens.device)].flatten(0, 1), 1.0)
-    queries = tokens[torch.from_numpy(held_out).to(tokens.device)].flatten(0, 1)[:SCALE_QUERIES]
-    blocks = progress(queries.split(SCALE_BLOCK), desc="memory scale", unit="block", leave=False)
-    distances = torch.cat([reference.nearest_distance(block) for block in blocks])
-    return float(torch.quantile(distances, SCALE_QUANTILE).clamp_min(1e-6))
+    nearest = torch.full((len(queries),), float("inf"), device=tokens.device)
+    images_per_block = max(1, SCALE_BLOCK_ROWS // tokens.shape[1])
+    blocks = np.array_split(others, -(-len(others) // images_per_block))
+    for block in progress(blocks, desc="memory scale", unit="block", leave=False):
+        reference.fill(tokens[torch.from_numpy(block).to(tokens.device)].flatten(0, 1), 1.0)
+        nearest = torch.minimum(nearest, torch.cat([reference.nearest_distance(q) for q in queries.split(SCALE_BLOCK)]))
+    return float(torch.quantile(nearest, SCALE_QUANTILE).clamp_min(1e-6))

@@ -44,12 +44,17 @@ def save_random_model(path: Path, categories: list[str], seed: int = 0, hybrid: 
     return path
 
 
+SECTION_SOURCES = ["metal_plate", "magnetic_tile"]  # real sets whose images fill sections 0, 1, 2, ... in turn
+SECTION_IMAGES = 2
+
+
 def real_sections(model: MALA, categories: list[str]) -> list[MemorySection]:
-    """A memory section per category from two of its real training images (at the model's input size), each with
-    its own scale, so that routing has real image features to tell the categories apart."""
+    """A memory section per category from `SECTION_IMAGES` real training images (at the model's input size) of
+    `SECTION_SOURCES` in turn, each with its own scale, so that routing has real image features to tell them apart."""
     sections = []
-    for place, category in enumerate(categories):
-        files = sorted(path for path in shared_data(category, "train", "good").iterdir())[:2]
+    for place, _ in enumerate(categories):
+        source = SECTION_SOURCES[place % len(SECTION_SOURCES)]
+        files = sorted(path for path in shared_data(source, "train", "good").iterdir())[:SECTION_IMAGES]
         images = torch.from_numpy(np.stack([read_rgb(path, model.image_shape) for path in files]))
         with torch.no_grad():
             tokens = model.feature_tokens(images.permute(0, 3, 1, 2).float() / 255)

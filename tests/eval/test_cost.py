@@ -102,13 +102,13 @@ def test_a_trained_model_is_costed_with_its_memory_and_tiles(tmp_path):
                               tiling=TilingConfig(source_size=[64, 112], stride=48))  # 64 px tiles: 1 x 2
     without_memory = inference_flops(MALA(small_model_config(hybrid=True).model).eval())
     plain_cost, tiled_cost = measure_trained_cost(plain, repeats=1), measure_trained_cost(tiled, repeats=1)
-    # the search: each of the 4 x 4 tokens against the 300 stored ones, 152 channels, 2 FLOPs per multiply-add;
-    # then the map's Gaussian blur (sigma 4 px: 33 taps, rows then columns, 64 x 64 pixels)
-    search, blur = 2 * 16 * 300 * 152, 2 * (2 * 64 * 64 * 33)
+    # the search: each of the 4 x 4 tokens against the 32 stored ones (2 images' 4 x 4), 152 channels, 2 FLOPs per
+    # multiply-add; then the map's Gaussian blur (sigma 4 px: 33 taps, rows then columns, 64 x 64 pixels)
+    search, blur = 2 * 16 * 32 * 152, 2 * (2 * 64 * 64 * 33)
     assert plain_cost.gflops * 1e9 == pytest.approx(without_memory + search + blur, rel=1e-9)
     assert tiled_cost.gflops == pytest.approx(2 * plain_cost.gflops, rel=1e-6)
-    assert plain_cost.input == "64 x 64 (height x width), with a memory of 300 tokens"
-    assert tiled_cost.input == "64 x 112 (height x width), as 2 tiles of 64 x 64 (height x width), with a memory of 300 tokens"
+    assert plain_cost.input == "64 x 64 (height x width), with a memory of 32 tokens"
+    assert tiled_cost.input == "64 x 112 (height x width), as 2 tiles of 64 x 64 (height x width), with a memory of 32 tokens"
     assert plain_cost.images_per_second > 0 and tiled_cost.images_per_second > 0
 
 
@@ -116,7 +116,7 @@ def test_cost_command_takes_trained_models(tmp_path, capsys):
     checkpoint = save_random_model(tmp_path / "run" / "model.safetensors", ["a"], hybrid=True)
     assert main(["cost", "--checkpoint", str(checkpoint.parent), "--repeats", "1"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[1].split()[0] == str(checkpoint.parent) and "with a memory of 300 tokens" in lines[2]
+    assert lines[1].split()[0] == str(checkpoint.parent) and "with a memory of 32 tokens" in lines[2]
     assert main(["cost", "--checkpoint", str(checkpoint), "--image-size", "32"]) == 2
     assert "--config and --image-size cannot be given with it" in capsys.readouterr().err
     assert main(["cost", "--checkpoint", str(tmp_path / "missing.safetensors")]) == 2

@@ -90,3 +90,15 @@ def test_a_category_of_one_image_takes_the_median_scale_and_the_size_limit_cuts_
     cut = within_size(scaled, 500, np.random.default_rng(0))
     assert [len(s.tokens) for s in cut] == [50, 150, 300]
     assert within_size(scaled, 1000, np.random.default_rng(0)) is scaled
+
+
+def test_the_scale_searched_block_by_block_equals_the_quantile_over_all_other_images(monkeypatch):
+    import mala.train.fill_memory as fill
+
+    tokens = torch.randn(40, 50, 8)
+    monkeypatch.setattr(fill, "SCALE_BLOCK_ROWS", 120)  # blocks of 2 images
+    scale = held_out_scale(tokens, np.random.default_rng(5))
+    held_out = np.random.default_rng(5).permutation(40)[:4]
+    others = np.setdiff1d(np.arange(40), held_out)
+    nearest = torch.cdist(tokens[held_out].flatten(0, 1), tokens[others].flatten(0, 1)).amin(1)
+    assert abs(scale - float(torch.quantile(nearest, fill.SCALE_QUANTILE))) < 1e-4
