@@ -1,5 +1,6 @@
 """bench/ablation.py and bench/peers.py: budgets, tables, failures and the backbone key map; bench/*.sh parse, and
-bench/gpu_check.sh reports a failed step; all without training anything (and without timm or anomalib, which this
+bench/gpu_check.sh reports a failed step; the validation anomalies of bench/selection.py and the looks of
+bench/scale.py; all without training anything (and without timm or anomalib, which this
 environment lacks)."""
 
 import os
@@ -7,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -110,3 +112,23 @@ def test_the_gpu_check_fails_the_step_that_fails_and_skips_what_needs_its_output
     assert [line.split()[:2] for line in lines[3:-1]] == [["SKIP", step] for step in (
         "train_bf16", "train_ddp", "test", "calibrate", "export", "predict_onnx", "predict_checkpoint", "scores_agree")]
     assert lines[-1].startswith("gpu_check: 1 passed, 1 failed, 8 skipped in ")
+
+
+def test_cut_paste_marks_exactly_the_pixels_it_changed_within_the_area_range():
+    from bench.selection import CUT_AREA, cut_paste
+
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        image, donor = rng.integers(0, 256, (2, 64, 96, 3), dtype=np.uint8)
+        pasted, mask = cut_paste(image, donor, rng)
+        assert np.array_equal(mask, (pasted != image).any(-1))
+        assert 0 < mask.mean() <= CUT_AREA[1] * 1.1
+
+
+def test_the_scale_bench_looks_keep_square_images_and_their_masks_aligned():
+    from bench.scale import look
+
+    images = np.random.default_rng(0).integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)
+    assert np.array_equal(look(images, "inverted"), 255 - images)
+    turned = look(images, "turned")
+    assert turned.shape == images.shape and np.array_equal(turned[0, :, :, 0], np.rot90(images[0, :, :, 2]))
