@@ -202,20 +202,6 @@ def cached_categories(args: argparse.Namespace) -> tuple[list[Category], list[Ca
     return evaluated, extra
 
 
-@torch.no_grad()
-def model_ms_per_image(preset: str, size: int, calls: int = 5) -> float:
-    """The whole model's batch-1 forward without the memory: what the 10 images/s target leaves for the search."""
-    model = MALA(load_config(preset).model).eval()
-    image = torch.rand(1, 3, size, size)
-    model(image)
-    times = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        model(image)
-        times.append(time.perf_counter() - start)
-    return 1000 * float(np.median(times))
-
-
 def section(train: torch.Tensor, radius: float) -> tuple[torch.Tensor, float]:
     """A category's epsilon-net as `fill_memory` makes it, and the held-out scale it was made with."""
     scale = held_out_scale(train, np.random.default_rng(SEED))
@@ -312,14 +298,12 @@ def main() -> None:
     faiss.omp_set_num_threads(THREADS)
     radius = args.radius if args.radius is not None else load_config(args.preset).model.memory_radius
     evaluated, extra = cached_categories(args)
-    model_ms = model_ms_per_image(args.preset, args.size)
     section_rows: dict[str, int] = {}
     found = banks(evaluated, extra, radius, args.synthetic_rows, section_rows)
     print(json.dumps({"section_300_rows": section_rows}), flush=True)
     rows = [row for bank in found for row in run_bank(bank)]
     result = {"date": time.strftime("%Y-%m-%d"), "command": sys.argv, "threads": THREADS, "radius": radius,
               "faiss": faiss.__version__, "torch": torch.__version__, "section_300_rows": section_rows,
-              "model_ms_per_image": model_ms,
               "methods_on_largest_bank": [asdict(m) for m in methods(len(found[-1].tokens), found[-1].tokens.shape[1])],
               "rows": rows}
     Path(args.out).write_text(json.dumps(result, indent=1))
