@@ -1,7 +1,7 @@
-"""bench/ablation.py and bench/peers.py: budgets, tables, failures and the backbone key map; bench/*.sh parse, and
-bench/gpu_check.sh reports a failed step; the validation anomalies of bench/selection.py and the looks of
-bench/scale.py; all without training anything (and without timm or anomalib, which this
-environment lacks)."""
+"""bench/ablation.py, bench/peers.py and bench/search.py: budgets, tables, failures, the backbone key map and the
+search measures; bench/*.sh parse, and bench/gpu_check.sh reports a failed step; the validation anomalies of
+bench/selection.py and the looks of bench/scale.py; all without training anything (and without timm or anomalib,
+which this environment lacks)."""
 
 import os
 import subprocess
@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -132,3 +133,31 @@ def test_the_scale_bench_looks_keep_square_images_and_their_masks_aligned():
     assert np.array_equal(look(images, "inverted"), 255 - images)
     turned = look(images, "turned")
     assert turned.shape == images.shape and np.array_equal(turned[0, :, :, 0], np.rot90(images[0, :, :, 2]))
+
+
+def test_the_search_bench_compares_faiss_with_the_exact_torch_search():
+    # imported here: faiss (the `bench` extra, in `dev`) is needed by this test only
+    from bench.search import Method, accuracy, aurocs, methods, prepared, synthetic
+
+    generator = torch.Generator().manual_seed(0)
+    bank = synthetic(torch.randn(300, 16, generator=generator), 1200, scale=1.0)
+    queries = torch.randn(49, 16, generator=generator).numpy()
+    built = {}
+    exact, exact_size, _ = prepared(Method("exact torch", ""), bank, built)
+    flat, flat_size, _ = prepared(Method("Flat", "Flat"), bank, built)
+    pq, pq_size, _ = prepared(Method("PQ4", "PQ4"), bank, built)
+    reference = exact(queries)[0]
+    assert np.allclose(flat(queries)[0], reference, rtol=1e-4, atol=1e-4)
+    assert np.allclose(reference, torch.cdist(torch.from_numpy(queries), bank).amin(1).numpy(), rtol=1e-4)
+    assert accuracy(*flat(queries), reference, queries, bank.numpy()) == pytest.approx(
+        {"recall": 1.0, "mean_relative_error": 0.0}, abs=1e-4)
+    lossy = accuracy(*pq(queries), reference, queries, bank.numpy())
+    assert pq_size < flat_size / 2 and flat_size >= exact_size and lossy["mean_relative_error"] > 1e-3
+    names = [m.name for m in methods(len(bank), 16)]
+    assert names[0] == "exact torch" and "IVF32,Flat nprobe=16" in names and "PQ2" in names and "PQ4" in names
+    # two images on a 7 x 7 grid: the second's far token marks its mask's top-left corner
+    distances = np.zeros((2, 49), dtype=np.float32)
+    distances[1, 0] = 5.0
+    masks = np.zeros((2, 14, 14), dtype=bool)
+    masks[1, :2, :2] = True
+    assert aurocs(distances, 7, 14, np.array([0, 1]), masks) == {"image_auroc": 1.0, "pixel_auroc": 1.0}
