@@ -31,7 +31,7 @@ from mala.data.sources import scan_roots, test_samples  # noqa: E402
 from mala.eval.evaluate import Predictions, category_metrics  # noqa: E402
 from mala.model import image_score  # noqa: E402
 from mala.model.maps import fuse_maps  # noqa: E402
-from mala.train.fill_memory import cover  # noqa: E402
+from mala.train.fill_memory import thin_sections  # noqa: E402
 
 
 @torch.no_grad()
@@ -57,9 +57,8 @@ def main() -> None:
     model, cfg, _ = load_trained_model(args.checkpoint)
     kernels = args.score_kernels or [cfg.run.score_kernel]
     if args.memory_radius > 0:
-        memory = model.memory
-        memory.fill(cover(memory.tokens, args.memory_radius * float(memory.scale), cfg.run.seed), float(memory.scale))
-        print(f"memory thinned to {len(memory.tokens)} tokens (radius {args.memory_radius} x scale)")
+        thin_sections(model.memory, args.memory_radius, cfg.run.seed)
+        print(f"memory thinned to {len(model.memory.tokens)} tokens (radius {args.memory_radius} x scale)")
     cache = ImageCache.build(test_samples(scan_roots(args.data)), cfg.model.image_size, desc="decoding test images")
     learned, remembered = both_maps(model, cache)
     rows = {}

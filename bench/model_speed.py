@@ -27,7 +27,7 @@ import torch  # noqa: E402
 from mala.model.load import load_trained_model  # noqa: E402
 from mala.eval.cost import images_per_second  # noqa: E402
 from mala.sizes import describe_shape  # noqa: E402
-from mala.train.fill_memory import cover  # noqa: E402
+from mala.train.fill_memory import thin_sections  # noqa: E402
 
 
 def main() -> None:
@@ -41,7 +41,7 @@ def main() -> None:
     model, cfg, _ = load_trained_model(args.checkpoint)
     memory = model.memory
     if args.memory_radius > 0:
-        memory.fill(cover(memory.tokens, args.memory_radius * float(memory.scale), cfg.run.seed), float(memory.scale))
+        thin_sections(memory, args.memory_radius, cfg.run.seed)
     weight = cfg.model.memory_weight
     rates: dict[str, list[float]] = {"with memory": [], "without": []}
     with torch.no_grad():

@@ -179,6 +179,7 @@ def categories_part(args: argparse.Namespace) -> dict:
     result["memory_map_known"] = memory_metrics(model, test, np.array([places[s.category] for s in test.samples]),
                                                 cfg.run.score_kernel)
     result["memory_map_routed"] = memory_metrics(model, test, None, cfg.run.score_kernel)
+    result["peak_rss_gib"] = round(peak_rss_gib(), 2)  # build, speed and accuracy included
     return result
 
 

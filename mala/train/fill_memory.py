@@ -154,6 +154,15 @@ def within_size(sections: list[MemorySection], limit: int, rng: np.random.Genera
     return kept
 
 
+def thin_sections(memory: FeatureMemory, radius: float, seed: int) -> None:
+    """Each section of a filled memory thinned again to an epsilon-net of `radius` x its own scale (what-ifs of the
+    benches on a trained model)."""
+    memory.fill_sections([
+        MemorySection(cover(memory.section_rows(k), radius * float(memory.scales[k]), seed), float(memory.scales[k]),
+                      memory.image_features[memory.image_sections == k])
+        for k in range(memory.section_count)])
+
+
 def _to_device(section: MemorySection, device: torch.device) -> MemorySection:
     return MemorySection(section.tokens.to(device), section.scale, section.image_features.to(device))
 

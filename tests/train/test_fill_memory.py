@@ -9,7 +9,7 @@ from mala.data.images import read_rgb
 from mala.data.sources import scan_roots, train_samples
 from mala.model import MALA
 from mala.model.memory import FeatureMemory, MemorySection
-from mala.train.fill_memory import cover, fill_memory, held_out_scale, with_scales, within_size
+from mala.train.fill_memory import cover, fill_memory, held_out_scale, thin_sections, with_scales, within_size
 from tests.conftest import shared_data
 from tests.model.test_hybrid import hybrid_config
 
@@ -102,3 +102,15 @@ def test_the_scale_searched_block_by_block_equals_the_quantile_over_all_other_im
     others = np.setdiff1d(np.arange(40), held_out)
     nearest = torch.cdist(tokens[held_out].flatten(0, 1), tokens[others].flatten(0, 1)).amin(1)
     assert abs(scale - float(torch.quantile(nearest, fill.SCALE_QUANTILE))) < 1e-4
+
+
+def test_thinning_a_filled_memory_keeps_each_section_within_its_own_radius():
+    torch.manual_seed(0)
+    sections = [MemorySection(torch.randn(800, 4) * (k + 1), 0.5 * (k + 1), torch.randn(3, 4)) for k in range(2)]
+    memory = FeatureMemory(4)
+    memory.fill_sections(sections)
+    thin_sections(memory, radius=1.0, seed=0)
+    assert memory.section_count == 2 and len(memory.tokens) < 1600
+    for k, section in enumerate(sections):
+        assert memory.nearest_distance(section.tokens, k).max() <= 1.0 * section.scale + 1e-4
+        assert torch.equal(memory.image_features[memory.image_sections == k], section.image_features)
