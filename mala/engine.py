@@ -153,6 +153,8 @@ def test(checkpoint: Path, roots: list[Path], categories: list[str] | None = Non
     samples = test_samples(scan_roots(roots, categories))
     cache = decode_images(samples, cfg, "decoding test images", cache_dir)
     known = known_sections(cache, info.get("categories", []))
+    if route and not (model.hybrid and not model.memory.empty):
+        raise ConfigError(f"{checkpoint}: --route needs a normal-feature memory to route in; this model has none")
     sections = routed_sections(model, cache, device=device) if route else known
     predictions = predict_cache(model, cache, cfg, device=device, sections=sections)
     if route:

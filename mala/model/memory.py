@@ -102,7 +102,10 @@ class FeatureMemory(nn.Module):
         return self.image_sections[similarity.argmax(dim=1)]
 
     def scaled_distance(self, tokens: torch.Tensor, sections: Sections) -> torch.Tensor:
-        """Nearest distance / the section's scale (B, N) of tokens (B, N, C), in the given or routed sections."""
+        """Nearest distance / the section's scale (B, N) of tokens (B, N, C), in the given or routed sections; a
+        memory of one section (one category, or saved before sections) reads it for every image."""
+        if self.section_count == 1:
+            sections = 0
         if isinstance(sections, int):
             return self.nearest_distance(tokens, sections) / self.scales[sections]
         if sections is None:

@@ -17,6 +17,8 @@ from mala.deploy.graph import read_calibration
 from mala.deploy.predict import Predictor, predict_folder
 from mala.errors import ConfigError
 from tests.conftest import shared_data
+from tests.data.layouts import mvtec_category
+from tests.deploy.conftest import save_random_model
 
 
 def test_quantile_on_normal_images_flags_that_share_of_them(checkpoint, tmp_path):
@@ -91,3 +93,12 @@ def test_thresholds_record_where_they_were_chosen(checkpoint):
     root = shared_data("metal_plate")
     calibration = engine.calibrate(checkpoint, roots=[root])
     assert calibration.data == [str(root)]
+
+
+def test_routing_a_model_without_a_memory_is_refused_in_one_line(tmp_path, capsys):
+    checkpoint = save_random_model(tmp_path / "run" / "model.safetensors", ["plate"])  # the pixel ViT: no memory
+    root = tmp_path / "data"
+    mvtec_category(root, "plate")
+    assert main(["test", "--checkpoint", str(checkpoint), "--data", str(root), "--route"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("mala: error: ") and "--route needs a normal-feature memory" in error

@@ -76,3 +76,13 @@ def test_sections_survive_a_state_dict_round_trip():
     assert loaded.ends == memory.ends == [3000, 6000] and loaded.section_count == 2
     queries = torch.randn(2, 9, CHANNELS)
     torch.testing.assert_close(loaded.scaled_distance(queries, None), memory.scaled_distance(queries, None))
+
+
+def test_a_memory_of_one_section_reads_it_whatever_section_is_named():
+    memory = FeatureMemory(CHANNELS)
+    rows = torch.randn(50, CHANNELS)
+    memory.fill(rows, 2.0)
+    queries = torch.randn(3, 4, CHANNELS)
+    expected = torch.cdist(queries.reshape(-1, CHANNELS), rows).amin(1).reshape(3, 4) / 2.0
+    for sections in (None, 1, torch.tensor([0, 1, UNKNOWN])):  # a model saved before sections, tested by category
+        torch.testing.assert_close(memory.scaled_distance(queries, sections), expected, atol=1e-4, rtol=1e-4)
