@@ -192,14 +192,23 @@ def load_categories(roots: list[str], model: MALA, size: int, with_test: bool) -
 def cached_categories(args: argparse.Namespace) -> tuple[list[Category], list[Category]]:
     """The --data and --extra categories' tokens, from --tokens when an earlier run stored them there."""
     if args.tokens and Path(args.tokens).exists():
-        stored = torch.load(args.tokens, weights_only=False)
-        return [Category(**c) for c in stored["evaluated"]], [Category(**c) for c in stored["extra"]]
+        stored = torch.load(args.tokens, weights_only=True)  # tensors only: a file never runs code when read
+        return [stored_category(c) for c in stored["evaluated"]], [stored_category(c) for c in stored["extra"]]
     model = MALA(load_config(args.preset).model).eval()
     evaluated = load_categories(args.data, model, args.size, with_test=True)
     extra = load_categories(args.extra, model, args.size, with_test=False) if args.extra else []
-    if args.tokens:  # plain dicts: the file loads whether this script runs as __main__ or as bench.search
-        torch.save({"evaluated": [asdict(c) for c in evaluated], "extra": [asdict(c) for c in extra]}, args.tokens)
+    if args.tokens:  # plain dicts of tensors: the file loads with weights_only, as __main__ or as bench.search
+        torch.save({"evaluated": [storable(c) for c in evaluated], "extra": [storable(c) for c in extra]}, args.tokens)
     return evaluated, extra
+
+
+def storable(category: Category) -> dict:
+    """A category as a dict of a string and tensors (numpy arrays would need unpickling)."""
+    return {**asdict(category), "labels": torch.from_numpy(category.labels), "masks": torch.from_numpy(category.masks)}
+
+
+def stored_category(stored: dict) -> Category:
+    return Category(**{**stored, "labels": stored["labels"].numpy(), "masks": stored["masks"].numpy()})
 
 
 def section(train: torch.Tensor, radius: float) -> tuple[torch.Tensor, float]:
