@@ -36,14 +36,15 @@ if str(ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from bench.memory_sections import memory_predictions, test_tokens  # noqa: E402
 from mala.checkpoint import save_checkpoint  # noqa: E402
 from mala.config import MalaConfig, TilingConfig, load_config  # noqa: E402
 from mala.data.dataset import ImageCache  # noqa: E402
 from mala.data.samples import Sample  # noqa: E402
 from mala.data.sources import scan_roots, test_samples, train_samples  # noqa: E402
 from mala.deploy.graph import InferenceGraph  # noqa: E402
-from mala.eval.evaluate import Predictions, category_metrics, mean_row, routed_right  # noqa: E402
-from mala.model import MALA, image_score  # noqa: E402
+from mala.eval.evaluate import category_metrics, known_sections, mean_row, routed_right  # noqa: E402
+from mala.model import MALA  # noqa: E402
 from mala.train.fill_memory import fill_memory  # noqa: E402
 
 SETS = ["magnetic_tile", "metal_plate", "deeppcb/pcb", "pv_el_cells/el_mono", "pv_el_cells/el_multi"]
@@ -137,22 +138,15 @@ def images_per_second(graph: InferenceGraph, images: np.ndarray) -> float:
     return statistics.median(rates)
 
 
-@torch.no_grad()
-def memory_metrics(model: MALA, test: ImageCache, sections: np.ndarray | None, kernel: int) -> dict:
-    """Mean image / pixel AUROC and AUPRO of the memory's map alone (None: every image routed)."""
-    images = torch.from_numpy(test.images).permute(0, 3, 1, 2)
-    maps, routes = [], []
-    for start in range(0, len(images), 16):
-        tokens = model.feature_tokens(images[start:start + 16].float() / 255)
-        chosen = model.memory.route(tokens) if sections is None else torch.from_numpy(sections[start:start + 16])
-        routes.append(chosen.numpy())
-        maps.append(model.memory_map(tokens, chosen))
-    maps = torch.cat(maps)
-    predictions = Predictions(maps.numpy(), image_score(maps, kernel).double().numpy())
-    places = {c: k for k, c in enumerate(sorted({s.category for s in test.samples}))}
-    known = np.array([places[s.category] for s in test.samples])
-    predictions.routed_right = routed_right(known, np.concatenate(routes))
-    row = mean_row({c: r for c, r in category_metrics(test, predictions).items() if c in places})
+def memory_metrics(model: MALA, tokens: torch.Tensor, test: ImageCache, known: np.ndarray, route: bool,
+                   kernel: int) -> dict:
+    """Mean image / pixel AUROC and AUPRO (and the share routed right) of the memory's map alone over the test
+    images' tokens, read in their `known` sections or, with `route`, in those the model routes them to."""
+    sections = model.memory.route(tokens).numpy() if route else known
+    predictions = memory_predictions(model, tokens, sections, kernel)
+    predictions.routed_right = routed_right(known, sections)
+    categories = test.indices_by_category()  # not the means per dataset or overall: the mean of the 15 categories
+    row = mean_row({c: r for c, r in category_metrics(test, predictions).items() if c in categories})
     return {key: None if value is None else round(100 * value, 1) for key, value in row.items()}
 
 
@@ -174,11 +168,9 @@ def categories_part(args: argparse.Namespace) -> dict:
         "images_per_second_known": round(known_rate, 1), "images_per_second_routed": round(routed_rate, 1),
         "routed_over_known": round(routed_rate / known_rate, 2),
     }
-    places = {c: k for k, c in enumerate(categories)}
-    cfg.model.memory_weight = 1.0
-    result["memory_map_known"] = memory_metrics(model, test, np.array([places[s.category] for s in test.samples]),
-                                                cfg.run.score_kernel)
-    result["memory_map_routed"] = memory_metrics(model, test, None, cfg.run.score_kernel)
+    tokens, known = test_tokens(model, test), known_sections(test, categories)
+    for name, route in (("memory_map_known", False), ("memory_map_routed", True)):
+        result[name] = memory_metrics(model, tokens, test, known, route, cfg.run.score_kernel)
     result["peak_rss_gib"] = round(peak_rss_gib(), 2)  # build, speed and accuracy included
     return result
 
