@@ -40,6 +40,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
+from bench.memory_sections import subset  # noqa: E402
 from mala.config import load_config  # noqa: E402
 from mala.data.dataset import ImageCache  # noqa: E402
 from mala.data.sources import scan_roots, test_samples, train_samples  # noqa: E402
@@ -181,8 +182,7 @@ def load_categories(roots: list[str], model: MALA, size: int, with_test: bool) -
     for name, chosen in train.indices_by_category().items():
         test_chosen = test.indices_by_category()[name] if with_test else np.array([], dtype=int)
         categories.append(Category(
-            name, feature_tokens(model, ImageCache([train.samples[i] for i in chosen], train.images[chosen], {})),
-            feature_tokens(model, ImageCache([test.samples[i] for i in test_chosen], test.images[test_chosen], {}))
+            name, feature_tokens(model, subset(train, chosen)), feature_tokens(model, subset(test, test_chosen))
             if with_test else torch.empty(0),
             np.array([test.samples[i].label for i in test_chosen]),
             np.stack([test.mask(i) for i in test_chosen]) if with_test else np.empty(0)))

@@ -33,6 +33,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from scipy.stats import spearmanr  # noqa: E402
 
+from bench.memory_sections import subset  # noqa: E402
 from mala.config import SynthConfig, load_config  # noqa: E402
 from mala.data.dataset import ImageCache  # noqa: E402
 from mala.data.images import to_uint8, unit_range  # noqa: E402
@@ -91,8 +92,7 @@ def validation_split(train: ImageCache, size: int) -> tuple[ImageCache, ImageCac
                 samples.append(Sample(category, Path(f"validation/{category}/{k}_{label}.png"), "test", label,
                                       mask_path=Path("synthetic") if label else None))
                 images.append(picture)
-    fit_cache = ImageCache([train.samples[i] for i in fit], train.images[fit], {})
-    return fit_cache, ImageCache(samples, np.stack(images), masks)
+    return subset(train, np.array(fit)), ImageCache(samples, np.stack(images), masks)
 
 
 @torch.no_grad()
