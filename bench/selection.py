@@ -14,6 +14,10 @@ all training images (as `mala train` builds it). Candidates: backbone (lite0, li
 kernel (1: the map's maximum, 21: paper eq. 7). Only the memory's map (weight 1): these settings are the memory's.
 Prints per category the Spearman correlation of the two rankings, the protocol's pick and the test-best, and writes
 every figure as JSON.
+
+`--write-split DIR` only writes the protocol's 80 % as links to the image files, in the data's own layout under DIR,
+so that `mala train --data DIR/...` trains a model on them (for protocols that need a trained model:
+bench/fusion.py).
 """
 
 from __future__ import annotations
@@ -124,6 +128,19 @@ def category_figures(cache: ImageCache, distances: torch.Tensor, size: int) -> d
     return results
 
 
+def write_split(fit: ImageCache, roots: list[str], out: Path) -> None:
+    """Links to the images of `fit` under `out`, each at its path relative to the parent of its `--data` root."""
+    parents = [Path(root).resolve().parent for root in roots]
+    for sample in fit.samples:
+        source = sample.path.resolve()
+        parent = next(p for p in parents if source.is_relative_to(p))
+        link = out / source.relative_to(parent)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if not link.is_symlink():
+            link.symlink_to(source)
+    print(f"{len(fit.samples)} training images linked under {out}", file=sys.stderr)
+
+
 def memory_model(backbone: str, stride: int, cache: ImageCache) -> tuple[MALA, dict[str, int]]:
     cfg = load_config("tiny").model
     model = MALA(dataclasses.replace(cfg, backbone=backbone, patch_size=stride, backbone_stages=[2, 4])).eval()
@@ -149,7 +166,7 @@ def score(row: dict) -> float:
     return (row["image_auroc"] + row["pixel_auroc"]) / 2
 
 
-def summary(figures: dict) -> dict:
+def summary(figures: dict, shipped: str = SHIPPED) -> dict:
     """Per category: Spearman's rho of the validation and test rankings, the protocol's pick and the test-best."""
     out = {}
     for category, candidates in figures.items():
@@ -168,7 +185,7 @@ def summary(figures: dict) -> dict:
         "spearman": round(float(spearmanr([mean["validation"][n] for n in names], [mean["test"][n] for n in names])[0]), 2),
         "picked": picked, "picked_test": round(100 * mean["test"][picked], 1),
         "best": best, "best_test": round(100 * mean["test"][best], 1),
-        "shipped": SHIPPED, "shipped_test": round(100 * mean["test"][SHIPPED], 1)}
+        "shipped": shipped, "shipped_test": round(100 * mean["test"][shipped], 1)}
     return out
 
 
@@ -176,11 +193,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", nargs="+", required=True)
     parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--write-split", type=Path, help="only link the protocol's training images under this folder")
     args = parser.parse_args()
+    if (args.out is None) == (args.write_split is None):
+        parser.error("give --out or --write-split")
     torch.set_num_threads(2)
     samples = scan_roots(args.data)
     train = ImageCache.build(train_samples(samples), args.size, desc="decoding training images")
+    if args.write_split is not None:
+        write_split(validation_split(train, args.size)[0], args.data, args.write_split)
+        return
     test = ImageCache.build(test_samples(samples), args.size, desc="decoding test images")
     figures = evaluate(train, test, args.size)
     report = {"data": args.data, "candidates": [f"{b}, stride {s}" for b, s in TOKENS],

@@ -122,15 +122,16 @@ class ModelConfig(_Section):
     """ViT encoder/decoder sizes (MAE naming) and the stage-2 head."""
 
     SECTION = "model"
-    RULES = {"patch_size": POSITIVE, "embed_dim": POSITIVE, "depth": POSITIVE, "num_heads": POSITIVE,
+    RULES = {"patch_size": POSITIVE, "embed_dim": POSITIVE, "depth": NON_NEGATIVE, "num_heads": POSITIVE,
              "decoder_embed_dim": POSITIVE, "decoder_depth": POSITIVE, "decoder_num_heads": POSITIVE,
              "mlp_ratio": ((lambda value: value > 0), "above 0"), "plpm_width": POSITIVE,
-             "memory_weight": UNIT_INTERVAL, "memory_size": POSITIVE, "memory_radius": NON_NEGATIVE}
+             "memory_weight": UNIT_INTERVAL, "memory_size": POSITIVE, "memory_radius": NON_NEGATIVE,
+             "memory_stride": NON_NEGATIVE, "memory_sigma": NON_NEGATIVE}
 
     image_size: int | list[int] = 224  # square side, or [height, width]; read it as `image_shape`
     patch_size: int = 16
     embed_dim: int = 192
-    depth: int = 12
+    depth: int = 12  # 0: the decoder reads the (embedded) tokens directly, no encoder blocks
     num_heads: int = 3
     decoder_embed_dim: int = 128
     decoder_depth: int = 4
@@ -148,6 +149,10 @@ class ModelConfig(_Section):
     # the memory keeps an epsilon-net of the normal tokens, epsilon = memory_radius x the normal distance scale:
     # a smaller, faster memory whose distances are off by at most epsilon; 0 keeps every token
     memory_radius: float = 0.0
+    # the memory's token grid: stride 8 reads the backbone's stride-8 maps on their own grid, finer than the ViT's
+    # tokens; 0 = the ViT's grid (patch_size)
+    memory_stride: int = 0
+    memory_sigma: float = 4.0  # px: the Gaussian blur of the memory's distance map (PatchCore smooths with 4)
 
     def __post_init__(self) -> None:
         if is_aspect(self.image_size):  # resolved from the data by the command line, before a config exists
@@ -169,6 +174,11 @@ class ModelConfig(_Section):
             _require(not unfit_stages(stages, self.patch_size), self.key("backbone_stages"),
                      f"stages whose stride divides or is a multiple of model.patch_size {self.patch_size} "
                      f"(stride by stage: {strides})", stages)
+            memory_stride = self.memory_token_stride
+            _require(self.patch_size % memory_stride == 0 and not unfit_stages(stages, memory_stride),
+                     self.key("memory_stride"), f"0 or a divisor of model.patch_size "
+                     f"{self.patch_size} that each stage's stride divides or is a multiple of (by stage: {strides})",
+                     self.memory_stride)
 
     @property
     def image_shape(self) -> ImageShape:
@@ -180,6 +190,17 @@ class ModelConfig(_Section):
         """(rows, columns) of patch tokens."""
         height, width = self.image_shape
         return height // self.patch_size, width // self.patch_size
+
+    @property
+    def memory_token_stride(self) -> int:
+        """The stride of the memory's token grid (`memory_stride`, or the patch size for 0)."""
+        return self.memory_stride or self.patch_size
+
+    @property
+    def memory_grid(self) -> tuple[int, int]:
+        """(rows, columns) of the memory's tokens."""
+        height, width = self.image_shape
+        return height // self.memory_token_stride, width // self.memory_token_stride
 
 
 @dataclass

@@ -161,3 +161,51 @@ def test_the_search_bench_compares_faiss_with_the_exact_torch_search():
     masks = np.zeros((2, 14, 14), dtype=bool)
     masks[1, :2, :2] = True
     assert aurocs(distances, 7, 14, np.array([0, 1]), masks) == {"image_auroc": 1.0, "pixel_auroc": 1.0}
+
+
+def test_the_fusion_bench_spans_the_stage2_map_to_the_memory_and_scales_by_normal_statistics():
+    from bench.fusion import fusions
+
+    learned, distance = torch.rand(2, 8, 8), torch.rand(2, 8, 8) * 3
+    maps = fusions(learned, distance, quantile=0.2)
+    torch.testing.assert_close(maps["weighted 0"], learned)
+    torch.testing.assert_close(maps["weighted 1"], 1 - torch.exp(-distance))
+    at_normal_edge = fusions(torch.full((1, 1), 0.2), torch.ones(1, 1), quantile=0.2)["normal units"]
+    torch.testing.assert_close(at_normal_edge, torch.full((1, 1), 1 - np.exp(-1.0), dtype=torch.float32))
+
+
+def test_the_nearest_neighbour_peer_marks_what_its_training_images_lack():
+    from bench.nearest_neighbour import category_predictions
+    from mala.data.dataset import ImageCache
+    from mala.data.samples import Sample
+    from mala.model.backbone import pretrained_backbone
+
+    rng = np.random.default_rng(0)
+    base = (np.linspace(0, 255, 64)[None, :, None] * np.ones((64, 1, 3))).astype(np.uint8)
+    normal = [np.clip(base.astype(int) + rng.integers(-8, 9, base.shape), 0, 255).astype(np.uint8) for _ in range(4)]
+    changed = normal[0].copy()
+    changed[16:32, 16:32] = rng.integers(0, 256, (16, 16, 3))
+    train = ImageCache([Sample("g", Path(f"n{i}.png"), "train", 0) for i in range(4)], np.stack(normal), {})
+    test = ImageCache([Sample("g", Path("a.png"), "test", 0), Sample("g", Path("b.png"), "test", 1)],
+                      np.stack([normal[0], changed]), {})
+    backbone = pretrained_backbone("efficientnet_lite0", last_stage=4)
+    predictions = category_predictions(backbone, train, test, bank=10_000, rng=rng)
+    assert predictions.scores[1] > 2 * predictions.scores[0]
+    assert predictions.maps[1, 16:32, 16:32].mean() > 2 * predictions.maps[1, 48:, 48:].mean()
+
+
+def test_the_selection_split_links_its_training_images_in_the_datas_layout(tmp_path):
+    from bench.selection import write_split
+    from mala.data.dataset import ImageCache
+    from mala.data.samples import Sample
+
+    root = tmp_path / "set"
+    files = [root / category / "train" / "good" / f"{i}.png" for category in ("a", "b") for i in range(2)]
+    for path in files:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"image")
+    cache = ImageCache([Sample(p.parts[-4], p, "train", 0) for p in files[1:]], np.zeros((3, 4, 4, 3), np.uint8), {})
+    write_split(cache, [str(root)], tmp_path / "split")
+    linked = sorted(p.relative_to(tmp_path / "split") for p in (tmp_path / "split").rglob("*.png"))
+    assert linked == sorted(p.relative_to(tmp_path) for p in files[1:])
+    assert all((tmp_path / "split" / p).resolve() == (tmp_path / p).resolve() for p in linked)

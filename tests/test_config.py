@@ -45,7 +45,10 @@ BAD_VALUES = [  # (--set assignment on the tiny preset, the key the error must n
     # ranges: model
     ("model.patch_size=0", "model.patch_size"),
     ("model.embed_dim=0", "model.embed_dim"),
-    ("model.depth=0", "model.depth"),
+    ("model.depth=-1", "model.depth"),
+    ("model.memory_stride=32", "model.memory_stride"),
+    ("model.memory_stride=5", "model.memory_stride"),
+    ("model.memory_sigma=-1", "model.memory_sigma"),
     ("model.num_heads=0", "model.num_heads"),
     ("model.decoder_embed_dim=0", "model.decoder_embed_dim"),
     ("model.decoder_depth=0", "model.decoder_depth"),

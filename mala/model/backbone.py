@@ -242,10 +242,15 @@ class FeatureTokens(nn.Module):
         self.channels = sum(backbone.stage_channels(s) for s in stages)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        grid = (images.shape[-2] // self.stride, images.shape[-1] // self.stride)
-        maps = self.backbone.features(images, self.stages)
-        pooled = [resample(F.avg_pool2d(m, 3, 1, 1, count_include_pad=False), grid) for m in maps]
-        tokens = torch.cat(pooled, dim=1).flatten(2).transpose(1, 2)
+        return self.at_strides(images, (self.stride,))[0]
+
+    def at_strides(self, images: torch.Tensor, strides: tuple[int, ...]) -> list[torch.Tensor]:
+        """The tokens on the grid of each stride, from one pass of the backbone."""
+        maps = [F.avg_pool2d(m, 3, 1, 1, count_include_pad=False) for m in self.backbone.features(images, self.stages)]
+        return [self._tokens(maps, (images.shape[-2] // stride, images.shape[-1] // stride)) for stride in strides]
+
+    def _tokens(self, pooled_maps: list[torch.Tensor], grid: tuple[int, int]) -> torch.Tensor:
+        tokens = torch.cat([resample(m, grid) for m in pooled_maps], dim=1).flatten(2).transpose(1, 2)
         return F.layer_norm(tokens.contiguous(), (self.channels,))
 
 

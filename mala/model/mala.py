@@ -60,6 +60,7 @@ class MALA(nn.Module):
         self.encoder_frozen = False  # set by `set_stage`
         self.patch_size = cfg.patch_size
         self.image_shape, self.grid = cfg.image_shape, cfg.token_grid  # (height, width), (rows, columns)
+        self.memory_grid = cfg.memory_grid
         self.num_patches = num_patches = self.grid[0] * self.grid[1]
 
         # encoder: pixel patches (the paper), or the hybrid's frozen ImageNet backbone features
@@ -255,24 +256,42 @@ class MALA(nn.Module):
 
     # ----- stage 2: end-to-end anomaly map --------------------------------------------------------------
 
-    def encode_full(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Patch tokens after the first encoder block and after the last (normed), on the whole image, and the
-        hybrid's backbone feature tokens (None for the pixel ViT)."""
-        features = self.feature_tokens(images) if self.hybrid else None
+    def backbone_tokens(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The hybrid's backbone feature tokens on the ViT's grid and on the memory's (`memory_stride`), from one
+        pass of the backbone; the same tensor twice when the grids agree."""
+        if self.memory_grid == self.grid:
+            tokens = self.feature_tokens(images)
+            return tokens, tokens
+        on_grid, for_memory = self.feature_tokens.at_strides(images, (self.patch_size, self.cfg.memory_token_stride))
+        return on_grid, for_memory
+
+    def memory_features(self, images: torch.Tensor) -> torch.Tensor:
+        """The feature tokens (B, memory rows x columns, C) the normal-feature memory holds and searches."""
+        return self.backbone_tokens(images)[1]
+
+    def encode_full(self, images: torch.Tensor, features: torch.Tensor | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Patch tokens after the first encoder block and after the last (normed), on the whole image (both the
+        embedded tokens at depth 0), and the hybrid's backbone feature tokens (None for the pixel ViT; computed
+        here unless given)."""
+        if self.hybrid and features is None:
+            features = self.feature_tokens(images)
         x = self._prepend_cls(self._embed_patches(images, features))
-        first = x = self.blocks[0](x)
+        first = x = self.blocks[0](x) if len(self.blocks) else x
         for block in self.blocks[1:]:
             x = block(x)
         return first[:, 1:, :], self.norm(x), features
 
     def logits_and_features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """`map_logits` and the backbone feature tokens they were computed from (None for the pixel ViT)."""
+        """`map_logits` and the backbone's tokens on the memory's grid (`memory_features`; None for the pixel
+        ViT)."""
+        features, remembered = self.backbone_tokens(images) if self.hybrid else (None, None)
         with torch.no_grad():  # the encoder is frozen in stage 2
-            enc_first, enc_last, features = self.encode_full(images)
+            enc_first, enc_last, features = self.encode_full(images, features)
         if self.tbm_reads_backbone:
             enc_first = features
         dec_last = self._run_decoder(self.decoder_embed(enc_last))[:, 1:, :]
-        return self.unpatchify(self.tbm(enc_first, enc_last[:, 1:, :], dec_last), 2), features
+        return self.unpatchify(self.tbm(enc_first, enc_last[:, 1:, :], dec_last), 2), remembered
 
     def map_logits(self, images: torch.Tensor) -> torch.Tensor:
         """Two-channel logits Y (B, 2, H, W); channel 0 of softmax(Y) is the anomaly map."""
@@ -290,8 +309,8 @@ class MALA(nn.Module):
         return fuse_maps(learned, self.memory_map(features, sections), weight)
 
     def memory_map(self, features: torch.Tensor, sections: Sections = None) -> torch.Tensor:
-        """The normal-feature memory's map (B, H, W) of backbone feature tokens (B, N, C)."""
-        return self.memory(features, self.grid, self.image_shape, sections)
+        """The normal-feature memory's map (B, H, W) of backbone feature tokens (B, N, C) on the memory's grid."""
+        return self.memory(features, self.memory_grid, self.image_shape, self.cfg.memory_sigma, sections)
 
 
 def upgrade_single_memory(state: dict[str, torch.Tensor]) -> None:

@@ -23,13 +23,12 @@ if TYPE_CHECKING:
 
 Sections = int | torch.Tensor | None  # memory sections: one for all images, one per image (B,), or None: routed
 
-MEMORY_BLUR_SIGMA = 4.0  # pixels, as PatchCore smooths its map
 PARTITION_SEED = 0  # the reconstruction map's patch partition: fixed, so a model's maps are reproducible
 
 MapFunction = Callable[[torch.Tensor], torch.Tensor]  # images (N, 3, h, w) -> maps (N, h, w)
 
 
-def distance_map(distance: torch.Tensor, size: tuple[int, int], sigma: float = MEMORY_BLUR_SIGMA) -> torch.Tensor:
+def distance_map(distance: torch.Tensor, size: tuple[int, int], sigma: float) -> torch.Tensor:
     """Scaled nearest-normal distances (B, 1, rows, columns) to a map (B, H, W) in [0, 1): upsampled bilinearly,
     smoothed (Gaussian, `sigma` px) and squashed by 1 - exp(-x)."""
     upsampled = F.interpolate(distance, size=size, mode="bilinear", align_corners=False)

@@ -122,8 +122,8 @@ class FeatureMemory(nn.Module):
             distance[chosen] = self.nearest_distance(tokens[chosen], section) / self.scales[section]
         return distance
 
-    def forward(self, tokens: torch.Tensor, grid: tuple[int, int], size: tuple[int, int],
+    def forward(self, tokens: torch.Tensor, grid: tuple[int, int], size: tuple[int, int], sigma: float,
                 sections: Sections = None) -> torch.Tensor:
-        """Tokens (B, N, C) to a map (B, H, W) in [0, 1): distance / scale, as `maps.distance_map`."""
+        """Tokens (B, N, C) on a `grid` to a map (B, H, W) in [0, 1): distance / scale, as `maps.distance_map`."""
         distance = self.scaled_distance(tokens, sections).reshape(tokens.shape[0], 1, *grid)
-        return distance_map(distance, size)
+        return distance_map(distance, size, sigma)

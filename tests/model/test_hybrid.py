@@ -38,6 +38,30 @@ def test_tokens_on_the_grid_and_maps_at_image_size(stride, tbm_tokens):
     assert maps.shape == (2, 64, 64) and 0 <= float(maps.min()) and float(maps.max()) <= 1
 
 
+def test_the_memory_reads_its_own_finer_grid_from_the_same_backbone_pass():
+    model = MALA(hybrid_config(memory_stride=8, memory_weight=0.5)).eval()
+    fine = MALA(hybrid_config(patch_size=8)).eval()  # the same frozen backbone, its tokens on the stride-8 grid
+    images = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        on_grid, for_memory = model.backbone_tokens(images)
+        torch.testing.assert_close(on_grid, model.feature_tokens(images))
+        torch.testing.assert_close(for_memory, fine.feature_tokens(images))
+        model.memory.fill(for_memory.flatten(0, 1), 1.0)
+        assert float(model.memory_map(for_memory).max()) < 0.05  # its own tokens are in the memory (float32 search)
+        assert model(images).shape == (2, 64, 64)
+
+
+def test_an_encoder_of_depth_0_gives_maps_and_trains_its_decoder():
+    model = MALA(hybrid_config(depth=0, tbm_tokens="backbone"))
+    assert len(model.blocks) == 0
+    model.set_stage(2)
+    model.train()
+    logits = model.map_logits(torch.rand(2, 3, 64, 64))
+    assert logits.shape == (2, 2, 64, 64)
+    logits.mean().backward()
+    assert model.decoder_blocks[0].attn.qkv.weight.grad is not None
+
+
 def test_the_backbone_never_trains_and_never_changes():
     model = MALA(hybrid_config())
     before = {k: v.clone() for k, v in model.feature_tokens.state_dict().items()}
@@ -70,14 +94,16 @@ def test_memory_distances_match_brute_force():
     torch.testing.assert_close(memory.nearest_distance(queries), expected, atol=1e-4, rtol=1e-4)
 
 
-def test_a_normal_image_is_far_from_the_memory_only_where_it_was_changed():
-    model = MALA(hybrid_config(memory_weight=1.0)).eval()
+@pytest.mark.parametrize("memory_stride", [0, 8])
+def test_a_normal_image_is_far_from_the_memory_only_where_it_was_changed(memory_stride):
+    model = MALA(hybrid_config(memory_weight=1.0, memory_stride=memory_stride)).eval()
+    memory_stride_share = 4 if memory_stride == 8 else 1  # tokens an image has on the memory's grid, per 16 x 16
     rng = np.random.default_rng(0)
     base = (np.linspace(0, 255, 64)[None, :, None] * np.ones((64, 1, 3))).astype(np.uint8)
     images = [np.clip(base.astype(int) + rng.integers(-8, 9, base.shape), 0, 255).astype(np.uint8) for _ in range(6)]
     cache = ImageCache([Sample("gradient", Path(f"n{i}.png"), "train", 0) for i in range(6)], np.stack(images), {})
     fill_memory(model, cache, seed=0)
-    assert model.memory.tokens.shape == (6 * 16, 152) and float(model.memory.scales[0]) > 0
+    assert model.memory.tokens.shape == (6 * 16 * memory_stride_share, 152) and float(model.memory.scales[0]) > 0
     test = torch.from_numpy(images[0]).permute(2, 0, 1)[None].float() / 255
     changed = test.clone()
     changed[:, :, 16:32, 16:32] = torch.rand(1, 3, 16, 16)

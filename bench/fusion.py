@@ -1,0 +1,149 @@
+"""Fusing the stage-2 map with the memory's, chosen on training images only (issue 22, items 2 and 3).
+
+    python bench/selection.py --data D/magnetic_tile D/metal_plate D/deeppcb D/pv_el_cells --write-split /work/split80
+    mala train --config tiny --data /work/split80/magnetic_tile /work/split80/metal_plate /work/split80/deeppcb \
+        /work/split80/pv_el_cells --textures D/dtd/images --out runs/split80
+    python bench/fusion.py --checkpoint runs/split80/model.safetensors \
+        --data D/magnetic_tile D/metal_plate D/deeppcb D/pv_el_cells --out runs/fusion.json
+
+The model's stage 2 trains on the 80 % of each category's normal training images that bench/selection.py's
+protocol keeps (`--write-split`); the other 20 % were never seen by stage 2 and are the validation normals, each
+also with one synthetic anomaly of the two kinds stage 2 never trains on (selection.py). Validation: the memory of
+the 80 %; test: the memory of all training images, on the real test set (stage 2 stays the 80 % model, so test
+figures are a little below a model trained on all images).
+
+Candidates: the memory's grid stride (8, 16) x its blur sigma (2, 4 px) x the fusion x the score kernel (1, 21).
+Fusions of the stage-2 map L (softmax, in [0, 1]) and the memory's scaled distance D (1 = the 99 % quantile of
+held-out normal distances, `fill_memory`):
+- `weighted w`: (1 - w) L + w (1 - exp(-D)), as `tiny` fuses (w = 0: L alone; w = 1: the memory alone);
+- `normal units`: L / q, with q the 99 % quantile of L's pixels on the category's own training images (those stage 2
+  trained on: what a model has after training), added to D with equal weight, then 1 - exp(-x / 2): each map in
+  units of its category's normal statistics, one weight fixed by that principle.
+Per category and on the mean of the categories, Spearman's rho between the validation and test rankings, the
+protocol's pick and the test-best (bench/selection.py's `summary`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from bench.memory_sections import subset  # noqa: E402
+from bench.selection import memory_model, scaled_distances, summary, validation_split  # noqa: E402
+from mala.data.dataset import ImageCache  # noqa: E402
+from mala.data.sources import scan_roots, test_samples, train_samples  # noqa: E402
+from mala.eval.metrics import compute_metrics  # noqa: E402
+from mala.model import MALA, image_score  # noqa: E402
+from mala.model.filters import blur_reflected  # noqa: E402
+from mala.model.load import load_trained_model  # noqa: E402
+from mala.progress import progress  # noqa: E402
+
+STRIDES = [8, 16]
+SIGMAS = [2.0, 4.0]
+WEIGHTS = [0.0, 0.5, 0.75, 0.9, 1.0]
+KERNELS = [1, 21]
+NORMAL_QUANTILE = 0.99
+NORMAL_IMAGES = 40  # training images per category whose stage-2 maps give its normal quantile
+SHIPPED = "stride 16, sigma 4, weighted 0.75, kernel 21"  # `tiny` before this bench
+
+
+@torch.no_grad()
+def learned_maps(model: MALA, cache: ImageCache, batch: int = 16) -> torch.Tensor:
+    """Stage-2 maps (N, H, W): channel 0 of the softmax of the logits."""
+    images = torch.from_numpy(cache.images).permute(0, 3, 1, 2)
+    return torch.cat([torch.softmax(model.map_logits(images[i:i + batch].float() / 255), dim=1)[:, 0]
+                      for i in progress(range(0, len(images), batch), desc="stage-2 maps", unit="batch",
+                                        leave=False)])
+
+
+def normal_quantiles(model: MALA, fit: ImageCache) -> dict[str, float]:
+    """Per category, the `NORMAL_QUANTILE` of the stage-2 map's pixels on some of its training images."""
+    rng = np.random.default_rng(0)
+    quantiles = {}
+    for category, indices in fit.indices_by_category().items():
+        chosen = np.sort(rng.permutation(indices)[:NORMAL_IMAGES])
+        values = learned_maps(model, subset(fit, chosen)).flatten()
+        quantiles[category] = float(np.quantile(values.numpy(), NORMAL_QUANTILE))
+    return quantiles
+
+
+def fusions(learned: torch.Tensor, distance: torch.Tensor, quantile: float) -> dict[str, torch.Tensor]:
+    """Every fusion candidate's maps (N, H, W) from the stage-2 maps and the memory's blurred scaled distances."""
+    remembered = 1 - torch.exp(-distance)
+    out = {f"weighted {w:g}": (1 - w) * learned + w * remembered for w in WEIGHTS}
+    out["normal units"] = 1 - torch.exp(-(learned / quantile + distance) / 2)
+    return out
+
+
+def category_rows(target: ImageCache, learned: torch.Tensor, distances: torch.Tensor,
+                  quantiles: dict[str, float]) -> dict[str, dict[str, dict]]:
+    """Per category, per (sigma, fusion, kernel): image / pixel AUROC and AUPRO."""
+    size = tuple(target.images.shape[1:3])
+    results: dict[str, dict[str, dict]] = {}
+    for category, indices in target.indices_by_category().items():
+        labels = np.array([target.samples[i].label for i in indices])
+        known = [i for i in indices if target.samples[i].has_mask]
+        masks, places = np.stack([target.mask(i) for i in known]), np.searchsorted(indices, known)
+        for sigma in SIGMAS:
+            upsampled = F.interpolate(distances[indices].unsqueeze(1), size=size, mode="bilinear", align_corners=False)
+            blurred = blur_reflected(upsampled, sigma=sigma)[:, 0]
+            for fusion, maps in fusions(learned[indices], blurred, quantiles[category]).items():
+                for kernel in KERNELS:
+                    row = compute_metrics(labels, image_score(maps, kernel).numpy(), masks, maps[places].numpy())
+                    results.setdefault(category, {})[f"sigma {sigma:g}, {fusion}, kernel {kernel}"] = {
+                        key: row[key] for key in ("image_auroc", "pixel_auroc", "pixel_aupro")}
+    return results
+
+
+def evaluate(model: MALA, train: ImageCache, test: ImageCache, size: int) -> tuple[dict, dict]:
+    fit, validation = validation_split(train, size)
+    quantiles = normal_quantiles(model, fit)
+    splits = {"validation": (fit, validation), "test": (train, test)}
+    learned = {split: learned_maps(model, target) for split, (_, target) in splits.items()}
+    figures: dict = {}
+    for stride in STRIDES:
+        for split, (memory_cache, target) in splits.items():
+            print(f"memory stride {stride}, {split}", file=sys.stderr)
+            memory, sections = memory_model("efficientnet_lite2", stride, memory_cache)
+            rows = category_rows(target, learned[split], scaled_distances(memory, target, sections), quantiles)
+            for category, candidates in rows.items():
+                for setting, row in candidates.items():
+                    figures.setdefault(category, {}).setdefault(f"stride {stride}, {setting}", {})[split] = row
+    return figures, quantiles
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", type=Path, required=True, help="a model trained on the protocol's split")
+    parser.add_argument("--data", nargs="+", required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    model, cfg, _ = load_trained_model(args.checkpoint)
+    size = cfg.model.image_shape[0]
+    samples = scan_roots(args.data)
+    train = ImageCache.build(train_samples(samples), size, desc="decoding training images")
+    test = ImageCache.build(test_samples(samples), size, desc="decoding test images")
+    figures, quantiles = evaluate(model.eval(), train, test, size)
+    report = {"checkpoint": str(args.checkpoint), "data": args.data, "normal_quantiles": quantiles,
+              "settings": [f"stride {s}, sigma {g:g}, {f}, kernel {k}" for s, g, f, k in itertools.product(
+                  STRIDES, SIGMAS, [f"weighted {w:g}" for w in WEIGHTS] + ["normal units"], KERNELS)],
+              "summary": summary(figures, SHIPPED), "figures": figures}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1))
+    print(json.dumps(report["summary"], indent=1))
+
+
+if __name__ == "__main__":
+    main()
