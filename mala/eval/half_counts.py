@@ -34,7 +34,8 @@ KEY_VALUES = _key_values()
 def half_keys(values: np.ndarray) -> np.ndarray:
     """Each value rounded to float16, as a uint16 key in the values' order: sign bit flipped for values >= 0, every
     bit flipped for negative ones (the order of their bit patterns is reversed)."""
-    half = np.asarray(values, dtype=np.float16) + np.float16(0)  # -0 + 0 is +0: equal values share one key
+    with np.errstate(over="ignore"):  # beyond +-65504: infinite, as the module says
+        half = np.asarray(values, dtype=np.float16) + np.float16(0)  # -0 + 0 is +0: equal values share one key
     if np.isnan(half).any():
         raise ValueError("scores contain NaN")
     bits = half.view(np.uint16)
@@ -60,7 +61,8 @@ class HalfCounts:
         below = int(np.floor(position))
         ends = np.cumsum(self.counts)  # the value of order statistic k is at the first key whose end passes k
         low, high = KEY_VALUES[np.searchsorted(ends, [below, min(below + 1, self.size - 1)], side="right")]
-        return float(low + (position - below) * (high - low))
+        fraction = position - below
+        return float(low) if fraction == 0 else float(low + fraction * (high - low))  # no inf - inf at an end
 
 
 def f1_max_threshold(positives: HalfCounts, negatives: HalfCounts) -> float | None:
