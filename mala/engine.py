@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 from mala.config import MalaConfig
@@ -19,8 +18,8 @@ from mala.data.unlabeled import unlabeled_samples
 from mala.deploy.calibration import Calibration
 from mala.deploy.graph import read_calibration, store_calibration
 from mala.errors import ConfigError
-from mala.eval.evaluate import (MetricsCollector, Predictions, add_categories, known_sections, predict_cache,
-                                routed_right, routed_sections)
+from mala.eval.evaluate import (CategoryCollector, MetricsCollector, Predictions, add_categories, known_sections,
+                                predict_cache, routed_right, routed_sections)
 from mala.eval.metrics import MetricsTable
 from mala.eval.report import ReportCollector
 from mala.eval.thresholds import DEFAULT_QUANTILE, ThresholdsCollector
@@ -162,8 +161,8 @@ def test(checkpoint: Path, roots: list[Path], categories: list[str] | None = Non
     metrics, thresholds = MetricsCollector(full_resolution), ThresholdsCollector()
     report = ReportCollector(Path(out), figures_per_category) if out is not None else None
     tested = _TestedModel(model, cfg, info.get("categories", []), device, route)
-    for cache, predictions in _by_category(tested, samples, "decoding test images", cache_dir):
-        add_categories(cache, predictions, *[c for c in (metrics, thresholds, report) if c is not None])
+    collectors = [collector for collector in (metrics, thresholds, report) if collector is not None]
+    _by_category(tested, samples, "decoding test images", cache_dir, *collectors)
     results = metrics.table()
     calibration = thresholds.calibration("mala test", _describe(roots))
     if report is not None:
@@ -196,17 +195,24 @@ class _TestedModel:
         return predictions
 
 
-def _by_category(tested: _TestedModel, samples: list[Sample], desc: str,
-                 cache_dir: Path | None) -> Iterator[tuple[ImageCache, Predictions]]:
-    """Each category's images (in `categories_of` order) decoded and predicted, one category at a time, so that the
-    test set's images and maps are never held at once; the warning about enlarged images comes once, at the end."""
-    upscaled = 0
-    for category in categories_of(samples):
-        chosen = [sample for sample in samples if sample.category == category]
-        cache = ImageCache.build(chosen, tested.cfg.input_shape, desc=f"{desc} ({category})", cache_dir=cache_dir)
-        upscaled += cache.upscaled
-        yield cache, tested.predict(cache)
+def _by_category(tested: _TestedModel, samples: list[Sample], desc: str, cache_dir: Path | None,
+                 *collectors: CategoryCollector) -> None:
+    """Each category's images (in `categories_of` order) decoded, predicted and given to the collectors, one category
+    at a time, so that the test set's images and maps are never held at once; the warning about enlarged images comes
+    once, at the end."""
+    upscaled = sum(_one_category(tested, [sample for sample in samples if sample.category == category],
+                                 f"{desc} ({category})", cache_dir, collectors)
+                   for category in categories_of(samples))
     _warn_enlarged(upscaled, len(samples), tested.cfg)
+
+
+def _one_category(tested: _TestedModel, samples: list[Sample], desc: str, cache_dir: Path | None,
+                  collectors: tuple[CategoryCollector, ...]) -> int:
+    """`_by_category` for one category; returns how many of its images were enlarged. Its images and maps are
+    dropped on return, before the next category is decoded."""
+    cache = ImageCache.build(samples, tested.cfg.input_shape, desc=desc, cache_dir=cache_dir)
+    add_categories(cache, tested.predict(cache), *collectors)
+    return cache.upscaled
 
 
 def _store_test_thresholds(checkpoint: Path, calibration: Calibration) -> None:
@@ -247,8 +253,7 @@ def calibrate(checkpoint: Path, roots: list | None = None, normal_folders: list[
     samples = test_samples(scan_roots(roots, categories)) if roots else normal_samples(normal_folders)
     thresholds = ThresholdsCollector(quantile, pixel_quantile)
     tested = _TestedModel(model, cfg, info.get("categories", []), device)
-    for cache, predictions in _by_category(tested, samples, "decoding calibration images", cache_dir):
-        add_categories(cache, predictions, thresholds)
+    _by_category(tested, samples, "decoding calibration images", cache_dir, thresholds)
     calibration = thresholds.calibration("mala calibrate", _describe(roots or normal_folders))
     store_calibration(checkpoint, calibration)
     return calibration
