@@ -18,10 +18,11 @@ from mala.data.unlabeled import unlabeled_samples
 from mala.deploy.calibration import Calibration
 from mala.deploy.graph import read_calibration, store_calibration
 from mala.errors import ConfigError
-from mala.eval.evaluate import category_metrics, known_sections, predict_cache, routed_right, routed_sections
+from mala.eval.evaluate import (CategoryCollector, MetricsCollector, Predictions, add_categories, known_sections,
+                                predict_cache, routed_right, routed_sections)
 from mala.eval.metrics import MetricsTable
-from mala.eval.report import write_report
-from mala.eval.thresholds import DEFAULT_QUANTILE, calibrate as choose_calibration
+from mala.eval.report import ReportCollector
+from mala.eval.thresholds import DEFAULT_QUANTILE, ThresholdsCollector
 from mala.model import MALA
 from mala.model.load import load_trained_model
 from mala.model.starting_weights import initialise
@@ -37,10 +38,14 @@ def decode_images(samples: list[Sample], cfg: MalaConfig, desc: str, cache_dir: 
     """`ImageCache.build` at the model's input size (with tiling: the source size), with a warning on stderr when
     images had to be enlarged to it."""
     cache = ImageCache.build(samples, cfg.input_shape, desc=desc, cache_dir=cache_dir)
-    note = cache.upscaled_note()
+    _warn_enlarged(cache.upscaled, len(samples), cfg)
+    return cache
+
+
+def _warn_enlarged(upscaled: int, total: int, cfg: MalaConfig) -> None:
+    note = upscaled_note(upscaled, total, cfg.input_shape)
     if note:
         print(f"mala: {note}", file=sys.stderr)
-    return cache
 
 
 def training_samples(roots: list, categories: list[str] | None = None) -> list[Sample]:
@@ -148,21 +153,20 @@ def test(checkpoint: Path, roots: list[Path], categories: list[str] | None = Non
     thresholds.json). `full_resolution`: pixel metrics at each image's original size. The model file is left as it
     is unless `store_test_thresholds` (thresholds chosen with the test labels: optimistic decisions). Each image is
     read in its category's memory section, or with `route` in the one the model routes it to (and the metrics get
-    the share routed to its own category)."""
+    the share routed to its own category). One category's images and maps are held at a time (`_by_category`)."""
     model, cfg, info = load_trained_model(checkpoint)
-    samples = test_samples(scan_roots(roots, categories))
-    cache = decode_images(samples, cfg, "decoding test images", cache_dir)
-    known = known_sections(cache, info.get("categories", []))
     if route and not (model.hybrid and not model.memory.empty):
         raise ConfigError(f"{checkpoint}: --route needs a normal-feature memory to route in; this model has none")
-    sections = routed_sections(model, cache, device=device) if route else known
-    predictions = predict_cache(model, cache, cfg, device=device, sections=sections)
-    if route:
-        predictions.routed_right = routed_right(known, sections)
-    results = category_metrics(cache, predictions, full_resolution)
-    calibration = choose_calibration(cache, predictions, "mala test", _describe(roots))
-    if out is not None:
-        write_report(Path(out), cache, predictions, results, figures_per_category, info.get("categories", []))
+    samples = test_samples(scan_roots(roots, categories))
+    metrics, thresholds = MetricsCollector(full_resolution), ThresholdsCollector()
+    report = ReportCollector(Path(out), figures_per_category) if out is not None else None
+    tested = _TestedModel(model, cfg, info.get("categories", []), device, route)
+    collectors = [collector for collector in (metrics, thresholds, report) if collector is not None]
+    _by_category(tested, samples, "decoding test images", cache_dir, *collectors)
+    results = metrics.table()
+    calibration = thresholds.calibration("mala test", _describe(roots))
+    if report is not None:
+        report.write(results, info.get("categories", []))
         (Path(out) / "thresholds.json").write_text(json.dumps(calibration.to_dict(), indent=1))
     if store_test_thresholds:
         _store_test_thresholds(checkpoint, calibration)
@@ -170,6 +174,45 @@ def test(checkpoint: Path, roots: list[Path], categories: list[str] | None = Non
         print(f"{checkpoint} has no decision thresholds: choose them with `mala calibrate` on validation or normal "
               "images (this test's F1-max is a metric, not a decision rule)", file=sys.stderr)
     return results
+
+
+@dataclasses.dataclass
+class _TestedModel:
+    """A model to predict with, each image in its category's memory section or (`route`) the one it routes to."""
+
+    model: MALA
+    cfg: MalaConfig
+    categories: list[str]  # the model's, in the order of its memory sections
+    device: str
+    route: bool = False
+
+    def predict(self, cache: ImageCache) -> Predictions:
+        known = known_sections(cache, self.categories)
+        sections = routed_sections(self.model, cache, device=self.device) if self.route else known
+        predictions = predict_cache(self.model, cache, self.cfg, device=self.device, sections=sections)
+        if self.route:
+            predictions.routed_right = routed_right(known, sections)
+        return predictions
+
+
+def _by_category(tested: _TestedModel, samples: list[Sample], desc: str, cache_dir: Path | None,
+                 *collectors: CategoryCollector) -> None:
+    """Each category's images (in `categories_of` order) decoded, predicted and given to the collectors, one category
+    at a time, so that the test set's images and maps are never held at once; the warning about enlarged images comes
+    once, at the end."""
+    upscaled = sum(_one_category(tested, [sample for sample in samples if sample.category == category],
+                                 f"{desc} ({category})", cache_dir, collectors)
+                   for category in categories_of(samples))
+    _warn_enlarged(upscaled, len(samples), tested.cfg)
+
+
+def _one_category(tested: _TestedModel, samples: list[Sample], desc: str, cache_dir: Path | None,
+                  collectors: tuple[CategoryCollector, ...]) -> int:
+    """`_by_category` for one category; returns how many of its images were enlarged. Its images and maps are
+    dropped on return, before the next category is decoded."""
+    cache = ImageCache.build(samples, tested.cfg.input_shape, desc=desc, cache_dir=cache_dir)
+    add_categories(cache, tested.predict(cache), *collectors)
+    return cache.upscaled
 
 
 def _store_test_thresholds(checkpoint: Path, calibration: Calibration) -> None:
@@ -208,11 +251,10 @@ def calibrate(checkpoint: Path, roots: list | None = None, normal_folders: list[
         raise ConfigError("calibrate on labelled data (--data) or on folders of normal images (--normal), one of them")
     model, cfg, info = load_trained_model(checkpoint)
     samples = test_samples(scan_roots(roots, categories)) if roots else normal_samples(normal_folders)
-    cache = decode_images(samples, cfg, "decoding calibration images", cache_dir)
-    sections = known_sections(cache, info.get("categories", []))
-    predictions = predict_cache(model, cache, cfg, device=device, sections=sections)
-    sources = _describe(roots or normal_folders)
-    calibration = choose_calibration(cache, predictions, "mala calibrate", sources, quantile, pixel_quantile)
+    thresholds = ThresholdsCollector(quantile, pixel_quantile)
+    tested = _TestedModel(model, cfg, info.get("categories", []), device)
+    _by_category(tested, samples, "decoding calibration images", cache_dir, thresholds)
+    calibration = thresholds.calibration("mala calibrate", _describe(roots or normal_folders))
     store_calibration(checkpoint, calibration)
     return calibration
 

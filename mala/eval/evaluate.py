@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -78,6 +79,44 @@ def with_known_pixels(cache: ImageCache, indices: np.ndarray) -> np.ndarray:
     return indices[[cache.samples[i].has_mask for i in indices]]
 
 
+class CategoryCollector(Protocol):
+    """Takes one category's images and predictions at a time and keeps what it needs of them (`add_categories`)."""
+
+    def add(self, category: str, cache: ImageCache, predictions: Predictions, indices: np.ndarray) -> None: ...
+
+
+def add_categories(cache: ImageCache, predictions: Predictions, *collectors: CategoryCollector) -> None:
+    """Each category of the cache to each collector in turn: a whole test set, or (streamed) one category's cache."""
+    for category, indices in cache.indices_by_category().items():
+        for collector in collectors:
+            collector.add(category, cache, predictions, indices)
+
+
+class MetricsCollector:
+    """The metrics rows of the categories added (`category_metrics`), and their means at the end."""
+
+    def __init__(self, full_resolution: bool = False):
+        self.pixels = pixels_at_original_size if full_resolution else pixels_at_model_size
+        self.rows: MetricsTable = {}
+        self.datasets: set[tuple[str, str]] = set()  # (dataset, category) for the dataset means
+
+    def add(self, category: str, cache: ImageCache, predictions: Predictions, indices: np.ndarray) -> None:
+        labels = np.array([cache.samples[i].label for i in indices])
+        with_mask = with_known_pixels(cache, indices)  # anomalies without a mask: image metrics only
+        masks, maps = self.pixels(cache, predictions.maps, with_mask) if len(with_mask) else (None, None)
+        row = compute_metrics(labels, predictions.scores[indices], masks, maps)
+        if predictions.routed_right is not None:
+            routed = predictions.routed_right[indices]
+            row["routing"] = None if np.isnan(routed).all() else float(np.nanmean(routed))
+        self.rows[category] = row
+        self.datasets |= {(cache.samples[i].dataset, category) for i in indices}
+
+    def table(self) -> MetricsTable:
+        """The category rows, a `DATASET/mean` row per dataset of several categories (`dataset_means`), `mean`."""
+        overall = mean_row(self.rows)
+        return self.rows | dataset_means(self.datasets, self.rows) | {MEAN_ROW: overall}
+
+
 def category_metrics(
     cache: ImageCache, predictions: Predictions, full_resolution: bool = False
 ) -> MetricsTable:
@@ -86,28 +125,16 @@ def category_metrics(
 
     With `full_resolution`, pixel metrics are computed at each image's original size (see `full_resolution.py`).
     """
-    pixels = pixels_at_original_size if full_resolution else pixels_at_model_size
-    results: MetricsTable = {}
-    for category, indices in cache.indices_by_category().items():
-        labels = np.array([cache.samples[i].label for i in indices])
-        with_mask = with_known_pixels(cache, indices)  # anomalies without a mask: image metrics only
-        masks, maps = pixels(cache, predictions.maps, with_mask) if len(with_mask) else (None, None)
-        results[category] = compute_metrics(labels, predictions.scores[indices], masks, maps)
-        if predictions.routed_right is not None:
-            routed = predictions.routed_right[indices]
-            results[category]["routing"] = None if np.isnan(routed).all() else float(np.nanmean(routed))
-    overall = mean_row(results)
-    results |= dataset_means(cache, results)
-    results[MEAN_ROW] = overall
-    return results
+    metrics = MetricsCollector(full_resolution)
+    add_categories(cache, predictions, metrics)
+    return metrics.table()
 
 
-def dataset_means(
-    cache: ImageCache, results: MetricsTable
-) -> MetricsTable:
-    """A `DATASET/mean` row per dataset of several categories, when the categories come from more than one dataset."""
+def dataset_means(datasets: set[tuple[str, str]], results: MetricsTable) -> MetricsTable:
+    """A `DATASET/mean` row per dataset of several categories, when the (dataset, category) pairs come from more than
+    one dataset."""
     by_dataset: dict[str, list[str]] = {}
-    for dataset, category in sorted({(s.dataset, s.category) for s in cache.samples}):
+    for dataset, category in sorted(datasets):
         by_dataset.setdefault(dataset, []).append(category)
     if len(by_dataset) < 2:
         return {}

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 
 from mala.data.dataset import ImageCache
 from mala.deploy.render import overlay  # absolute map values, so normal images stay blue
-from mala.eval.evaluate import MEAN_ROW, Predictions, pixels_at_model_size, with_known_pixels
+from mala.eval.evaluate import MEAN_ROW, Predictions, add_categories, pixels_at_model_size, with_known_pixels
 from mala.eval.metrics import MetricsTable, roc_curve
 
 Curve = tuple[np.ndarray, np.ndarray, float]
@@ -29,25 +29,48 @@ PIXEL_ROC_FILE = "roc_pixel.png"
 MAX_CURVE_POINTS = 2000  # a pixel ROC has up to millions of corners; this many are indistinguishable when drawn
 
 
+class ReportCollector:
+    """The report's per-category parts as each category is added (its thinned ROC curves, its example figure, drawn
+    while its images are at hand), written out with the metrics at the end (`write`)."""
+
+    def __init__(self, out: Path, figures_per_category: int = 4):
+        self.out = Path(out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.figures_per_category = figures_per_category
+        self.image_curves: dict[str, Curve | None] = {}
+        self.pixel_curves: dict[str, Curve | None] = {}
+        self.example_files: list[str] = []
+        self.map_shape = (0, 0)
+
+    def add(self, category: str, cache: ImageCache, predictions: Predictions, indices: np.ndarray) -> None:
+        self.image_curves[category] = image_roc(cache, predictions, indices)
+        self.pixel_curves[category] = pixel_roc(cache, predictions, indices)
+        self.map_shape = predictions.maps.shape[1:3]
+        if self.figures_per_category > 0:
+            self.example_files.append(draw_examples(self.out, cache, predictions, category, indices,
+                                                    self.figures_per_category))
+
+    def write(self, results: MetricsTable, trained_on: Sequence[str] = ()) -> Path:
+        """Metrics files, ROC figures and index.html; returns the index.html path."""
+        out = self.out
+        write_metrics_json(out / "metrics.json", results, trained_on)
+        write_metrics_csv(out / "metrics.csv", results)
+        (out / "table.md").write_text(markdown_report(results), encoding="utf-8")
+        height, width = self.map_shape
+        draw_rocs(out / IMAGE_ROC_FILE, self.image_curves, "Image-level ROC (exact, all test images)")
+        draw_rocs(out / PIXEL_ROC_FILE, self.pixel_curves,
+                  f"Pixel-level ROC (exact, every pixel of known label at the model's {height} x {width})")
+        index = out / "index.html"
+        index.write_text(index_html(results, trained_on, self.example_files), encoding="utf-8")
+        return index
+
+
 def write_report(out: Path, cache: ImageCache, predictions: Predictions, results: MetricsTable,
                  figures_per_category: int = 4, trained_on: Sequence[str] = ()) -> Path:
     """Write metrics files, ROC curves, example figures and index.html into `out`; returns the index.html path."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_metrics_json(out / "metrics.json", results, trained_on)
-    write_metrics_csv(out / "metrics.csv", results)
-    (out / "table.md").write_text(markdown_report(results), encoding="utf-8")
-    height, width = cache.images.shape[1:3]
-    draw_rocs(out / IMAGE_ROC_FILE, image_rocs(cache, predictions), "Image-level ROC (exact, all test images)")
-    draw_rocs(out / PIXEL_ROC_FILE, pixel_rocs(cache, predictions),
-              f"Pixel-level ROC (exact, every pixel of known label at the model's {height} x {width})")
-    example_files = []
-    if figures_per_category > 0:
-        example_files = [draw_examples(out, cache, predictions, category, indices, figures_per_category)
-                         for category, indices in cache.indices_by_category().items()]
-    index = out / "index.html"
-    index.write_text(index_html(results, trained_on, example_files), encoding="utf-8")
-    return index
+    report = ReportCollector(out, figures_per_category)
+    add_categories(cache, predictions, report)
+    return report.write(results, trained_on)
 
 
 # ----- metrics as files ------------------------------------------------------------------------------------------
@@ -107,19 +130,22 @@ def markdown_report(results: MetricsTable) -> str:
 # ----- ROC curves --------------------------------------------------------------------------------------------------
 
 
-def image_rocs(cache: ImageCache, predictions: Predictions) -> dict[str, Curve | None]:
-    labels = np.array([s.label for s in cache.samples])
-    return {category: roc_curve(labels[indices], predictions.scores[indices])
-            for category, indices in cache.indices_by_category().items()}
+def image_roc(cache: ImageCache, predictions: Predictions, indices: np.ndarray) -> Curve | None:
+    """The thinned ROC curve of the images' scores (`thin`), with the exact area."""
+    labels = np.array([cache.samples[i].label for i in indices])
+    return thinned(roc_curve(labels, predictions.scores[indices]))
 
 
-def pixel_rocs(cache: ImageCache, predictions: Predictions) -> dict[str, Curve | None]:
-    """Over the images whose pixels are known, as the pixel metrics."""
-    curves: dict[str, Curve | None] = {}
-    for category, indices in cache.indices_by_category().items():
-        known = with_known_pixels(cache, indices)
-        curves[category] = roc_curve(*pixels_at_model_size(cache, predictions.maps, known)) if len(known) else None
-    return curves
+def pixel_roc(cache: ImageCache, predictions: Predictions, indices: np.ndarray) -> Curve | None:
+    """The thinned ROC curve over the pixels of the images whose pixels are known, as the pixel metrics."""
+    known = with_known_pixels(cache, indices)
+    return thinned(roc_curve(*pixels_at_model_size(cache, predictions.maps, known))) if len(known) else None
+
+
+def thinned(curve: Curve | None) -> Curve | None:
+    """The curve with at most MAX_CURVE_POINTS corners (`thin`) and its exact area: a pixel curve's millions of
+    corners are not kept while the other categories are tested."""
+    return None if curve is None else (*thin(*curve[:2]), curve[2])
 
 
 def thin(fpr: np.ndarray, tpr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -138,8 +164,8 @@ def draw_rocs(path: Path, curves: dict[str, Curve | None], title: str) -> None:
         if curve is None:
             axes.plot([], [], " ", label=f"{category} ({MISSING})")
             continue
-        fpr, tpr, area = curve
-        axes.plot(*thin(fpr, tpr), label=f"{category} ({percent(area)})")
+        fpr, tpr, area = curve  # thinned already (`thinned`)
+        axes.plot(fpr, tpr, label=f"{category} ({percent(area)})")
     axes.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false positive rate", ylabel="true positive rate", aspect="equal")
     axes.set_title(title, fontsize=10)
     axes.legend(loc="lower right", fontsize=8, title="AUROC %", title_fontsize=8)
