@@ -33,7 +33,9 @@ def blur_zero_padded(images: torch.Tensor, size: int = 11, sigma: float = 1.5) -
 
 def blur_reflected(images: torch.Tensor, sigma: float) -> torch.Tensor:
     """Separable Gaussian blur of (B, 1, H, W) with reflected borders (kernel 2 x 4 sigma + 1); unlike the SSIM
-    window's zero padding, reflection keeps a map's borders from fading."""
+    window's zero padding, reflection keeps a map's borders from fading. Sigma 0 leaves the images as they are."""
+    if sigma == 0:
+        return images
     radius = int(4 * sigma)
     kernel = gaussian_kernel_1d(2 * radius + 1, sigma).to(images)
     padded = F.pad(images, (radius, radius, 0, 0), mode="reflect")

@@ -137,3 +137,14 @@ def test_a_hybrid_saved_before_the_stage1_feature_head_still_loads(tmp_path):
     images = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(loaded(images), model(images))
+
+
+def test_the_memory_blur_smooths_a_spike_and_sigma_0_leaves_the_map_as_it_is():
+    from mala.model.maps import distance_map
+
+    distance = torch.zeros(1, 1, 8, 8)
+    distance[0, 0, 4, 4] = 5.0
+    sharp, smooth = distance_map(distance, (64, 64), 0), distance_map(distance, (64, 64), 4)
+    torch.testing.assert_close(sharp, 1 - torch.exp(-torch.nn.functional.interpolate(
+        distance, size=(64, 64), mode="bilinear", align_corners=False)[:, 0]))
+    assert float(smooth.max()) < float(sharp.max()) and float((smooth > 0.01).sum()) > float((sharp > 0.01).sum())
