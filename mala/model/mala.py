@@ -62,6 +62,7 @@ class MALA(nn.Module):
         self.image_shape, self.grid = cfg.image_shape, cfg.token_grid  # (height, width), (rows, columns)
         self.memory_grid = cfg.memory_grid
         self.num_patches = num_patches = self.grid[0] * self.grid[1]
+        self.num_memory_tokens = self.memory_grid[0] * self.memory_grid[1]  # per image, on the memory's grid
 
         # encoder: pixel patches (the paper), or the hybrid's frozen ImageNet backbone features
         self.feature_tokens: FeatureTokens | None = None

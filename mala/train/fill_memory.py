@@ -37,8 +37,7 @@ def normal_feature_tokens(model: MALA, cache: ImageCache, indices: np.ndarray, g
         dataset = NormalImages(cache, np.repeat(indices, grid.count),
                                Crops(np.tile(grid.corners, (len(indices), 1)), grid.tile))
     device = next(model.parameters()).device  # the training device: the memory is built where the model is
-    rows, columns = model.memory_grid
-    tokens = torch.empty(len(dataset), rows * columns, model.feature_tokens.channels, device=device)
+    tokens = torch.empty(len(dataset), model.num_memory_tokens, model.feature_tokens.channels, device=device)
     done = 0
     for tiles in progress(DataLoader(dataset, batch_size=batch_size), desc=desc, unit="batch", leave=False):
         tokens[done:done + len(tiles)] = model.memory_features(tiles.to(device))
@@ -114,8 +113,7 @@ def fill_memory(model: MALA, cache: ImageCache, seed: int, grid: TileGrid | None
         tokens = category_tokens(model, cache, indices, grid, fabric, desc=f"memory: {category}")
         if fabric is None or fabric.is_global_zero:
             rng = np.random.default_rng([seed, zlib.crc32(category.encode())])  # whatever else the model holds
-            patches = model.memory_grid[0] * model.memory_grid[1]
-            sections.append(category_section(tokens, patches, model.cfg.memory_radius, rng, seed))
+            sections.append(category_section(tokens, model.num_memory_tokens, model.cfg.memory_radius, rng, seed))
     if fabric is not None and fabric.world_size > 1:  # sent as CPU tensors: a CUDA one would unpickle on rank 0's GPU
         received = fabric.broadcast([_to_device(s, torch.device("cpu")) for s in sections], src=0)
         sections = [_to_device(s, model.memory.tokens.device) for s in received]
