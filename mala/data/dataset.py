@@ -56,10 +56,6 @@ class ImageCache:
             for category in categories_of(self.samples)
         }
 
-    def upscaled_note(self) -> str | None:
-        """`upscaled_note` of this cache's images."""
-        return upscaled_note(self.upscaled, len(self.samples), self.images.shape[1:3])
-
 
 def upscaled_note(upscaled: int, total: int, shape: ImageShape) -> str | None:
     """A one-line warning when `upscaled` of `total` images are smaller than the model's `shape` (README, "Image

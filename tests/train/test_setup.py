@@ -12,7 +12,7 @@ from PIL import Image
 from mala import engine
 from mala.cli import main
 from mala.config import load_config
-from mala.data.dataset import ImageCache
+from mala.data.dataset import ImageCache, upscaled_note
 from mala.train.setup import ConfigRequest, aspect_image_shape, keep_aspect, resolve_config
 from tests.train.tiny_cli import TINY_MODEL
 
@@ -71,7 +71,8 @@ def test_images_smaller_than_the_model_are_enlarged_with_a_warning(tmp_path, cap
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         "mala: warning: 3 of 5 images are smaller than the model's 96 x 48 px (height x width) and were enlarged to "
         "it: their maps show no finer detail than the images hold")
-    assert ImageCache.build(samples, 32).upscaled_note() is None
+    small = ImageCache.build(samples, 32)
+    assert upscaled_note(small.upscaled, len(small.samples), small.images.shape[1:3]) is None
 
 
 def test_a_run_given_no_size_keeps_the_aspect_of_strips_only(tmp_path):
