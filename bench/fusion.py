@@ -12,7 +12,8 @@ also with one synthetic anomaly of the two kinds stage 2 never trains on (select
 the 80 %; test: the memory of all training images, on the real test set (stage 2 stays the 80 % model, so test
 figures are a little below a model trained on all images).
 
-Candidates: the memory's grid stride (8, 16) x its blur sigma (2, 4 px) x the fusion x the score kernel (1, 21).
+Candidates: the memory's grid stride (`--strides`; its tokens by `--memory-backbone`, `--memory-pool` and
+`--memory-norm`) x its blur sigma (`--sigmas`, px) x the fusion x the score kernel (1, 21).
 Fusions of the stage-2 map L (softmax, in [0, 1]) and the memory's scaled distance D (1 = the 99 % quantile of
 held-out normal distances, `fill_memory`):
 - `weighted w`: (1 - w) L + w (1 - exp(-D)), as `tiny` fuses (w = 0: L alone; w = 1: the memory alone);
@@ -29,6 +30,7 @@ import argparse
 import itertools
 import json
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,17 +42,15 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from bench.memory_sections import subset  # noqa: E402
-from bench.selection import memory_model, scaled_distances, summary, validation_split  # noqa: E402
+from bench.selection import category_figures, memory_model, scaled_distances, summary, validation_split  # noqa: E402
 from mala.data.dataset import ImageCache  # noqa: E402
 from mala.data.sources import scan_roots, test_samples, train_samples  # noqa: E402
-from mala.eval.metrics import compute_metrics  # noqa: E402
-from mala.model import MALA, image_score  # noqa: E402
+from mala.model import MALA  # noqa: E402
+from mala.model.backbone import NORMS, TokenRecipe  # noqa: E402
 from mala.model.filters import blur_reflected  # noqa: E402
 from mala.model.load import load_trained_model  # noqa: E402
 from mala.progress import progress  # noqa: E402
 
-STRIDES = [8, 16]
-SIGMAS = [2.0, 4.0]
 WEIGHTS = [0.0, 0.5, 0.75, 0.9, 1.0]
 KERNELS = [1, 21]
 NORMAL_QUANTILE = 0.99
@@ -86,37 +86,32 @@ def fusions(learned: torch.Tensor, distance: torch.Tensor, quantile: float) -> d
     return out
 
 
-def category_rows(target: ImageCache, learned: torch.Tensor, distances: torch.Tensor,
-                  quantiles: dict[str, float]) -> dict[str, dict[str, dict]]:
-    """Per category, per (sigma, fusion, kernel): image / pixel AUROC and AUPRO."""
-    size = tuple(target.images.shape[1:3])
-    results: dict[str, dict[str, dict]] = {}
-    for category, indices in target.indices_by_category().items():
-        labels = np.array([target.samples[i].label for i in indices])
-        known = [i for i in indices if target.samples[i].has_mask]
-        masks, places = np.stack([target.mask(i) for i in known]), np.searchsorted(indices, known)
-        for sigma in SIGMAS:
+def fused_maps(learned: torch.Tensor, distances: torch.Tensor, quantiles: dict[str, float], size: tuple[int, int],
+               sigmas: list[float]) -> Callable[[np.ndarray, str], Iterator[tuple[str, torch.Tensor]]]:
+    """`category_figures`' maps: every (sigma, fusion) of the stage-2 maps and the memory's scaled distances."""
+    def maps_of(indices: np.ndarray, category: str) -> Iterator[tuple[str, torch.Tensor]]:
+        for sigma in sigmas:
             upsampled = F.interpolate(distances[indices].unsqueeze(1), size=size, mode="bilinear", align_corners=False)
             blurred = blur_reflected(upsampled, sigma=sigma)[:, 0]
             for fusion, maps in fusions(learned[indices], blurred, quantiles[category]).items():
-                for kernel in KERNELS:
-                    row = compute_metrics(labels, image_score(maps, kernel).numpy(), masks, maps[places].numpy())
-                    results.setdefault(category, {})[f"sigma {sigma:g}, {fusion}, kernel {kernel}"] = {
-                        key: row[key] for key in ("image_auroc", "pixel_auroc", "pixel_aupro")}
-    return results
+                yield f"sigma {sigma:g}, {fusion}", maps
+    return maps_of
 
 
-def evaluate(model: MALA, train: ImageCache, test: ImageCache, size: int) -> tuple[dict, dict]:
+def evaluate(model: MALA, train: ImageCache, test: ImageCache, size: int, backbone: str, strides: list[int],
+             recipe: TokenRecipe, sigmas: list[float]) -> tuple[dict, dict]:
     fit, validation = validation_split(train, size)
     quantiles = normal_quantiles(model, fit)
     splits = {"validation": (fit, validation), "test": (train, test)}
     learned = {split: learned_maps(model, target) for split, (_, target) in splits.items()}
     figures: dict = {}
-    for stride in STRIDES:
+    for stride in strides:
         for split, (memory_cache, target) in splits.items():
             print(f"memory stride {stride}, {split}", file=sys.stderr)
-            memory, sections = memory_model("efficientnet_lite2", stride, memory_cache)
-            rows = category_rows(target, learned[split], scaled_distances(memory, target, sections), quantiles)
+            memory, sections = memory_model(backbone, stride, memory_cache, recipe)
+            distances = scaled_distances(memory, target, sections)
+            maps_of = fused_maps(learned[split], distances, quantiles, (size, size), sigmas)
+            rows = category_figures(target, maps_of, KERNELS)
             for category, candidates in rows.items():
                 for setting, row in candidates.items():
                     figures.setdefault(category, {}).setdefault(f"stride {stride}, {setting}", {})[split] = row
@@ -128,6 +123,11 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path, required=True, help="a model trained on the protocol's split")
     parser.add_argument("--data", nargs="+", required=True)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--memory-backbone", default="efficientnet_lite2")
+    parser.add_argument("--strides", type=int, nargs="+", default=[8, 16], help="the memory's grid strides to try")
+    parser.add_argument("--memory-pool", type=int, default=3)
+    parser.add_argument("--sigmas", type=float, nargs="+", default=[2.0, 4.0], help="the memory map's blurs to try")
+    parser.add_argument("--memory-norm", choices=NORMS, default="token")
     args = parser.parse_args()
     torch.set_num_threads(2)
     model, cfg, _ = load_trained_model(args.checkpoint)
@@ -135,11 +135,15 @@ def main() -> None:
     samples = scan_roots(args.data)
     train = ImageCache.build(train_samples(samples), size, desc="decoding training images")
     test = ImageCache.build(test_samples(samples), size, desc="decoding test images")
-    figures, quantiles = evaluate(model.eval(), train, test, size)
+    recipe = TokenRecipe(args.memory_pool, args.memory_norm)
+    old_memory = 16 in args.strides and recipe == TokenRecipe() and args.memory_backbone == "efficientnet_lite2"
+    figures, quantiles = evaluate(model.eval(), train, test, size, args.memory_backbone, args.strides, recipe,
+                                  args.sigmas)
     report = {"checkpoint": str(args.checkpoint), "data": args.data, "normal_quantiles": quantiles,
+              "memory": {"backbone": args.memory_backbone, "pool": recipe.pool, "norm": recipe.norm},
               "settings": [f"stride {s}, sigma {g:g}, {f}, kernel {k}" for s, g, f, k in itertools.product(
-                  STRIDES, SIGMAS, [f"weighted {w:g}" for w in WEIGHTS] + ["normal units"], KERNELS)],
-              "summary": summary(figures, SHIPPED), "figures": figures}
+                  args.strides, args.sigmas, [f"weighted {w:g}" for w in WEIGHTS] + ["normal units"], KERNELS)],
+              "summary": summary(figures, SHIPPED if old_memory else None), "figures": figures}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1))
     print(json.dumps(report["summary"], indent=1))

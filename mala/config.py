@@ -53,6 +53,7 @@ def _one_of(choices: tuple[Any, ...]) -> Rule:
 
 
 POSITIVE, NON_NEGATIVE, UNIT_INTERVAL = _at_least(1), _at_least(0), _within(0, 1)
+ODD: Rule = (lambda value: value >= 1 and value % 2 == 1), "an odd number, at least 1"
 
 
 def _matches(value: Any, hint: Any) -> bool:
@@ -126,7 +127,7 @@ class ModelConfig(_Section):
              "decoder_embed_dim": POSITIVE, "decoder_depth": POSITIVE, "decoder_num_heads": POSITIVE,
              "mlp_ratio": ((lambda value: value > 0), "above 0"), "plpm_width": POSITIVE,
              "memory_weight": UNIT_INTERVAL, "memory_size": POSITIVE, "memory_radius": NON_NEGATIVE,
-             "memory_stride": NON_NEGATIVE, "memory_sigma": NON_NEGATIVE}
+             "memory_stride": NON_NEGATIVE, "memory_sigma": NON_NEGATIVE, "memory_pool": ODD}
 
     image_size: int | list[int] = 224  # square side, or [height, width]; read it as `image_shape`
     patch_size: int = 16
@@ -153,6 +154,10 @@ class ModelConfig(_Section):
     # tokens; 0 = the ViT's grid (patch_size)
     memory_stride: int = 0
     memory_sigma: float = 4.0  # px: the Gaussian blur of the memory's distance map (PatchCore smooths with 4)
+    # the memory's tokens (`backbone.TokenRecipe`); the ViT's are always 3 x 3-pooled and layer-normed
+    memory_pool: int = 3  # odd: each stage map average-pooled over memory_pool x memory_pool cells (1: not pooled)
+    # token: each token layer-normed; image: each stage map divided by its RMS over the image; none: raw
+    memory_norm: Literal["token", "image", "none"] = "token"
 
     def __post_init__(self) -> None:
         if is_aspect(self.image_size):  # resolved from the data by the command line, before a config exists

@@ -174,11 +174,10 @@ def test_the_fusion_bench_spans_the_stage2_map_to_the_memory_and_scales_by_norma
     torch.testing.assert_close(at_normal_edge, torch.full((1, 1), 1 - np.exp(-1.0), dtype=torch.float32))
 
 
-def test_the_nearest_neighbour_peer_marks_what_its_training_images_lack():
-    from bench.nearest_neighbour import category_predictions
+def gradient_images_and_a_changed_square() -> tuple:
+    """Four noisy normal gradients (training), and a test pair: one of them, and one with a random 16 px square."""
     from mala.data.dataset import ImageCache
     from mala.data.samples import Sample
-    from mala.model.backbone import pretrained_backbone
 
     rng = np.random.default_rng(0)
     base = (np.linspace(0, 255, 64)[None, :, None] * np.ones((64, 1, 3))).astype(np.uint8)
@@ -188,10 +187,34 @@ def test_the_nearest_neighbour_peer_marks_what_its_training_images_lack():
     train = ImageCache([Sample("g", Path(f"n{i}.png"), "train", 0) for i in range(4)], np.stack(normal), {})
     test = ImageCache([Sample("g", Path("a.png"), "test", 0), Sample("g", Path("b.png"), "test", 1)],
                       np.stack([normal[0], changed]), {})
+    return train, test, rng
+
+
+def test_the_nearest_neighbour_peer_marks_what_its_training_images_lack():
+    from bench.nearest_neighbour import category_predictions
+    from mala.model.backbone import pretrained_backbone
+
+    train, test, rng = gradient_images_and_a_changed_square()
     backbone = pretrained_backbone("efficientnet_lite0", last_stage=4)
     predictions = category_predictions(backbone, train, test, bank=10_000, rng=rng)
     assert predictions.scores[1] > 2 * predictions.scores[0]
     assert predictions.maps[1, 16:32, 16:32].mean() > 2 * predictions.maps[1, 48:, 48:].mean()
+
+
+@pytest.mark.parametrize("pool,norm,bank", [(1, "none", "random 10000"), (3, "token", "net 0.8"),
+                                           (1, "image", "random 10000")])
+def test_every_memory_factor_candidate_marks_what_the_training_images_lack(pool, norm, bank):
+    from bench.memory_factors import Candidate, scaled_distances, stage_maps
+    from mala.model.backbone import TokenRecipe, pretrained_backbone
+
+    train, test, _ = gradient_images_and_a_changed_square()
+    backbone = pretrained_backbone("efficientnet_lite0", last_stage=4)
+    candidate = Candidate(8, TokenRecipe(pool, norm), bank)
+    distances = scaled_distances(candidate, stage_maps(backbone, train), train.indices_by_category(),
+                                 stage_maps(backbone, test), test, 64)
+    assert distances.shape == (2, 8, 8)
+    assert float(distances[0].max()) < 1.5  # a training image: its tokens are in the bank, or within the net's radius
+    assert float(distances[1, 2:4, 2:4].mean()) > 2 * float(distances[1, 6:, 6:].mean())
 
 
 def test_the_selection_split_links_its_training_images_in_the_datas_layout(tmp_path):

@@ -49,6 +49,7 @@ BAD_VALUES = [  # (--set assignment on the tiny preset, the key the error must n
     ("model.memory_stride=32", "model.memory_stride"),
     ("model.memory_stride=5", "model.memory_stride"),
     ("model.memory_sigma=-1", "model.memory_sigma"),
+    ("model.memory_pool=2", "model.memory_pool"),
     ("model.num_heads=0", "model.num_heads"),
     ("model.decoder_embed_dim=0", "model.decoder_embed_dim"),
     ("model.decoder_depth=0", "model.decoder_depth"),

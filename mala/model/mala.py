@@ -14,7 +14,7 @@ from torch import nn
 
 from mala.backbone_stages import STAGE_STRIDES
 from mala.config import ModelConfig
-from mala.model.backbone import FeatureEmbed, FeatureTokens, pretrained_backbone
+from mala.model.backbone import FeatureEmbed, FeatureTokens, TokenRecipe, pretrained_backbone
 from mala.model.maps import fuse_maps
 from mala.model.memory import FeatureMemory, Sections
 from mala.model.tbm import TokenBalanceModule
@@ -61,6 +61,7 @@ class MALA(nn.Module):
         self.patch_size = cfg.patch_size
         self.image_shape, self.grid = cfg.image_shape, cfg.token_grid  # (height, width), (rows, columns)
         self.memory_grid = cfg.memory_grid
+        self.memory_recipe = TokenRecipe(cfg.memory_pool, cfg.memory_norm)  # the memory's tokens
         self.num_patches = num_patches = self.grid[0] * self.grid[1]
         self.num_memory_tokens = self.memory_grid[0] * self.memory_grid[1]  # per image, on the memory's grid
 
@@ -258,12 +259,13 @@ class MALA(nn.Module):
     # ----- stage 2: end-to-end anomaly map --------------------------------------------------------------
 
     def backbone_tokens(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The hybrid's backbone feature tokens on the ViT's grid and on the memory's (`memory_stride`), from one
-        pass of the backbone; the same tensor twice when the grids agree."""
-        if self.memory_grid == self.grid:
+        """The hybrid's backbone feature tokens on the ViT's grid and on the memory's (`memory_stride`, by its recipe),
+        from one pass of the backbone; the same tensor twice when grids and recipes agree."""
+        if self.memory_grid == self.grid and self.memory_recipe == TokenRecipe():
             tokens = self.feature_tokens(images)
             return tokens, tokens
-        on_grid, for_memory = self.feature_tokens.at_strides(images, (self.patch_size, self.cfg.memory_token_stride))
+        on_grid, for_memory = self.feature_tokens.at_strides(
+            images, ((self.patch_size, TokenRecipe()), (self.cfg.memory_token_stride, self.memory_recipe)))
         return on_grid, for_memory
 
     def memory_features(self, images: torch.Tensor) -> torch.Tensor:

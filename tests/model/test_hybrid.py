@@ -51,6 +51,23 @@ def test_the_memory_reads_its_own_finer_grid_from_the_same_backbone_pass():
         assert model(images).shape == (2, 64, 64)
 
 
+def test_the_memory_can_read_raw_unpooled_features_while_the_vit_keeps_its_tokens():
+    model = MALA(hybrid_config(memory_stride=8, memory_pool=1, memory_norm="none", memory_weight=0.5)).eval()
+    images = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        on_grid, for_memory = model.backbone_tokens(images)
+        stage2, stage4 = model.feature_tokens.backbone.features(images, (2, 4))
+        torch.testing.assert_close(on_grid, model.feature_tokens(images))  # the ViT's tokens do not change
+        # stride 8: the stage-2 map's own cells, raw; the stage-4 map upsampled to them
+        torch.testing.assert_close(for_memory[..., :40], stage2.flatten(2).transpose(1, 2))
+        assert for_memory.shape == (2, 64, 40 + 112)
+        norms = for_memory.norm(dim=-1)
+        assert not torch.allclose(norms, torch.full((2, 64), 152**0.5), rtol=0.1)  # not layer-normed
+        model.memory.fill(for_memory.flatten(0, 1), float(norms.mean()) / 10)  # raw features need their own scale
+        assert float(model.memory_map(for_memory).max()) < 0.05
+        assert model(images).shape == (2, 64, 64)
+
+
 def test_an_encoder_of_depth_0_gives_maps_and_trains_its_decoder():
     model = MALA(hybrid_config(depth=0, tbm_tokens="backbone"))
     assert len(model.blocks) == 0

@@ -1,0 +1,169 @@
+"""The normal-feature memory taken apart, from mala's memory to a plain 1-NN, chosen on training images only (issue
+22): which tokens, bank, blur and score make the best memory map.
+
+    python bench/memory_factors.py --data ../shared/data/magnetic_tile ../shared/data/metal_plate \
+        ../shared/data/deeppcb ../shared/data/pv_el_cells --out runs/memory_factors.json
+
+No training: the backbone is frozen. Per backbone (`--backbones`; stages 2 + 4), the raw stage maps of every image
+are computed once; each candidate turns them into tokens (`mala.model.backbone.TokenRecipe`) on a grid of stride 8
+or 16, with or without 3 x 3 pooling, normalised per token (layer norm), per image or not at all, and fills one
+memory per category with a bank:
+`random N` (N random tokens of the category, as bench/nearest_neighbour.py) or `net R` (the epsilon-net of radius
+R x the normal scale that `mala train` builds). Distances are divided by the category's normal scale
+(`held_out_scale`) as in `mala`, mapped with each blur sigma and scored with each kernel. Validation and test as
+bench/selection.py: the protocol's 80 % of the normal training images fill the memory for the validation images
+(the other 20 %, each also with a self-texture or cut-paste anomaly); all training images fill it for the test
+sets. Per category and on the mean, Spearman's rho between the validation and test rankings, the protocol's pick
+and the test-best; every figure as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from bench.selection import blurred_maps, category_figures, summary, validation_split  # noqa: E402
+from mala.data.dataset import ImageCache  # noqa: E402
+from mala.data.sources import scan_roots, test_samples, train_samples  # noqa: E402
+from mala.model.backbone import NORMS, EfficientNetLite, TokenRecipe, pretrained_backbone, tokens_on_grid  # noqa: E402
+from mala.model.memory import FeatureMemory  # noqa: E402
+from mala.progress import progress  # noqa: E402
+from mala.train.fill_memory import cover, held_out_scale  # noqa: E402
+
+STAGES = (2, 4)
+SCALE_IMAGES = 60  # images per category whose held-out distances give its scale (a bounded cost at stride 8)
+SEED = 0
+NORM_NAMES = {"token": "layer norm", "image": "image norm", "none": "raw"}
+
+
+@dataclass(frozen=True)
+class Candidate:
+    stride: int
+    recipe: TokenRecipe
+    bank: str  # "random N" or "net R"
+
+    @property
+    def name(self) -> str:
+        return f"stride {self.stride}, pool {self.recipe.pool}, {NORM_NAMES[self.recipe.norm]}, {self.bank}"
+
+
+@torch.no_grad()
+def stage_maps(backbone: EfficientNetLite, cache: ImageCache, batch: int = 16) -> list[torch.Tensor]:
+    """The backbone's stage maps of every cached image, float16 (half the memory; distances barely move)."""
+    chunks = []
+    for start in progress(range(0, len(cache.images), batch), desc="stage maps", unit="batch", leave=False):
+        images = torch.from_numpy(cache.images[start:start + batch]).permute(0, 3, 1, 2).float() / 255
+        chunks.append([m.half() for m in backbone.features(images, STAGES)])
+    return [torch.cat(parts) for parts in zip(*chunks)]
+
+
+def tokens(maps: list[torch.Tensor], indices: np.ndarray, stride: int, size: int, recipe: TokenRecipe
+           ) -> torch.Tensor:
+    """Tokens (len(indices), rows x columns, C) of the chosen images by `recipe`."""
+    grid = (size // stride, size // stride)
+    chosen = torch.from_numpy(np.asarray(indices))
+    return torch.cat([tokens_on_grid([m[part].float() for m in maps], grid, recipe)
+                      for part in chosen.split(64)])
+
+
+def bank_rows(normal: torch.Tensor, bank: str, scale: float, rng: np.random.Generator) -> torch.Tensor:
+    """The memory rows of one category's normal tokens (images, N, C)."""
+    kind, value = bank.split()
+    every = normal.flatten(0, 1)
+    if kind == "random":
+        return every[torch.from_numpy(np.sort(rng.permutation(len(every))[:int(value)]))]
+    return cover(every, float(value) * scale, SEED)
+
+
+def scaled_distances(candidate: Candidate, memory_maps: list[torch.Tensor], memory_groups: dict[str, np.ndarray],
+                     target_maps: list[torch.Tensor], target: ImageCache, size: int) -> torch.Tensor:
+    """Each target image's tokens' nearest distances / scale in its category's memory, (N, rows, columns)."""
+    rows = size // candidate.stride
+    out = torch.empty(len(target.images), rows, rows)
+    for category, indices in target.indices_by_category().items():
+        rng = np.random.default_rng(SEED)
+        normal = tokens(memory_maps, memory_groups[category], candidate.stride, size, candidate.recipe)
+        scale = held_out_scale(normal[torch.from_numpy(rng.permutation(len(normal))[:SCALE_IMAGES])], rng)
+        memory = FeatureMemory(normal.shape[-1])
+        memory.fill(bank_rows(normal, candidate.bank, scale, rng), scale)
+        del normal
+        for part in np.array_split(indices, max(1, len(indices) // 32)):
+            queries = tokens(target_maps, part, candidate.stride, size, candidate.recipe)
+            out[torch.from_numpy(part)] = (memory.nearest_distance(queries) / scale).reshape(-1, rows, rows)
+    return out
+
+
+def positions(cache: ImageCache, within: ImageCache) -> np.ndarray:
+    """The index in `within` of each image of `cache` (a subset of it)."""
+    place = {sample.path: k for k, sample in enumerate(within.samples)}
+    return np.array([place[sample.path] for sample in cache.samples])
+
+
+def evaluate(train: ImageCache, test: ImageCache, size: int, backbones: list[str], candidates: list[Candidate],
+             sigmas: list[float], kernels: list[int], out: Path) -> dict:
+    fit, validation = validation_split(train, size)
+    fit_in_train = positions(fit, train)
+    groups = {"validation": {c: fit_in_train[i] for c, i in fit.indices_by_category().items()},
+              "test": train.indices_by_category()}
+    figures: dict = {}
+    for name in backbones:
+        backbone = pretrained_backbone(name, last_stage=max(STAGES))
+        train_maps = stage_maps(backbone, train)
+        targets = {split: (cache, stage_maps(backbone, cache)) for split, cache in
+                   (("validation", validation), ("test", test))}
+        for candidate in candidates:
+            label = f"{name.removeprefix('efficientnet_')}, {candidate.name}"
+            print(f"candidate: {label}", file=sys.stderr)
+            for split, (target, target_maps) in targets.items():
+                distances = scaled_distances(candidate, train_maps, groups[split], target_maps, target, size)
+                rows = category_figures(target, blurred_maps(distances, (size, size), sigmas), kernels)
+                for category, settings in rows.items():
+                    for setting, row in settings.items():
+                        figures.setdefault(category, {}).setdefault(f"{label}, {setting}", {})[split] = row
+            out.write_text(json.dumps({"partial": True, "figures": figures}, indent=1))  # a kill loses one candidate
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", nargs="+", required=True)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--backbones", nargs="+", default=["efficientnet_lite0", "efficientnet_lite2"])
+    parser.add_argument("--strides", type=int, nargs="+", default=[8, 16])
+    parser.add_argument("--pools", type=int, nargs="+", default=[1, 3])
+    parser.add_argument("--norms", nargs="+", choices=NORMS, default=["token", "none"])
+    parser.add_argument("--banks", nargs="+", default=["random 20000"], help='"random N" and/or "net R"')
+    parser.add_argument("--sigmas", type=float, nargs="+", default=[0.0, 2.0, 4.0])
+    parser.add_argument("--kernels", type=int, nargs="+", default=[1, 21])
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    for bank in args.banks:
+        kind, _, value = bank.partition(" ")
+        if kind not in ("random", "net") or not value.replace(".", "", 1).isdigit():
+            parser.error(f'--banks: expected "random N" or "net R", got {bank!r}')
+    torch.set_num_threads(2)
+    candidates = [Candidate(stride, TokenRecipe(pool, norm), bank) for stride, pool, norm, bank
+                  in itertools.product(args.strides, args.pools, args.norms, args.banks)]
+    samples = scan_roots(args.data)
+    train = ImageCache.build(train_samples(samples), args.size, desc="decoding training images")
+    test = ImageCache.build(test_samples(samples), args.size, desc="decoding test images")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    figures = evaluate(train, test, args.size, args.backbones, candidates, args.sigmas, args.kernels, args.out)
+    report = {"data": args.data, "size": args.size, "summary": summary(figures, None), "figures": figures}
+    args.out.write_text(json.dumps(report, indent=1))
+    print(json.dumps(report["summary"], indent=1))
+
+
+if __name__ == "__main__":
+    main()
