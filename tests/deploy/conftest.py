@@ -18,10 +18,11 @@ from tests.conftest import shared_data
 
 
 def small_model_config(hybrid: bool = False, image_size: int | list[int] = 64,
-                       tiling: TilingConfig | None = None) -> MalaConfig:
-    """The pixel ViT, or (`hybrid`) the hybrid encoder on lite0 with a normal-feature memory in the map; with
-    `tiling`, `image_size` is the tile."""
-    hybrid_keys = {"patch_size": 16, "backbone": "efficientnet_lite0", "memory_weight": 0.5} if hybrid else {}
+                       tiling: TilingConfig | None = None, **memory_keys) -> MalaConfig:
+    """The pixel ViT, or (`hybrid`) the hybrid encoder on lite0 with a normal-feature memory in the map (its
+    `memory_keys` of `ModelConfig`); with `tiling`, `image_size` is the tile."""
+    hybrid_keys = {"patch_size": 16, "backbone": "efficientnet_lite0", "memory_weight": 0.5, **memory_keys}
+    hybrid_keys = hybrid_keys if hybrid else {}
     cfg = MalaConfig(model=ModelConfig(**{**dict(image_size=image_size, patch_size=8, embed_dim=64, depth=2,
                                                   num_heads=2, decoder_embed_dim=32, decoder_depth=1,
                                                   decoder_num_heads=2, plpm_width=8), **hybrid_keys}),
@@ -31,9 +32,9 @@ def small_model_config(hybrid: bool = False, image_size: int | list[int] = 64,
 
 
 def save_random_model(path: Path, categories: list[str], seed: int = 0, hybrid: bool = False,
-                      image_size: int | list[int] = 64, tiling: TilingConfig | None = None) -> Path:
+                      image_size: int | list[int] = 64, tiling: TilingConfig | None = None, **memory_keys) -> Path:
     """A model file as `mala train` writes it, with random weights (the deployment path does not care)."""
-    cfg = small_model_config(hybrid, image_size, tiling)
+    cfg = small_model_config(hybrid, image_size, tiling, **memory_keys)
     torch.manual_seed(seed)
     model = MALA(cfg.model)
     if hybrid:
@@ -57,7 +58,7 @@ def real_sections(model: MALA, categories: list[str]) -> list[MemorySection]:
         files = sorted(path for path in shared_data(source, "train", "good").iterdir())[:SECTION_IMAGES]
         images = torch.from_numpy(np.stack([read_rgb(path, model.image_shape) for path in files]))
         with torch.no_grad():
-            tokens = model.feature_tokens(images.permute(0, 3, 1, 2).float() / 255)
+            tokens = model.memory_features(images.permute(0, 3, 1, 2).float() / 255)
         sections.append(MemorySection(tokens.flatten(0, 1), 2.0 + place, image_features(tokens)))
     return sections
 

@@ -53,8 +53,10 @@ def test_onnx_outputs_match_torch_on_real_images(calibrated, batch):
     np.testing.assert_allclose(exported[3], THRESHOLDS.normalized_map(exported[1]), atol=1e-5)
 
 
-def test_the_hybrid_with_its_memory_exports_to_the_same_outputs(tmp_path):
-    checkpoint = save_random_model(tmp_path / "model.safetensors", ["metal_plate"], hybrid=True)
+@pytest.mark.parametrize("memory_keys", [{}, {"memory_stride": 8, "memory_pool": 1, "memory_norm": "image"},
+                                         {"memory_pool": 1, "memory_norm": "none"}])
+def test_the_hybrid_with_its_memory_exports_to_the_same_outputs(tmp_path, memory_keys):
+    checkpoint = save_random_model(tmp_path / "model.safetensors", ["metal_plate"], hybrid=True, **memory_keys)
     graph, _ = load_graph(checkpoint)
     images = real_images(64, 3)
     session = onnxruntime.InferenceSession(str(export_onnx(checkpoint, tmp_path / "model.onnx")),
