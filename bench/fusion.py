@@ -136,7 +136,7 @@ def main() -> None:
     train = ImageCache.build(train_samples(samples), size, desc="decoding training images")
     test = ImageCache.build(test_samples(samples), size, desc="decoding test images")
     recipe = TokenRecipe(args.memory_pool, args.memory_norm)
-    old_memory = 16 in args.strides and recipe == TokenRecipe() and args.memory_backbone == "efficientnet_lite2"
+    old_memory = recipe == TokenRecipe() and args.memory_backbone == "efficientnet_lite2"
     figures, quantiles = evaluate(model.eval(), train, test, size, args.memory_backbone, args.strides, recipe,
                                   args.sigmas)
     report = {"checkpoint": str(args.checkpoint), "data": args.data, "normal_quantiles": quantiles,

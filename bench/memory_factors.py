@@ -86,7 +86,7 @@ def bank_rows(normal: torch.Tensor, bank: str, scale: float, rng: np.random.Gene
     return cover(every, float(value) * scale, SEED)
 
 
-def scaled_distances(candidate: Candidate, memory_maps: list[torch.Tensor], memory_groups: dict[str, np.ndarray],
+def candidate_distances(candidate: Candidate, memory_maps: list[torch.Tensor], memory_groups: dict[str, np.ndarray],
                      target_maps: list[torch.Tensor], target: ImageCache, size: int) -> torch.Tensor:
     """Each target image's tokens' nearest distances / scale in its category's memory, (N, rows, columns)."""
     rows = size // candidate.stride
@@ -126,7 +126,7 @@ def evaluate(train: ImageCache, test: ImageCache, size: int, backbones: list[str
             label = f"{name.removeprefix('efficientnet_')}, {candidate.name}"
             print(f"candidate: {label}", file=sys.stderr)
             for split, (target, target_maps) in targets.items():
-                distances = scaled_distances(candidate, train_maps, groups[split], target_maps, target, size)
+                distances = candidate_distances(candidate, train_maps, groups[split], target_maps, target, size)
                 rows = category_figures(target, blurred_maps(distances, (size, size), sigmas), kernels)
                 for category, settings in rows.items():
                     for setting, row in settings.items():

@@ -44,7 +44,7 @@ METRICS = ("image_auroc", "pixel_auroc", "pixel_aupro")
 @torch.no_grad()
 def test_tokens(model: MALA, cache: ImageCache, batch: int = 16) -> torch.Tensor:
     images = torch.from_numpy(cache.images).permute(0, 3, 1, 2)
-    return torch.cat([model.feature_tokens(images[i:i + batch].float() / 255)
+    return torch.cat([model.memory_features(images[i:i + batch].float() / 255)
                       for i in progress(range(0, len(images), batch), desc="test tokens", unit="batch", leave=False)])
 
 

@@ -204,13 +204,13 @@ def test_the_nearest_neighbour_peer_marks_what_its_training_images_lack():
 @pytest.mark.parametrize("pool,norm,bank", [(1, "none", "random 10000"), (3, "token", "net 0.8"),
                                            (1, "image", "random 10000")])
 def test_every_memory_factor_candidate_marks_what_the_training_images_lack(pool, norm, bank):
-    from bench.memory_factors import Candidate, scaled_distances, stage_maps
+    from bench.memory_factors import Candidate, candidate_distances, stage_maps
     from mala.model.backbone import TokenRecipe, pretrained_backbone
 
     train, test, _ = gradient_images_and_a_changed_square()
     backbone = pretrained_backbone("efficientnet_lite0", last_stage=4)
     candidate = Candidate(8, TokenRecipe(pool, norm), bank)
-    distances = scaled_distances(candidate, stage_maps(backbone, train), train.indices_by_category(),
+    distances = candidate_distances(candidate, stage_maps(backbone, train), train.indices_by_category(),
                                  stage_maps(backbone, test), test, 64)
     assert distances.shape == (2, 8, 8)
     assert float(distances[0].max()) < 1.5  # a training image: its tokens are in the bank, or within the net's radius

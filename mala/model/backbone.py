@@ -245,6 +245,9 @@ class TokenRecipe:
     norm: str = "token"
 
 
+VIT_RECIPE = TokenRecipe()  # the ViT's tokens: 3 x 3-pooled, layer-normed
+
+
 def _image_rms(feature_map: torch.Tensor) -> torch.Tensor:
     return feature_map.pow(2).mean(dim=(1, 2, 3), keepdim=True).sqrt().clamp_min(1e-6)
 
@@ -272,7 +275,7 @@ class FeatureTokens(nn.Module):
         self.channels = sum(backbone.stage_channels(s) for s in stages)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.at_strides(images, ((self.stride, TokenRecipe()),))[0]
+        return self.at_strides(images, ((self.stride, VIT_RECIPE),))[0]
 
     def at_strides(self, images: torch.Tensor, grids: tuple[tuple[int, TokenRecipe], ...]) -> list[torch.Tensor]:
         """The tokens on the grid of each (stride, recipe), from one pass of the backbone."""

@@ -14,7 +14,7 @@ from torch import nn
 
 from mala.backbone_stages import STAGE_STRIDES
 from mala.config import ModelConfig
-from mala.model.backbone import FeatureEmbed, FeatureTokens, TokenRecipe, pretrained_backbone
+from mala.model.backbone import VIT_RECIPE, FeatureEmbed, FeatureTokens, TokenRecipe, pretrained_backbone
 from mala.model.maps import fuse_maps
 from mala.model.memory import FeatureMemory, Sections
 from mala.model.tbm import TokenBalanceModule
@@ -261,11 +261,11 @@ class MALA(nn.Module):
     def backbone_tokens(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The hybrid's backbone feature tokens on the ViT's grid and on the memory's (`memory_stride`, by its recipe),
         from one pass of the backbone; the same tensor twice when grids and recipes agree."""
-        if self.memory_grid == self.grid and self.memory_recipe == TokenRecipe():
+        if self.memory_grid == self.grid and self.memory_recipe == VIT_RECIPE:
             tokens = self.feature_tokens(images)
             return tokens, tokens
         on_grid, for_memory = self.feature_tokens.at_strides(
-            images, ((self.patch_size, TokenRecipe()), (self.cfg.memory_token_stride, self.memory_recipe)))
+            images, ((self.patch_size, VIT_RECIPE), (self.cfg.memory_token_stride, self.memory_recipe)))
         return on_grid, for_memory
 
     def memory_features(self, images: torch.Tensor) -> torch.Tensor:

@@ -73,7 +73,7 @@ def test_a_hybrid_of_two_categories_routes_each_image_and_exports_to_the_same_ou
     graph, _ = load_graph(checkpoint)
     images = real_images(64, 4)  # two of each category
     with torch.no_grad():
-        routed = graph.model.memory.route(graph.model.feature_tokens(torch.from_numpy(images).permute(0, 3, 1, 2) / 255))
+        routed = graph.model.memory.route(graph.model.memory_features(torch.from_numpy(images).permute(0, 3, 1, 2) / 255))
         expected = [t.numpy() for t in graph(torch.from_numpy(images))]
     assert routed.tolist() == [0, 0, 1, 1]
     session = onnxruntime.InferenceSession(str(export_onnx(checkpoint, tmp_path / "model.onnx")),

@@ -79,7 +79,7 @@ def test_test_images_are_routed_to_their_own_category():
         files = sorted(shared_data(category, "test").rglob("*.*"))[::25][:6]
         images = torch.from_numpy(np.stack([read_rgb(path, 64) for path in files])).permute(0, 3, 1, 2) / 255
         with torch.no_grad():
-            assert model.memory.route(model.feature_tokens(images)).tolist() == [place] * len(files), category
+            assert model.memory.route(model.memory_features(images)).tolist() == [place] * len(files), category
 
 
 def test_a_category_of_one_image_takes_the_median_scale_and_the_size_limit_cuts_every_section_alike():
