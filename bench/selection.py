@@ -155,9 +155,10 @@ def write_split(fit: ImageCache, roots: list[str], out: Path) -> None:
 
 def memory_model(backbone: str, stride: int, cache: ImageCache, recipe: TokenRecipe = TokenRecipe()
                  ) -> tuple[MALA, dict[str, int]]:
-    """A `tiny` model whose memory, on the grid of `stride` with tokens by `recipe`, is filled from `cache`."""
+    """A `tiny` model whose one memory, on the grid of `stride` with tokens by `recipe`, is filled from `cache`."""
     cfg = dataclasses.replace(load_config("tiny").model, backbone=backbone, patch_size=16, backbone_stages=[2, 4],
-                              memory_stride=stride, memory_pool=recipe.pool, memory_norm=recipe.norm)
+                              memory_stride=stride, memory_pool=recipe.pool, memory_norm=recipe.norm,
+                              score_memory=False)
     model = MALA(cfg).eval()
     fill_memory(model, cache, SEED)
     return model, {c: k for k, c in enumerate(sorted(cache.indices_by_category()))}

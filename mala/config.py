@@ -127,7 +127,8 @@ class ModelConfig(_Section):
              "decoder_embed_dim": POSITIVE, "decoder_depth": POSITIVE, "decoder_num_heads": POSITIVE,
              "mlp_ratio": ((lambda value: value > 0), "above 0"), "plpm_width": POSITIVE,
              "memory_weight": UNIT_INTERVAL, "memory_size": POSITIVE, "memory_radius": NON_NEGATIVE,
-             "memory_stride": NON_NEGATIVE, "memory_sigma": NON_NEGATIVE, "memory_pool": ODD}
+             "memory_stride": NON_NEGATIVE, "memory_sigma": NON_NEGATIVE, "memory_pool": ODD,
+             "score_memory_weight": UNIT_INTERVAL}
 
     image_size: int | list[int] = 224  # square side, or [height, width]; read it as `image_shape`
     patch_size: int = 16
@@ -158,6 +159,11 @@ class ModelConfig(_Section):
     memory_pool: int = 3  # odd: each stage map average-pooled over memory_pool x memory_pool cells (1: not pooled)
     # token: each token layer-normed; image: each stage map divided by its RMS over the image; none: raw
     memory_norm: Literal["token", "image", "none"] = "token"
+    # a second memory, of the memory's tokens layer-normed, whose map fused with weight score_memory_weight is what
+    # the image score reads: raw tokens localise better, layer-normed ones rank images better (BENCHMARKS.md, "Two
+    # memories"); false: the score reads the anomaly map
+    score_memory: bool = False
+    score_memory_weight: float = 0.75
 
     def __post_init__(self) -> None:
         if is_aspect(self.image_size):  # resolved from the data by the command line, before a config exists
@@ -184,6 +190,9 @@ class ModelConfig(_Section):
                      self.key("memory_stride"), f"0 or a divisor of model.patch_size "
                      f"{self.patch_size} that each stage's stride divides or is a multiple of (by stage: {strides})",
                      self.memory_stride)
+            _require(not (self.score_memory and self.memory_norm == "token"), self.key("score_memory"),
+                     "false while model.memory_norm is token (the score memory holds the memory's tokens "
+                     "layer-normed: the two would be one)", self.score_memory)
 
     @property
     def image_shape(self) -> ImageShape:

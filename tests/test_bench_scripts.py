@@ -232,3 +232,29 @@ def test_the_selection_split_links_its_training_images_in_the_datas_layout(tmp_p
     linked = sorted(p.relative_to(tmp_path / "split") for p in (tmp_path / "split").rglob("*.png"))
     assert linked == sorted(p.relative_to(tmp_path) for p in files[1:])
     assert all((tmp_path / "split" / p).resolve() == (tmp_path / p).resolve() for p in linked)
+
+
+def fusion_run(rows: dict[str, tuple[float, float]]) -> dict:
+    """A bench/fusion.py report of two categories: candidate -> (validation, test) figures, image and pixel alike."""
+    def figures(value: float) -> dict:
+        return {"image_auroc": value, "pixel_auroc": value, "pixel_aupro": value / 2}
+    return {"figures": {category: {name: {"validation": figures(v), "test": figures(t)}
+                                   for name, (v, t) in rows.items()} for category in ("a", "b")}}
+
+
+def test_two_memories_pairs_a_map_and_a_score_of_one_grid_and_blur_by_their_validation():
+    from bench.two_memories import pairs
+
+    maps = fusion_run({"stride 16, sigma 0, weighted 0.5, kernel 1": (0.9, 0.8),
+                       "stride 16, sigma 0, weighted 0, kernel 1": (0.99, 0.5),  # no memory in the map
+                       "stride 8, sigma 0, weighted 0.5, kernel 1": (0.95, 0.9),
+                       "stride 16, sigma 0, normal units, kernel 1": (0.99, 0.5)})  # not a weight the model has
+    scores = fusion_run({"stride 16, sigma 0, weighted 0.75, kernel 1": (0.7, 0.6),
+                         "stride 16, sigma 0, weighted 0.75, kernel 21": (0.8, 0.7),
+                         "stride 16, sigma 2, weighted 0.75, kernel 1": (1.0, 1.0)})  # another blur
+    ranked = pairs(maps, scores)
+    assert [(p["map"], p["score"]) for p in ranked] == [
+        ("stride 16, sigma 0, weighted 0.5, kernel 1", "stride 16, sigma 0, weighted 0.75, kernel 21"),
+        ("stride 16, sigma 0, weighted 0.5, kernel 1", "stride 16, sigma 0, weighted 0.75, kernel 1")]
+    best = ranked[0]
+    assert best["validation"] == pytest.approx(85.0) and best["test"] == pytest.approx([70.0, 80.0, 40.0])

@@ -58,6 +58,8 @@ BAD_VALUES = [  # (--set assignment on the tiny preset, the key the error must n
     ("model.plpm_width=0", "model.plpm_width"),
     ("model.memory_weight=3", "model.memory_weight"),
     ("model.memory_weight=-0.5", "model.memory_weight"),
+    ("model.score_memory_weight=2", "model.score_memory_weight"),
+    ("model.score_memory=maybe", "model.score_memory"),
     ("model.memory_size=0", "model.memory_size"),
     ("model.memory_radius=-1", "model.memory_radius"),
     # ranges: stage 1
@@ -131,6 +133,8 @@ def test_the_message_says_what_is_allowed():
         "model.backbone=resnet50": "model.backbone must be one of none, efficientnet_lite0, efficientnet_lite1, "
                                    "efficientnet_lite2, got 'resnet50'",
         "model.memory_weight=3": "model.memory_weight must be from 0 to 1, got 3.0",
+        "model.memory_norm=token": "model.score_memory must be false while model.memory_norm is token (the score "
+                                   "memory holds the memory's tokens layer-normed: the two would be one), got True",
         "model.depth=2.5": "model.depth must be an integer, got 2.5",
         "model.backbone_stages=[7]": "model.backbone_stages must be a non-empty list of distinct stage indices from 0 "
                                      "to 6, got [7]",

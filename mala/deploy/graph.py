@@ -30,7 +30,7 @@ from mala.deploy.contract import INPUT_NAME, METADATA_KEY, OUTPUT_NAMES
 from mala.errors import ConfigError
 from mala.model import MALA
 from mala.model.load import load_trained_model
-from mala.model.maps import anomaly_maps, image_score
+from mala.model.maps import scores_and_maps
 from mala.sizes import stored_size
 
 IDENTITY = (0.5, 0.0, 1.0)  # threshold, low, high: normalised values equal the raw ones (clipped to [0, 1])
@@ -45,8 +45,7 @@ class InferenceGraph(nn.Module):
         self.model, self.cfg, self.section = model.eval(), cfg, section
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        maps = anomaly_maps(self.model, unit_range(images.permute(0, 3, 1, 2).float()), self.cfg, self.section)
-        return image_score(maps, self.cfg.run.score_kernel), maps
+        return scores_and_maps(self.model, unit_range(images.permute(0, 3, 1, 2).float()), self.cfg, self.section)
 
 
 class ExportedGraph(InferenceGraph):

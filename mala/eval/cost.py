@@ -13,7 +13,7 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from mala.model.load import load_trained_model
 from mala.config import MalaConfig, load_config
-from mala.model.maps import anomaly_maps
+from mala.model.maps import scores_and_maps
 from mala.model import MALA, PseudoLabelPredictor
 from mala.model.mala import check_image_size
 from mala.sizes import ImageShape
@@ -72,7 +72,7 @@ def inference_flops(model: MALA, cfg: MalaConfig | None = None) -> int:
     device = next(model.parameters()).device
     images = torch.rand(1, 3, *(cfg.input_shape if cfg else model.image_shape), device=device)
     with FlopCounterMode(display=False, custom_mapping=ATTENTION_FLOPS) as counter:
-        anomaly_maps(model, images, cfg) if cfg else model(images)
+        scores_and_maps(model, images, cfg) if cfg else model(images)
     return counter.get_total_flops()
 
 
@@ -91,7 +91,7 @@ def images_per_second(model: MALA, batch: int, repeats: int, cfg: MalaConfig | N
     for run in range(WARMUP_RUNS + repeats):
         _synchronize(device)
         start = time.perf_counter()
-        anomaly_maps(model, images, cfg) if cfg else model(images)
+        scores_and_maps(model, images, cfg) if cfg else model(images)
         _synchronize(device)
         if run >= WARMUP_RUNS:
             times.append(time.perf_counter() - start)
@@ -132,6 +132,8 @@ def describe_input(model: MALA, cfg: MalaConfig) -> str:
         sections = model.memory.section_count
         parts.append(f"with a memory of {len(model.memory.tokens):,} tokens"
                      + (f" in {sections} category sections" if sections > 1 else ""))
+        if model.score_memory is not None and not model.score_memory.empty:
+            parts.append(f"a score memory of {len(model.score_memory.tokens):,}")
     return ", ".join(parts)
 
 

@@ -14,7 +14,7 @@ from mala.data.dataset import ImageCache, TestImages
 from mala.eval.full_resolution import pixels_at_original_size
 from mala.eval.metrics import MetricsRow, MetricsTable, compute_metrics
 from mala.model import MALA
-from mala.model.maps import anomaly_maps, image_score
+from mala.model.maps import scores_and_maps
 from mala.model.memory import UNKNOWN
 from mala.progress import progress
 
@@ -47,9 +47,9 @@ def predict_cache(model: MALA, cache: ImageCache, cfg: MalaConfig, batch_size: i
     loader = DataLoader(TestImages(cache), batch_size=max(1, batch_size // tiles_per_image))
     for images, _, _, indices in progress(loader, desc="testing", unit="batch", leave=False):
         chosen = None if sections is None else torch.from_numpy(sections[indices.numpy()]).to(device)
-        batch_maps = anomaly_maps(model, images.to(device), cfg, chosen)
+        batch_scores, batch_maps = scores_and_maps(model, images.to(device), cfg, chosen)
         maps[indices.numpy()] = batch_maps.float().cpu().numpy()
-        scores[indices.numpy()] = image_score(batch_maps, cfg.run.score_kernel).float().cpu().numpy()
+        scores[indices.numpy()] = batch_scores.float().cpu().numpy()
     return Predictions(maps, scores)
 
 

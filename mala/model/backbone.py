@@ -259,7 +259,12 @@ def tokens_on_grid(maps: list[torch.Tensor], grid: tuple[int, int], recipe: Toke
     if recipe.norm == "image":
         maps = [m / _image_rms(m) for m in maps]
     tokens = torch.cat([resample(m, grid) for m in maps], dim=1).flatten(2).transpose(1, 2).contiguous()
-    return F.layer_norm(tokens, (tokens.shape[-1],)) if recipe.norm == "token" else tokens
+    return layer_normed(tokens) if recipe.norm == "token" else tokens
+
+
+def layer_normed(tokens: torch.Tensor) -> torch.Tensor:
+    """Each token (..., C) layer-normed without parameters."""
+    return F.layer_norm(tokens, (tokens.shape[-1],))
 
 
 class FeatureTokens(nn.Module):

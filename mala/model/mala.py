@@ -14,7 +14,7 @@ from torch import nn
 
 from mala.backbone_stages import STAGE_STRIDES
 from mala.config import ModelConfig
-from mala.model.backbone import VIT_RECIPE, FeatureEmbed, FeatureTokens, TokenRecipe, pretrained_backbone
+from mala.model.backbone import VIT_RECIPE, FeatureEmbed, FeatureTokens, TokenRecipe, layer_normed, pretrained_backbone
 from mala.model.maps import fuse_maps
 from mala.model.memory import FeatureMemory, Sections
 from mala.model.tbm import TokenBalanceModule
@@ -74,6 +74,8 @@ class MALA(nn.Module):
             self.feature_tokens = FeatureTokens(backbone, tuple(cfg.backbone_stages), cfg.patch_size)
             self.patch_embed = FeatureEmbed(self.feature_tokens.channels, cfg.embed_dim)
             self.memory = FeatureMemory(self.feature_tokens.channels)
+            # the image score's memory (`score_memory`): the memory's tokens layer-normed
+            self.score_memory = FeatureMemory(self.feature_tokens.channels) if cfg.score_memory else None
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + 1, cfg.embed_dim), requires_grad=False)
         self.blocks = nn.ModuleList(Block(cfg.embed_dim, cfg.num_heads, cfg.mlp_ratio) for _ in range(cfg.depth))
@@ -195,6 +197,8 @@ class MALA(nn.Module):
         if self.hybrid:
             upgrade_single_memory(state)
             self.memory.make_room(state, "memory.")
+            if self.score_memory is not None:
+                self.score_memory.make_room(state, "score_memory.")
         if self.hybrid and "decoder_feature_pred.weight" not in state:
             state.update({f"decoder_feature_pred.{k}": v for k, v in self.decoder_feature_pred.state_dict().items()})
 
@@ -301,15 +305,27 @@ class MALA(nn.Module):
         return self.logits_and_features(images)[0]
 
     def forward(self, images: torch.Tensor, sections: Sections = None) -> torch.Tensor:
-        """Anomaly map (B, H, W) in [0, 1] for images (B, 3, H, W) in [0, 1]: the stage-2 map, fused with the
-        normal-feature memory's map when the hybrid has one (`memory_weight`), read in the images' categories'
-        sections (`sections`: their indices; None: routed)."""
+        """Anomaly map (B, H, W) in [0, 1] for images (B, 3, H, W) in [0, 1] (`maps`' first)."""
+        return self.maps(images, sections)[:, 0]
+
+    def maps(self, images: torch.Tensor, sections: Sections = None) -> torch.Tensor:
+        """(B, 2, H, W) for images (B, 3, H, W) in [0, 1]: the anomaly map, in [0, 1], and the map the image score
+        reads. The anomaly map is the stage-2 map, fused with the normal-feature memory's map when the hybrid has one
+        (`memory_weight`), read in the images' categories' sections (`sections`: their indices; None: routed). The
+        score's map is the same unless the model has a score memory (`score_memory`): then the stage-2 map fused
+        with that memory's map, read in the same sections."""
         logits, features = self.logits_and_features(images)
         learned = torch.softmax(logits, dim=1)[:, 0]
         weight = self.cfg.memory_weight
         if features is None or weight == 0 or self.memory.empty:
-            return learned
-        return fuse_maps(learned, self.memory_map(features, sections), weight)
+            return torch.stack([learned, learned], dim=1)
+        sections = self.memory.resolve(features, sections)  # routed once: both memories read the same category
+        anomaly = fuse_maps(learned, self.memory_map(features, sections), weight)
+        if self.score_memory is None or self.score_memory.empty:
+            return torch.stack([anomaly, anomaly], dim=1)
+        remembered = self.score_memory(layer_normed(features), self.memory_grid, self.image_shape,
+                                       self.cfg.memory_sigma, sections)
+        return torch.stack([anomaly, fuse_maps(learned, remembered, self.cfg.score_memory_weight)], dim=1)
 
     def memory_map(self, features: torch.Tensor, sections: Sections = None) -> torch.Tensor:
         """The normal-feature memory's map (B, H, W) of backbone feature tokens (B, N, C) on the memory's grid."""

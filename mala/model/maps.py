@@ -25,7 +25,7 @@ Sections = int | torch.Tensor | None  # memory sections: one for all images, one
 
 PARTITION_SEED = 0  # the reconstruction map's patch partition: fixed, so a model's maps are reproducible
 
-MapFunction = Callable[[torch.Tensor], torch.Tensor]  # images (N, 3, h, w) -> maps (N, h, w)
+MapFunction = Callable[[torch.Tensor], torch.Tensor]  # images (N, 3, h, w) -> maps (N, ..., h, w)
 
 
 def distance_map(distance: torch.Tensor, size: tuple[int, int], sigma: float) -> torch.Tensor:
@@ -87,7 +87,7 @@ def cut_tiles(images: torch.Tensor, grid: TileGrid) -> torch.Tensor:
 
 
 def stitch_maps(tile_maps: torch.Tensor, grid: TileGrid) -> torch.Tensor:
-    """(B x tiles, h, w) in `cut_tiles` order -> (B, H, W): each pixel the mean of the tiles that hold it.
+    """(B x tiles, ..., h, w) in `cut_tiles` order -> (B, ..., H, W): each pixel the mean of the tiles that hold it.
 
     Tiles are padded to their place and summed (a row of tiles at a time, so at most one row's padded copies exist
     at once); padding and adding export to ONNX where in-place slice updates would not stay simple."""
@@ -103,24 +103,39 @@ def stitch_maps(tile_maps: torch.Tensor, grid: TileGrid) -> torch.Tensor:
 
 
 def tiled_maps(images: torch.Tensor, grid: TileGrid, map_of: MapFunction) -> torch.Tensor:
-    """The stitched map (B, H, W) of images (B, 3, H, W) at the source size; one batched `map_of` over all tiles."""
+    """The stitched maps (B, ..., H, W) of images (B, 3, H, W) at the source size; one batched `map_of` over all
+    tiles."""
     return stitch_maps(map_of(cut_tiles(images, grid)), grid)
 
 
 def model_maps(model: MALA, images: torch.Tensor, cfg: MalaConfig, sections: Sections = None) -> torch.Tensor:
-    """The configured pipeline's map at the model's size: the end-to-end head (fused with the memory's map of the
-    images' `sections`, see `memory.Sections`), or the reconstruction error (ablation)."""
+    """The configured pipeline's anomaly map and the map the image score reads, (B, 2, H, W) at the model's size:
+    the end-to-end head's (`MALA.maps`, in the images' `sections`, see `memory.Sections`), or the reconstruction
+    error twice (ablation)."""
     if cfg.run.pipeline == "reconstruction":
-        return reconstruction_map(model, images, cfg.stage1.mask_ratio)
-    return model(images, sections)
+        return reconstruction_map(model, images, cfg.stage1.mask_ratio).unsqueeze(1).expand(-1, 2, -1, -1)
+    return model.maps(images, sections)
 
 
-def anomaly_maps(model: MALA, images: torch.Tensor, cfg: MalaConfig, sections: Sections = None) -> torch.Tensor:
-    """Maps (B, H, W) of images (B, 3, H, W) in [0, 1] at `cfg.input_shape`: the model's own, or with tiling the
-    tile maps stitched at the source size (each tile read in its image's section, or routed on its own)."""
+def map_pairs(model: MALA, images: torch.Tensor, cfg: MalaConfig, sections: Sections = None) -> torch.Tensor:
+    """`model_maps` (B, 2, H, W) of images (B, 3, H, W) in [0, 1] at `cfg.input_shape`: the model's own, or with
+    tiling the tile maps stitched at the source size (each tile read in its image's section, or routed on its own)."""
     grid = cfg.tile_grid
     if grid is None:
         return model_maps(model, images, cfg, sections)
     if isinstance(sections, torch.Tensor):
         sections = sections.repeat_interleave(grid.count)  # `cut_tiles` keeps each image's tiles together
     return tiled_maps(images, grid, lambda tiles: model_maps(model, tiles, cfg, sections))
+
+
+def anomaly_maps(model: MALA, images: torch.Tensor, cfg: MalaConfig, sections: Sections = None) -> torch.Tensor:
+    """Anomaly maps (B, H, W) of images (B, 3, H, W) in [0, 1] at `cfg.input_shape` (`map_pairs`' first)."""
+    return map_pairs(model, images, cfg, sections)[:, 0]
+
+
+def scores_and_maps(model: MALA, images: torch.Tensor, cfg: MalaConfig, sections: Sections = None
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The whole pipeline: image scores (B,), eq. 7 on the score's map, and anomaly maps (B, H, W) of images
+    (B, 3, H, W) in [0, 1] at `cfg.input_shape`."""
+    pairs = map_pairs(model, images, cfg, sections)
+    return image_score(pairs[:, 1], cfg.run.score_kernel), pairs[:, 0]

@@ -101,17 +101,22 @@ class FeatureMemory(nn.Module):
         similarity = image_features(tokens) @ self.image_features.T
         return self.image_sections[similarity.argmax(dim=1)]
 
-    def scaled_distance(self, tokens: torch.Tensor, sections: Sections) -> torch.Tensor:
-        """Nearest distance / the section's scale (B, N) of tokens (B, N, C), in the given or routed sections; a
-        memory of one section (one category, or saved before sections) reads it for every image."""
+    def resolve(self, tokens: torch.Tensor, sections: Sections) -> Sections:
+        """The sections tokens (B, N, C) are read in: the given ones, with images of unknown categories (all for
+        None) routed; 0 for a memory of one section (one category, or saved before sections)."""
         if self.section_count == 1:
-            sections = 0
+            return 0
+        if sections is None:
+            return self.route(tokens)
+        if isinstance(sections, int) or torch.compiler.is_exporting() or not bool((sections == UNKNOWN).any()):
+            return sections
+        return torch.where(sections == UNKNOWN, self.route(tokens), sections)
+
+    def scaled_distance(self, tokens: torch.Tensor, sections: Sections) -> torch.Tensor:
+        """Nearest distance / the section's scale (B, N) of tokens (B, N, C), in the sections `resolve` gives."""
+        sections = self.resolve(tokens, sections)
         if isinstance(sections, int):
             return self.nearest_distance(tokens, sections) / self.scales[sections]
-        if sections is None:
-            sections = self.route(tokens)
-        elif not torch.compiler.is_exporting() and bool((sections == UNKNOWN).any()):
-            sections = torch.where(sections == UNKNOWN, self.route(tokens), sections)
         if torch.compiler.is_exporting():  # every section searched, each token keeps its own: no data-dependent code
             every = torch.stack([self.nearest_distance(tokens, k) / self.scales[k]
                                  for k in range(self.section_count)], dim=-1)

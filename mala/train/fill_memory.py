@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader
 from mala.data.dataset import ImageCache
 from mala.train.epoch_data import Crops, NormalImages
 from mala.model import MALA
+from mala.model.backbone import layer_normed
 from mala.model.memory import FeatureMemory, MemorySection, image_features
 from mala.progress import progress
 from mala.tiling import TileGrid
@@ -104,21 +105,25 @@ def fill_memory(model: MALA, cache: ImageCache, seed: int, grid: TileGrid | None
     """One memory section per category, in `cache.indices_by_category` order (the model's category list): its
     scale, the 99% quantile of the nearest distances of held-out images' tokens to the category's other images'
     tokens; then an epsilon-net of the category's tokens with epsilon = `memory_radius` x scale (`cover`). At most
-    `memory_size` tokens in all (a random subset of each section beyond that).
+    `memory_size` tokens in all (a random subset of each section beyond that). A score memory (`score_memory`) is
+    filled the same way from the same tokens, layer-normed.
 
     Under data parallelism each rank embeds its share of the images; rank 0 builds the sections and every rank
     receives them, so the memory is built once and is the same on every rank."""
-    sections = []
+    memories = [model.memory] + ([model.score_memory] if model.score_memory is not None else [])
+    sections: list[list[MemorySection]] = [[] for _ in memories]
     for category, indices in cache.indices_by_category().items():
         tokens = category_tokens(model, cache, indices, grid, fabric, desc=f"memory: {category}")
         if fabric is None or fabric.is_global_zero:
-            rng = np.random.default_rng([seed, zlib.crc32(category.encode())])  # whatever else the model holds
-            sections.append(category_section(tokens, model.num_memory_tokens, model.cfg.memory_radius, rng, seed))
-    if fabric is not None and fabric.world_size > 1:  # sent as CPU tensors: a CUDA one would unpickle on rank 0's GPU
-        received = fabric.broadcast([_to_device(s, torch.device("cpu")) for s in sections], src=0)
-        sections = [_to_device(s, model.memory.tokens.device) for s in received]
-    limited = within_size(with_scales(sections), model.cfg.memory_size, np.random.default_rng(seed))
-    model.memory.fill_sections(limited)
+            held_tokens = [tokens] + [layer_normed(tokens) for _ in memories[1:]]  # the score memory's layer-normed
+            for kept, held in zip(sections, held_tokens):
+                rng = np.random.default_rng([seed, zlib.crc32(category.encode())])  # whatever else the model holds
+                kept.append(category_section(held, model.num_memory_tokens, model.cfg.memory_radius, rng, seed))
+    for memory, built in zip(memories, sections):
+        if fabric is not None and fabric.world_size > 1:  # as CPU tensors: a CUDA one would unpickle on rank 0's GPU
+            received = fabric.broadcast([_to_device(s, torch.device("cpu")) for s in built], src=0)
+            built = [_to_device(s, memory.tokens.device) for s in received]
+        memory.fill_sections(within_size(with_scales(built), model.cfg.memory_size, np.random.default_rng(seed)))
 
 
 def category_section(tokens: torch.Tensor, patches: int, radius: float, rng: np.random.Generator,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from mala.config import MalaConfig, ModelConfig, TilingConfig
 from mala.data.images import read_rgb
 from mala.deploy.graph import export_onnx
 from mala.model import MALA
+from mala.model.backbone import layer_normed
 from mala.model.memory import MemorySection, image_features
 from tests.conftest import shared_data
 
@@ -38,7 +40,12 @@ def save_random_model(path: Path, categories: list[str], seed: int = 0, hybrid: 
     torch.manual_seed(seed)
     model = MALA(cfg.model)
     if hybrid:
-        model.memory.fill_sections(real_sections(model, categories))
+        sections = real_sections(model, categories)
+        model.memory.fill_sections(sections)
+        if model.score_memory is not None:  # the same tokens layer-normed, as `fill_memory` fills it
+            model.score_memory.fill_sections([
+                dataclasses.replace(s, tokens=layer_normed(s.tokens), scale=typical_scale(layer_normed(s.tokens), k))
+                for k, s in enumerate(sections)])
     state = {"kind": "model", "config": cfg.to_dict(), "data": {"categories": categories, "object_categories": []},
              "model": model.state_dict()}
     save_checkpoint(path, state)
@@ -59,8 +66,14 @@ def real_sections(model: MALA, categories: list[str]) -> list[MemorySection]:
         images = torch.from_numpy(np.stack([read_rgb(path, model.image_shape) for path in files]))
         with torch.no_grad():
             tokens = model.memory_features(images.permute(0, 3, 1, 2).float() / 255)
-        sections.append(MemorySection(tokens.flatten(0, 1), 2.0 + place, image_features(tokens)))
+        sections.append(MemorySection(tokens.flatten(0, 1), typical_scale(tokens, place), image_features(tokens)))
     return sections
+
+
+def typical_scale(tokens: torch.Tensor, place: int) -> float:
+    """A distance scale of section `place` in the units of `tokens`: 2 + place for layer-normed ones (norm sqrt(C)),
+    as much more for raw ones as their norm is, so that no map saturates."""
+    return (2.0 + place) * float(tokens.norm(dim=-1).mean()) / tokens.shape[-1] ** 0.5
 
 
 @pytest.fixture

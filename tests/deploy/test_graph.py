@@ -13,6 +13,7 @@ from mala.deploy.calibration import ALL, Calibration, Thresholds
 from mala.deploy.contract import METADATA_KEY, OUTPUT_NAMES
 from mala.deploy.graph import export_onnx, load_graph, store_calibration
 from mala.errors import CheckpointError, ConfigError
+from mala.model.maps import image_score
 from tests.conftest import shared_data
 from tests.deploy.conftest import save_random_model
 
@@ -54,7 +55,8 @@ def test_onnx_outputs_match_torch_on_real_images(calibrated, batch):
 
 
 @pytest.mark.parametrize("memory_keys", [{}, {"memory_stride": 8, "memory_pool": 1, "memory_norm": "image"},
-                                         {"memory_pool": 1, "memory_norm": "none"}])
+                                         {"memory_pool": 1, "memory_norm": "none"},
+                                         {"memory_pool": 1, "memory_norm": "none", "score_memory": True}])
 def test_the_hybrid_with_its_memory_exports_to_the_same_outputs(tmp_path, memory_keys):
     checkpoint = save_random_model(tmp_path / "model.safetensors", ["metal_plate"], hybrid=True, **memory_keys)
     graph, _ = load_graph(checkpoint)
@@ -68,14 +70,18 @@ def test_the_hybrid_with_its_memory_exports_to_the_same_outputs(tmp_path, memory
         np.testing.assert_allclose(got, want, atol=1e-4, err_msg=name)
 
 
-def test_a_hybrid_of_two_categories_routes_each_image_and_exports_to_the_same_outputs(tmp_path):
-    checkpoint = save_random_model(tmp_path / "model.safetensors", ["metal_plate", "magnetic_tile"], hybrid=True)
+@pytest.mark.parametrize("memory_keys", [{}, {"memory_pool": 1, "memory_norm": "none", "score_memory": True}])
+def test_a_hybrid_of_two_categories_routes_each_image_and_exports_to_the_same_outputs(tmp_path, memory_keys):
+    checkpoint = save_random_model(tmp_path / "model.safetensors", ["metal_plate", "magnetic_tile"], hybrid=True,
+                                   **memory_keys)
     graph, _ = load_graph(checkpoint)
     images = real_images(64, 4)  # two of each category
     with torch.no_grad():
         routed = graph.model.memory.route(graph.model.memory_features(torch.from_numpy(images).permute(0, 3, 1, 2) / 255))
         expected = [t.numpy() for t in graph(torch.from_numpy(images))]
     assert routed.tolist() == [0, 0, 1, 1]
+    own_scores = image_score(torch.from_numpy(expected[1]), graph.cfg.run.score_kernel).numpy()
+    assert np.allclose(expected[0], own_scores) != bool(memory_keys)  # a score memory scores by a map of its own
     session = onnxruntime.InferenceSession(str(export_onnx(checkpoint, tmp_path / "model.onnx")),
                                            providers=["CPUExecutionProvider"])
     for name, got, want in zip(OUTPUT_NAMES, session.run(None, {"images": images}), expected):

@@ -115,19 +115,57 @@ def test_memory_distances_match_brute_force():
 def test_a_normal_image_is_far_from_the_memory_only_where_it_was_changed(memory_stride):
     model = MALA(hybrid_config(memory_weight=1.0, memory_stride=memory_stride)).eval()
     memory_stride_share = 4 if memory_stride == 8 else 1  # tokens an image has on the memory's grid, per 16 x 16
-    rng = np.random.default_rng(0)
-    base = (np.linspace(0, 255, 64)[None, :, None] * np.ones((64, 1, 3))).astype(np.uint8)
-    images = [np.clip(base.astype(int) + rng.integers(-8, 9, base.shape), 0, 255).astype(np.uint8) for _ in range(6)]
-    cache = ImageCache([Sample("gradient", Path(f"n{i}.png"), "train", 0) for i in range(6)], np.stack(images), {})
+    cache = gradient_cache(6)
     fill_memory(model, cache, seed=0)
     assert model.memory.tokens.shape == (6 * 16 * memory_stride_share, 152) and float(model.memory.scales[0]) > 0
-    test = torch.from_numpy(images[0]).permute(2, 0, 1)[None].float() / 255
+    test = torch.from_numpy(cache.images[:1]).permute(0, 3, 1, 2).float() / 255
     changed = test.clone()
     changed[:, :, 16:32, 16:32] = torch.rand(1, 3, 16, 16)
     with torch.no_grad():
         normal_map, changed_map = model(test), model(changed)
     assert float(changed_map[0, 16:32, 16:32].mean()) > 2 * float(normal_map[0, 16:32, 16:32].mean())
     assert float(changed_map[0, 16:32, 16:32].mean()) > float(changed_map[0, 48:, 48:].mean())
+
+
+def gradient_cache(count: int) -> ImageCache:
+    """`count` noisy copies of a horizontal gray ramp (64 px), as training images of one category."""
+    rng = np.random.default_rng(0)
+    base = (np.linspace(0, 255, 64)[None, :, None] * np.ones((64, 1, 3))).astype(np.uint8)
+    images = [np.clip(base.astype(int) + rng.integers(-8, 9, base.shape), 0, 255).astype(np.uint8)
+              for _ in range(count)]
+    return ImageCache([Sample("gradient", Path(f"n{i}.png"), "train", 0) for i in range(count)], np.stack(images), {})
+
+
+def test_a_score_memory_holds_the_layer_normed_tokens_and_changes_the_score_not_the_map(tmp_path):
+    cfg = MalaConfig(model=hybrid_config(memory_pool=1, memory_norm="none", memory_weight=0.5, score_memory=True))
+    model = MALA(cfg.model).eval()
+    cache = gradient_cache(6)
+    fill_memory(model, cache, seed=0)
+    raw, normed = model.memory.tokens, model.score_memory.tokens
+    assert len(raw) and len(normed) and not torch.allclose(raw.std(dim=1), torch.ones(len(raw)), atol=0.05)
+    torch.testing.assert_close(normed.std(dim=1, unbiased=False), torch.ones(len(normed)), atol=1e-3, rtol=0)
+    assert float(model.score_memory.scales[0]) != float(model.memory.scales[0])  # a scale of its own
+    one_memory = MALA(dataclasses.replace(cfg.model, score_memory=False)).eval()
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("score_memory.")}
+    one_memory.prepare_to_load(state)
+    one_memory.load_state_dict(state)
+    test = torch.from_numpy(cache.images[:1]).permute(0, 3, 1, 2).float() / 255
+    changed = test.clone()
+    changed[:, :, 16:32, 16:32] = torch.rand(1, 3, 16, 16)
+    with torch.no_grad():
+        maps = model.maps(torch.cat([test, changed]))
+        torch.testing.assert_close(maps[:, 0], one_memory(torch.cat([test, changed])))  # the map: the raw memory's
+        learned = torch.softmax(model.map_logits(torch.cat([test, changed])), dim=1)[:, 0]
+    assert not torch.allclose(maps[:, 1], maps[:, 0])
+    # the score's map: stage 2 plus the layer-normed memory, which sees the changed square
+    normal, anomalous = (maps[:, 1] - (1 - 0.75) * learned) / 0.75
+    assert float(anomalous[16:32, 16:32].mean()) > 2 * float(normal[16:32, 16:32].mean())
+    assert float(anomalous[16:32, 16:32].mean()) > float(anomalous[48:, 48:].mean())
+    path = tmp_path / "model.safetensors"
+    save_checkpoint(path, {"kind": "model", "config": cfg.to_dict(), "data": {}, "model": model.state_dict()})
+    loaded, _, _ = load_trained_model(path)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.maps(changed), maps[1:])
 
 
 def test_a_saved_hybrid_with_its_memory_loads_back(tmp_path):

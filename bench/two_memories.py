@@ -1,0 +1,160 @@
+"""Two memories, chosen on training images only (issue 22): the anomaly map from a memory of raw tokens, which
+localises better, and the image score from a memory of the same tokens layer-normed, which ranks images better
+(`model.score_memory`; BENCHMARKS.md, "The memory taken apart").
+
+    python bench/two_memories.py pick --map-run runs/fusion_pool1_raw.json \
+        --score-run runs/fusion_pool1_token.json runs/fusion_pool1_token_s8.json
+    python bench/two_memories.py check --checkpoint runs/split80/model.safetensors --data D/magnetic_tile ... \
+        --set model.memory_norm=none model.score_memory=true ... --out runs/two_memories.json
+
+`pick` reads runs of bench/fusion.py on the same model, for each of the two memory norms, and takes every
+pair of a map candidate (from `--map-run`) and a score candidate (from `--score-run`) with the same grid stride
+and blur (the model has one of each) and weighted fusions (`model.memory_weight`, `model.score_memory_weight`).
+A pair's validation score is the mean of the score candidate's validation image AUROC and the map candidate's
+validation pixel AUROC (bench/selection.py's protocol: no test labels); its test figures are the score candidate's
+image AUROC and the map candidate's pixel AUROC and AUPRO. Prints the best pairs by validation, the protocol's pick
+and the rank correlation of validation and test over all pairs.
+
+`check` builds the configuration as `mala` builds it: the trained model's memories refilled from all training
+images with the `--set` memory keys (`mala.train.fill_memory`), then tested as `mala test` tests, each image in its
+own category's section. Prints image / pixel AUROC and AUPRO per category and writes them as JSON; `--save` also
+writes the refilled model (for `mala cost --checkpoint`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from scipy.stats import spearmanr  # noqa: E402
+
+from bench.memory_sections import figures  # noqa: E402
+from mala.checkpoint import save_checkpoint  # noqa: E402
+from mala.config import MalaConfig, apply_overrides  # noqa: E402
+from mala.data.dataset import ImageCache  # noqa: E402
+from mala.data.sources import scan_roots, test_samples, train_samples  # noqa: E402
+from mala.eval.evaluate import category_metrics, known_sections, predict_cache  # noqa: E402
+from mala.model import MALA  # noqa: E402
+from mala.model.load import load_trained_model  # noqa: E402
+from mala.train.fill_memory import fill_memory  # noqa: E402
+
+CANDIDATE = re.compile(r"stride (?P<stride>\d+), sigma (?P<sigma>[\d.]+), weighted (?P<weight>[\d.]+), "
+                       r"kernel (?P<kernel>\d+)")
+SEED = 0
+
+
+def weighted_candidates(run: dict) -> dict[str, dict]:
+    """The run's weighted-fusion candidates: name -> its parts (stride, sigma, weight, kernel)."""
+    names = next(iter(run["figures"].values()))
+    return {name: match.groupdict() for name in names if (match := CANDIDATE.fullmatch(name))}
+
+
+def mean_figure(run: dict, name: str, split: str, metric: str) -> float:
+    """A candidate's figure on one split, in %, the mean over the run's categories."""
+    return 100 * float(np.mean([rows[name][split][metric] for rows in run["figures"].values()]))
+
+
+def pairs(map_run: dict, score_run: dict) -> list[dict]:
+    """Every (map candidate, score candidate) on the same grid and blur, with its validation and test figures."""
+    maps, scores = weighted_candidates(map_run), weighted_candidates(score_run)
+    out = []
+    for (map_name, m), (score_name, s) in itertools.product(maps.items(), scores.items()):
+        if (m["stride"], m["sigma"], m["kernel"]) != (s["stride"], s["sigma"], "1") or m["weight"] == "0":
+            continue  # the map's kernel does not matter: one of them; weight 0 has no memory in the map
+        image = {split: mean_figure(score_run, score_name, split, "image_auroc") for split in ("validation", "test")}
+        pixel = {split: mean_figure(map_run, map_name, split, "pixel_auroc") for split in ("validation", "test")}
+        out.append({"map": map_name, "score": score_name, "validation": (image["validation"] + pixel["validation"]) / 2,
+                    "test": [image["test"], pixel["test"], mean_figure(map_run, map_name, "test", "pixel_aupro")]})
+    return sorted(out, key=lambda pair: -pair["validation"])
+
+
+def merged(paths: list[Path]) -> dict:
+    """The figures of several bench/fusion.py runs of one memory (other strides or blurs) as one run."""
+    figures: dict = {}
+    for path in paths:
+        for category, rows in json.loads(path.read_text())["figures"].items():
+            figures.setdefault(category, {}).update(rows)
+    return {"figures": figures}
+
+
+def pick(map_paths: list[Path], score_paths: list[Path], shown: int) -> None:
+    ranked = pairs(merged(map_paths), merged(score_paths))
+    if not ranked:
+        raise SystemExit("no pair of candidates shares a grid stride and blur: were both runs on the same --strides "
+                         "and --sigmas?")
+    print("| map (memory of --map-run) | score (memory of --score-run) | validation | test |\n|---|---|---|---|")
+    for pair in ranked[:shown]:
+        print(f"| {pair['map']} | {pair['score']} | {pair['validation']:.1f} | "
+              + " / ".join(f"{v:.1f}" for v in pair["test"]) + " |")
+    rho = spearmanr([p["validation"] for p in ranked], [np.mean(p["test"][:2]) for p in ranked])[0]
+    print(f"the protocol's pick: map {ranked[0]['map']}; score {ranked[0]['score']}; rho over {len(ranked)} pairs "
+          f"{rho:.2f}")
+
+
+def refilled(checkpoint: Path, overrides: list[str], train: ImageCache) -> tuple[MALA, MalaConfig]:
+    """The trained model with its memories emptied, rebuilt by `overrides` and refilled from `train`."""
+    trained, cfg, _ = load_trained_model(checkpoint)
+    cfg = apply_overrides(cfg, overrides)
+    model = MALA(cfg.model).eval()
+    kept = {k: v for k, v in trained.state_dict().items() if not k.startswith(("memory.", "score_memory."))}
+    model.load_state_dict(kept, strict=False)  # stage 2's weights; the memories are filled below
+    fill_memory(model, train, SEED)
+    return model, cfg
+
+
+def check(checkpoint: Path, roots: list[str], overrides: list[str], out: Path, save: Path | None) -> None:
+    _, trained_cfg, data = load_trained_model(checkpoint)
+    samples = scan_roots(roots)
+    train = ImageCache.build(train_samples(samples), trained_cfg.input_shape, desc="decoding training images")
+    test = ImageCache.build(test_samples(samples), trained_cfg.input_shape, desc="decoding test images")
+    model, cfg = refilled(checkpoint, overrides, train)
+    if save is not None:  # a model file as `mala train` writes it (for `mala cost --checkpoint`)
+        save_checkpoint(save, {"kind": "model", "config": cfg.to_dict(), "data": data, "model": model.state_dict()})
+    sections = known_sections(test, sorted(train.indices_by_category()))
+    results = category_metrics(test, predict_cache(model, test, cfg, sections=sections))  # with its mean rows
+    rows = {category: figures(row) for category, row in results.items()}
+    memory_rows = {"memory": len(model.memory.tokens),
+                   "score_memory": None if model.score_memory is None else len(model.score_memory.tokens)}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"checkpoint": str(checkpoint), "data": roots, "overrides": overrides,
+                               "memory_rows": memory_rows, "results": rows}, indent=1))
+    print("| category | image / pixel AUROC / AUPRO |\n|---|---|")
+    for category, row in rows.items():
+        print(f"| {category} | " + " / ".join(f"{v:.1f}" for v in row) + " |")
+    print(f"memory rows: {memory_rows}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    picking = commands.add_parser("pick", help="the protocol's pick of (map memory, score memory) settings")
+    picking.add_argument("--map-run", type=Path, nargs="+", required=True,
+                         help="bench/fusion.py's JSON (one or more) for the map's memory")
+    picking.add_argument("--score-run", type=Path, nargs="+", required=True, help="the same for the score's memory")
+    picking.add_argument("--shown", type=int, default=8)
+    checking = commands.add_parser("check", help="a trained model with its memories refilled by --set, tested")
+    checking.add_argument("--checkpoint", type=Path, required=True)
+    checking.add_argument("--data", nargs="+", required=True)
+    checking.add_argument("--set", nargs="*", default=[], dest="overrides", metavar="KEY=VALUE")
+    checking.add_argument("--out", type=Path, required=True)
+    checking.add_argument("--save", type=Path, help="also write the refilled model here")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    if args.command == "pick":
+        pick(args.map_run, args.score_run, args.shown)
+    else:
+        check(args.checkpoint, args.data, args.overrides, args.out, args.save)
+
+
+if __name__ == "__main__":
+    main()
