@@ -186,15 +186,30 @@ def wheel_pre_processor(pre_processor):
 
 # ----- the worker: runs inside the anomalib environment ------------------------------------------------------------
 
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+MASK_SUFFIX = "_mask"
+
+
 def png_copy(root: Path, dest: Path) -> Path:
-    """`root` (MVTec layout) copied to `dest/<category>` with every image as PNG (anomalib reads only .png)."""
+    """`root` (MVTec layout) copied to `dest/<category>` with every image as PNG (anomalib reads only .png), each
+    named by its rank in its folder (00012.png, its mask 00012_mask.png): anomalib pairs images with masks by sorting
+    both lists, which breaks on names such as EL1_2 / EL1_23 ('.' sorts before '3', '_' after)."""
     from PIL import Image
 
     out = dest / root.name
-    for path in sorted(root.rglob("*")):
-        if not path.is_file() or path.suffix.lower() not in {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}:
-            continue
-        target = (out / path.relative_to(root)).with_suffix(".png")
+    images = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    masks = [p for p in images if p.relative_to(root).parts[0] == "ground_truth"]
+    ranks: dict[Path, str] = {}
+    for folder in sorted({p.parent for p in images if p not in masks}):
+        for rank, path in enumerate(sorted(p for p in images if p.parent == folder)):
+            ranks[path.relative_to(root).with_suffix("")] = f"{rank:05d}"
+    for path in images:
+        relative = path.relative_to(root).with_suffix("")
+        if path in masks:
+            image = Path("test", *relative.parts[1:-1], relative.name.removesuffix(MASK_SUFFIX))
+            target = out / relative.parent / f"{ranks[image]}{MASK_SUFFIX}.png"
+        else:
+            target = out / relative.parent / f"{ranks[relative]}.png"
         target.parent.mkdir(parents=True, exist_ok=True)
         if path.suffix == ".png":
             shutil.copyfile(path, target)  # not a link: anomalib refuses files that resolve outside its root

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.ablation import ROWS, row_plan, summarise  # noqa: E402
-from bench.peers import run_key, table, timm_state_dict, title  # noqa: E402
+from bench.peers import png_copy, run_key, table, timm_state_dict, title  # noqa: E402
 from mala.model.backbone import EfficientNetLite  # noqa: E402
 
 RATES = {1: 42.0, 2: 53.0}
@@ -95,6 +95,23 @@ def test_peer_titles_and_keys_tell_the_backbone_and_the_coreset_apart():
     assert title(weighted) == "PatchCore (ImageNet tf_efficientnet_lite0, blocks.2+blocks.4, 0.5 % coreset)"
     assert title({"method": "padim"}) == "PaDiM (random resnet18)"
     assert run_key(weighted) != run_key({"method": "patchcore", "category": "a", "coreset_ratio": 0.005})
+
+
+def test_the_peers_png_copy_keeps_each_mask_with_its_image_where_sorting_names_would_not(tmp_path):
+    from PIL import Image
+
+    root = tmp_path / "cells"
+    stems = ["EL1_2", "EL1_23"]  # sorted images: EL1_2.jpg first; sorted masks: EL1_23_mask.png first
+    for value, stem in enumerate(stems, start=1):
+        for folder, name, suffix in (("test/defect", stem, ".jpg"), ("ground_truth/defect", stem + "_mask", ".png")):
+            (root / folder).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.full((8, 8), 100 * value, np.uint8)).save(root / folder / (name + suffix))
+    out = png_copy(root, tmp_path / "copy")
+    pairs = [(np.asarray(Image.open(out / "test/defect" / f"{rank:05d}.png")).mean(),
+              np.asarray(Image.open(out / "ground_truth/defect" / f"{rank:05d}_mask.png")).mean())
+             for rank in range(len(stems))]
+    assert [round(image) for image, _ in pairs] == [100, 200]  # the JPEG copy is close, not exact
+    assert [mask for _, mask in pairs] == [100, 200]
 
 
 @pytest.mark.parametrize("script", sorted(path.name for path in (ROOT / "bench").glob("*.sh")))
