@@ -59,6 +59,7 @@ import sys
 import tempfile
 import time
 import traceback
+from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -186,7 +187,6 @@ def wheel_pre_processor(pre_processor):
 
 # ----- the worker: runs inside the anomalib environment ------------------------------------------------------------
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 MASK_SUFFIX = "_mask"
 
 
@@ -196,25 +196,29 @@ def png_copy(root: Path, dest: Path) -> Path:
     both lists, which breaks on names such as EL1_2 / EL1_23 ('.' sorts before '3', '_' after)."""
     from PIL import Image
 
+    from mala.data.images import IMAGE_SUFFIXES
+
     out = dest / root.name
-    images = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    masks = [p for p in images if p.relative_to(root).parts[0] == "ground_truth"]
-    ranks: dict[Path, str] = {}
-    for folder in sorted({p.parent for p in images if p not in masks}):
-        for rank, path in enumerate(sorted(p for p in images if p.parent == folder)):
-            ranks[path.relative_to(root).with_suffix("")] = f"{rank:05d}"
-    for path in images:
-        relative = path.relative_to(root).with_suffix("")
-        if path in masks:
-            image = Path("test", *relative.parts[1:-1], relative.name.removesuffix(MASK_SUFFIX))
-            target = out / relative.parent / f"{ranks[image]}{MASK_SUFFIX}.png"
+    files = sorted(p.relative_to(root) for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    is_mask = {relative: relative.parts[0] == "ground_truth" for relative in files}
+    ranks: Counter[Path] = Counter()
+    names: dict[Path, str] = {}
+    for relative in files:  # sorted: each folder's images get their ranks in name order
+        if not is_mask[relative]:
+            names[relative.with_suffix("")] = f"{ranks[relative.parent]:05d}"
+            ranks[relative.parent] += 1
+    for relative in files:
+        stem = relative.with_suffix("")
+        if is_mask[relative]:
+            name = names[Path("test", *stem.parts[1:-1], stem.name.removesuffix(MASK_SUFFIX))] + MASK_SUFFIX
         else:
-            target = out / relative.parent / f"{ranks[relative]}.png"
+            name = names[stem]
+        target = out / relative.parent / f"{name}.png"
         target.parent.mkdir(parents=True, exist_ok=True)
-        if path.suffix == ".png":
-            shutil.copyfile(path, target)  # not a link: anomalib refuses files that resolve outside its root
+        if relative.suffix == ".png":
+            shutil.copyfile(root / relative, target)  # not a link: anomalib refuses files that resolve outside its root
         else:
-            Image.open(path).save(target)
+            Image.open(root / relative).save(target)
     return out
 
 
