@@ -10,10 +10,11 @@ localises better, and the image score from a memory of the same tokens layer-nor
 `pick` reads runs of bench/fusion.py on the same model, for each of the two memory norms, and takes every
 pair of a map candidate (from `--map-run`) and a score candidate (from `--score-run`) with the same grid stride
 and blur (the model has one of each) and weighted fusions (`model.memory_weight`, `model.score_memory_weight`).
-A pair's validation score is the mean of the score candidate's validation image AUROC and the map candidate's
-validation pixel AUROC (bench/selection.py's protocol: no test labels); its test figures are the score candidate's
-image AUROC and the map candidate's pixel AUROC and AUPRO. Prints the best pairs by validation, the protocol's pick
-and the rank correlation of validation and test over all pairs.
+A pair's validation score is the mean of the three figures we report, on validation (bench/selection.py's
+protocol: no test labels): the score candidate's image AUROC and the map candidate's pixel AUROC and AUPRO
+(`--without-aupro`: the first two only, the rule before 2026-12-04, which could not tell the map's grids apart);
+its test figures are the same three on the test set. Prints the best pairs by validation, the protocol's pick and
+the rank correlation of validation and test (the mean of the same figures) over all pairs.
 
 `check` builds the configuration as `mala` builds it: the trained model's memories refilled from all training
 images with the `--set` memory keys (`mala.train.fill_memory`), then tested as `mala test` tests, each image in its
@@ -64,17 +65,22 @@ def mean_figure(run: dict, name: str, split: str, metric: str) -> float:
     return 100 * float(np.mean([rows[name][split][metric] for rows in run["figures"].values()]))
 
 
-def pairs(map_run: dict, score_run: dict) -> list[dict]:
-    """Every (map candidate, score candidate) on the same grid and blur, with its validation and test figures."""
+def pairs(map_run: dict, score_run: dict, with_aupro: bool = True) -> list[dict]:
+    """Every (map candidate, score candidate) on the same grid and blur, with its validation and test figures
+    (image AUROC, pixel AUROC, AUPRO) and its validation score: their mean (or of the first two, not `with_aupro`)."""
+    counted = 3 if with_aupro else 2
     maps, scores = weighted_candidates(map_run), weighted_candidates(score_run)
     out = []
     for (map_name, m), (score_name, s) in itertools.product(maps.items(), scores.items()):
         if (m["stride"], m["sigma"], m["kernel"]) != (s["stride"], s["sigma"], "1") or m["weight"] == "0":
             continue  # the map's kernel does not matter: one of them; weight 0 has no memory in the map
-        image = {split: mean_figure(score_run, score_name, split, "image_auroc") for split in ("validation", "test")}
-        pixel = {split: mean_figure(map_run, map_name, split, "pixel_auroc") for split in ("validation", "test")}
-        out.append({"map": map_name, "score": score_name, "validation": (image["validation"] + pixel["validation"]) / 2,
-                    "test": [image["test"], pixel["test"], mean_figure(map_run, map_name, "test", "pixel_aupro")]})
+        split_figures = {split: [mean_figure(score_run, score_name, split, "image_auroc"),
+                                 mean_figure(map_run, map_name, split, "pixel_auroc"),
+                                 mean_figure(map_run, map_name, split, "pixel_aupro")] for split in ("validation", "test")}
+        out.append({"map": map_name, "score": score_name,
+                    "validation": float(np.mean(split_figures["validation"][:counted])),
+                    "test_score": float(np.mean(split_figures["test"][:counted])),  # the same mean on test
+                    "validation_figures": split_figures["validation"], "test": split_figures["test"]})
     return sorted(out, key=lambda pair: -pair["validation"])
 
 
@@ -87,16 +93,18 @@ def merged(paths: list[Path]) -> dict:
     return {"figures": figures}
 
 
-def pick(map_paths: list[Path], score_paths: list[Path], shown: int) -> None:
-    ranked = pairs(merged(map_paths), merged(score_paths))
+def pick(map_paths: list[Path], score_paths: list[Path], shown: int, with_aupro: bool) -> None:
+    ranked = pairs(merged(map_paths), merged(score_paths), with_aupro)
     if not ranked:
         raise SystemExit("no pair of candidates shares a grid stride and blur: were both runs on the same --strides "
                          "and --sigmas?")
-    print("| map (memory of --map-run) | score (memory of --score-run) | validation | test |\n|---|---|---|---|")
+    print("| map (memory of --map-run) | score (memory of --score-run) | validation | validation: image / pixel AUROC "
+          "/ AUPRO | test |\n|---|---|---|---|---|")
     for pair in ranked[:shown]:
         print(f"| {pair['map']} | {pair['score']} | {pair['validation']:.1f} | "
+              + " / ".join(f"{v:.1f}" for v in pair["validation_figures"]) + " | "
               + " / ".join(f"{v:.1f}" for v in pair["test"]) + " |")
-    rho = spearmanr([p["validation"] for p in ranked], [np.mean(p["test"][:2]) for p in ranked])[0]
+    rho = spearmanr([p["validation"] for p in ranked], [p["test_score"] for p in ranked])[0]
     print(f"the protocol's pick: map {ranked[0]['map']}; score {ranked[0]['score']}; rho over {len(ranked)} pairs "
           f"{rho:.2f}")
 
@@ -142,6 +150,8 @@ def main() -> None:
                          help="bench/fusion.py's JSON (one or more) for the map's memory")
     picking.add_argument("--score-run", type=Path, nargs="+", required=True, help="the same for the score's memory")
     picking.add_argument("--shown", type=int, default=8)
+    picking.add_argument("--without-aupro", action="store_true",
+                         help="validate on image and pixel AUROC only (the rule before 2026-12-04)")
     checking = commands.add_parser("check", help="a trained model with its memories refilled by --set, tested")
     checking.add_argument("--checkpoint", type=Path, required=True)
     checking.add_argument("--data", nargs="+", required=True)
@@ -151,7 +161,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(2)
     if args.command == "pick":
-        pick(args.map_run, args.score_run, args.shown)
+        pick(args.map_run, args.score_run, args.shown, not args.without_aupro)
     else:
         check(args.checkpoint, args.data, args.overrides, args.out, args.save)
 

@@ -160,8 +160,9 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
 
 def cmd_test(args: argparse.Namespace) -> None:
     from mala import engine
+    from mala.checkpoint import model_file
 
-    out = args.out or Path(args.checkpoint).parent / "test"
+    out = args.out or model_file(args.checkpoint).parent / "test"  # a run folder's report goes inside it
     results = engine.test(Path(args.checkpoint), _data(args), _csv(args.categories), out, device=args.device,
                           figures_per_category=args.figures, full_resolution=args.full_resolution,
                           cache_dir=args.cache_dir, store_test_thresholds=args.store_test_thresholds,

@@ -274,4 +274,21 @@ def test_two_memories_pairs_a_map_and_a_score_of_one_grid_and_blur_by_their_vali
         ("stride 16, sigma 0, weighted 0.5, kernel 1", "stride 16, sigma 0, weighted 0.75, kernel 21"),
         ("stride 16, sigma 0, weighted 0.5, kernel 1", "stride 16, sigma 0, weighted 0.75, kernel 1")]
     best = ranked[0]
-    assert best["validation"] == pytest.approx(85.0) and best["test"] == pytest.approx([70.0, 80.0, 40.0])
+    assert best["validation"] == pytest.approx((80 + 90 + 45) / 3)  # image, pixel AUROC and AUPRO on validation
+    assert best["test"] == pytest.approx([70.0, 80.0, 40.0])
+    assert pairs(maps, scores, with_aupro=False)[0]["validation"] == pytest.approx(85.0)
+
+
+def test_two_memories_validation_tells_maps_of_equal_pixel_auroc_apart_by_their_aupro():
+    from bench.two_memories import pairs
+
+    def run(rows: dict[str, tuple[float, float]]) -> dict:  # candidate -> (pixel AUROC, AUPRO), on both splits
+        return {"figures": {"a": {name: dict.fromkeys(("validation", "test"), {
+            "image_auroc": 0.9, "pixel_auroc": pixel, "pixel_aupro": aupro}) for name, (pixel, aupro) in rows.items()}}}
+
+    maps = run({"stride 16, sigma 0, weighted 0.5, kernel 1": (0.95, 0.6),
+                "stride 8, sigma 0, weighted 0.5, kernel 1": (0.95, 0.7)})
+    scores = run({f"stride {s}, sigma 0, weighted 0.75, kernel 1": (0.5, 0.5) for s in (8, 16)})
+    assert pairs(maps, scores)[0]["map"].startswith("stride 8")
+    assert pairs(maps, scores, with_aupro=False)[0]["validation"] == pairs(maps, scores, with_aupro=False)[1][
+        "validation"]

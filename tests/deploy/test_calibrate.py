@@ -56,6 +56,13 @@ def test_test_leaves_the_model_file_alone_and_reports_its_f1_max_thresholds(chec
     assert "has no decision thresholds: choose them with `mala calibrate`" in capsys.readouterr().err
 
 
+def test_test_of_a_run_folder_writes_its_report_inside_that_folder(checkpoint):
+    run = checkpoint.parent
+    assert main(["test", "--checkpoint", str(run), "--data", str(shared_data("metal_plate")), "--figures", "0"]) == 0
+    assert json.loads((run / "test" / "metrics.json").read_text())["metrics"]["metal_plate"]["image_auroc"] >= 0
+    assert not (run.parent / "test").exists()  # not beside the run, where another run's report may lie
+
+
 def test_test_stores_its_thresholds_only_when_asked_and_names_the_leak(checkpoint, tmp_path, capsys):
     data = ["--data", str(shared_data("metal_plate"))]
     assert main(["calibrate", "--checkpoint", str(checkpoint), "--normal",
