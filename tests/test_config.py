@@ -161,7 +161,8 @@ def test_the_message_says_what_is_allowed():
     ["synth.perlin_min_exp=3", "synth.perlin_max_exp=3", "synth.num_augmentations=0"],
     ["model.patch_size=8"],  # the hybrid's stage strides 8 and 16 fit a grid of stride 8
     ["model.backbone=none", "model.patch_size=14", "model.backbone_stages=[6]"],  # the pixel ViT has no stages
-    ["model.backbone=none", "model.depth=12"],  # README's pixel ViT from tiny: its memory keys are ignored, not errors
+    ["model.backbone=none"],  # a pixel ViT from tiny: its memory keys are ignored, not errors
+    ["model.backbone=none", "model.depth=12"],  # README's pixel ViT from tiny
     ["run.checkpoint_every_steps=0", "run.num_workers=0", "run.clip_grad=0", "run.strategy=ddp"],
     ["stage2.anomalous_per_category=80", "stage2.lr=1"],
 ])
