@@ -13,7 +13,9 @@ the 80 %; test: the memory of all training images, on the real test set (stage 2
 figures are a little below a model trained on all images).
 
 Candidates: the memory's grid stride (`--strides`; its tokens by `--memory-backbone`, `--memory-pool` and
-`--memory-norm`) x its blur sigma (`--sigmas`, px) x the fusion x the score kernel (1, 21).
+`--memory-norm`, thinned to an epsilon-net of `--memory-radius`) x its blur sigma (`--sigmas`, px) x the fusion x
+the score kernel (1, 21). A candidate's name holds all of them but the tokens ("stride 8, radius 0.8, sigma 0,
+weighted 0.5, kernel 1"), so runs of other radii merge (bench/two_memories.py).
 Fusions of the stage-2 map L (softmax, in [0, 1]) and the memory's scaled distance D (1 = the 99 % quantile of
 held-out normal distances, `fill_memory`):
 - `weighted w`: (1 - w) L + w (1 - exp(-D)), as `tiny` fuses (w = 0: L alone; w = 1: the memory alone);
@@ -31,6 +33,7 @@ import itertools
 import json
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,6 +46,7 @@ import torch.nn.functional as F  # noqa: E402
 
 from bench.memory_sections import subset  # noqa: E402
 from bench.selection import category_figures, memory_model, scaled_distances, summary, validation_split  # noqa: E402
+from mala.config import load_config  # noqa: E402
 from mala.data.dataset import ImageCache  # noqa: E402
 from mala.data.sources import scan_roots, test_samples, train_samples  # noqa: E402
 from mala.model import MALA  # noqa: E402
@@ -55,7 +59,7 @@ WEIGHTS = [0.0, 0.5, 0.75, 0.9, 1.0]
 KERNELS = [1, 21]
 NORMAL_QUANTILE = 0.99
 NORMAL_IMAGES = 40  # training images per category whose stage-2 maps give its normal quantile
-SHIPPED = "stride 16, sigma 4, weighted 0.75, kernel 21"  # `tiny` before this bench
+SHIPPED = "stride 16, radius 0.8, sigma 4, weighted 0.75, kernel 21"  # `tiny` before this bench
 
 
 @torch.no_grad()
@@ -78,44 +82,71 @@ def normal_quantiles(model: MALA, fit: ImageCache) -> dict[str, float]:
     return quantiles
 
 
-def fusions(learned: torch.Tensor, distance: torch.Tensor, quantile: float) -> dict[str, torch.Tensor]:
+def fusions(learned: torch.Tensor, distance: torch.Tensor, quantile: float, weights: list[float] = WEIGHTS
+            ) -> dict[str, torch.Tensor]:
     """Every fusion candidate's maps (N, H, W) from the stage-2 maps and the memory's blurred scaled distances."""
     remembered = 1 - torch.exp(-distance)
-    out = {f"weighted {w:g}": (1 - w) * learned + w * remembered for w in WEIGHTS}
+    out = {f"weighted {w:g}": (1 - w) * learned + w * remembered for w in weights}
     out["normal units"] = 1 - torch.exp(-(learned / quantile + distance) / 2)
     return out
 
 
 def fused_maps(learned: torch.Tensor, distances: torch.Tensor, quantiles: dict[str, float], size: tuple[int, int],
-               sigmas: list[float]) -> Callable[[np.ndarray, str], Iterator[tuple[str, torch.Tensor]]]:
+               sigmas: list[float], weights: list[float]
+               ) -> Callable[[np.ndarray, str], Iterator[tuple[str, torch.Tensor]]]:
     """`category_figures`' maps: every (sigma, fusion) of the stage-2 maps and the memory's scaled distances."""
     def maps_of(indices: np.ndarray, category: str) -> Iterator[tuple[str, torch.Tensor]]:
         for sigma in sigmas:
             upsampled = F.interpolate(distances[indices].unsqueeze(1), size=size, mode="bilinear", align_corners=False)
             blurred = blur_reflected(upsampled, sigma=sigma)[:, 0]
-            for fusion, maps in fusions(learned[indices], blurred, quantiles[category]).items():
+            for fusion, maps in fusions(learned[indices], blurred, quantiles[category], weights).items():
                 yield f"sigma {sigma:g}, {fusion}", maps
     return maps_of
 
 
-def evaluate(model: MALA, train: ImageCache, test: ImageCache, size: int, backbone: str, strides: list[int],
-             recipe: TokenRecipe, sigmas: list[float]) -> tuple[dict, dict]:
+@dataclass
+class MemoryCandidates:
+    """The memories tried: tokens by `backbone` and `recipe`, on each grid stride x epsilon-net radius, each map blurred
+    by each sigma and fused by each weight."""
+
+    backbone: str
+    recipe: TokenRecipe
+    strides: list[int]
+    radii: list[float]
+    sigmas: list[float]
+    weights: list[float]
+
+    def settings(self) -> list[str]:
+        fusions = [f"weighted {w:g}" for w in self.weights] + ["normal units"]
+        return [f"stride {s}, radius {r:g}, sigma {g:g}, {f}, kernel {k}"
+                for s, r, g, f, k in itertools.product(self.strides, self.radii, self.sigmas, fusions, KERNELS)]
+
+
+def evaluate(model: MALA, train: ImageCache, test: ImageCache, size: int, candidates: MemoryCandidates,
+             save: Callable[[dict, dict, dict], None]) -> None:
+    """Figures per category and candidate on both splits, the categories' normal quantiles, and the memory rows per
+    memory, split and category (what a search costs), passed to `save` after each memory (a long run keeps what it
+    has done)."""
     fit, validation = validation_split(train, size)
     quantiles = normal_quantiles(model, fit)
     splits = {"validation": (fit, validation), "test": (train, test)}
     learned = {split: learned_maps(model, target) for split, (_, target) in splits.items()}
     figures: dict = {}
-    for stride in strides:
+    memory_rows: dict = {}
+    for stride, radius in itertools.product(candidates.strides, candidates.radii):
+        memory_name = f"stride {stride}, radius {radius:g}"
         for split, (memory_cache, target) in splits.items():
-            print(f"memory stride {stride}, {split}", file=sys.stderr)
-            memory, sections = memory_model(backbone, stride, memory_cache, recipe)
+            print(f"memory {memory_name}, {split}", file=sys.stderr)
+            memory, sections = memory_model(candidates.backbone, stride, memory_cache, candidates.recipe, radius)
+            memory_rows.setdefault(memory_name, {})[split] = {
+                category: len(memory.memory.section_rows(k)) for category, k in sections.items()}
             distances = scaled_distances(memory, target, sections)
-            maps_of = fused_maps(learned[split], distances, quantiles, (size, size), sigmas)
-            rows = category_figures(target, maps_of, KERNELS)
-            for category, candidates in rows.items():
-                for setting, row in candidates.items():
-                    figures.setdefault(category, {}).setdefault(f"stride {stride}, {setting}", {})[split] = row
-    return figures, quantiles
+            maps_of = fused_maps(learned[split], distances, quantiles, (size, size), candidates.sigmas,
+                                 candidates.weights)
+            for category, rows in category_figures(target, maps_of, KERNELS).items():
+                for setting, row in rows.items():
+                    figures.setdefault(category, {}).setdefault(f"{memory_name}, {setting}", {})[split] = row
+        save(figures, quantiles, memory_rows)
 
 
 def main() -> None:
@@ -128,24 +159,32 @@ def main() -> None:
     parser.add_argument("--memory-pool", type=int, default=3)
     parser.add_argument("--sigmas", type=float, nargs="+", default=[2.0, 4.0], help="the memory map's blurs to try")
     parser.add_argument("--memory-norm", choices=NORMS, default="token")
+    parser.add_argument("--memory-radius", type=float, nargs="+", default=[load_config("tiny").model.memory_radius],
+                        help="the memory's epsilon-net radii to try, in units of its normal distance scale")
+    parser.add_argument("--weights", type=float, nargs="+", default=WEIGHTS, help="the weighted fusions to try")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (1 for runs side by side)")
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     model, cfg, _ = load_trained_model(args.checkpoint)
     size = cfg.model.image_shape[0]
     samples = scan_roots(args.data)
     train = ImageCache.build(train_samples(samples), size, desc="decoding training images")
     test = ImageCache.build(test_samples(samples), size, desc="decoding test images")
-    recipe = TokenRecipe(args.memory_pool, args.memory_norm)
-    old_memory = recipe == TokenRecipe() and args.memory_backbone == "efficientnet_lite2"
-    figures, quantiles = evaluate(model.eval(), train, test, size, args.memory_backbone, args.strides, recipe,
-                                  args.sigmas)
-    report = {"checkpoint": str(args.checkpoint), "data": args.data, "normal_quantiles": quantiles,
-              "memory": {"backbone": args.memory_backbone, "pool": recipe.pool, "norm": recipe.norm},
-              "settings": [f"stride {s}, sigma {g:g}, {f}, kernel {k}" for s, g, f, k in itertools.product(
-                  args.strides, args.sigmas, [f"weighted {w:g}" for w in WEIGHTS] + ["normal units"], KERNELS)],
-              "summary": summary(figures, SHIPPED if old_memory else None), "figures": figures}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1))
+    candidates = MemoryCandidates(args.memory_backbone, TokenRecipe(args.memory_pool, args.memory_norm), args.strides,
+                                  args.memory_radius, args.sigmas, args.weights)
+    old_memory = candidates.recipe == TokenRecipe() and args.memory_backbone == "efficientnet_lite2"
+    report: dict = {}
+
+    def save(figures: dict, quantiles: dict, memory_rows: dict) -> None:
+        report.update({"checkpoint": str(args.checkpoint), "data": args.data, "normal_quantiles": quantiles,
+                       "memory": {"backbone": args.memory_backbone, "pool": candidates.recipe.pool,
+                                  "norm": candidates.recipe.norm, "rows": memory_rows},
+                       "settings": candidates.settings(), "figures": figures,
+                       "summary": summary(figures, SHIPPED if old_memory else None)})
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=1))
+
+    evaluate(model.eval(), train, test, size, candidates, save)
     print(json.dumps(report["summary"], indent=1))
 
 

@@ -39,7 +39,7 @@ def both_maps(model, cache: ImageCache) -> tuple[torch.Tensor, torch.Tensor]:
     """(stage-2 maps, memory maps), each (N, S, S)."""
     learned, remembered = [], []
     for images, _, _, _ in DataLoader(TestImages(cache), batch_size=8):
-        logits, features = model.logits_and_features(images)
+        logits, features, _ = model.logits_and_features(images)
         learned.append(torch.softmax(logits, dim=1)[:, 0])
         remembered.append(model.memory_map(features))
     return torch.cat(learned), torch.cat(remembered)

@@ -153,12 +153,14 @@ def write_split(fit: ImageCache, roots: list[str], out: Path) -> None:
     print(f"{len(fit.samples)} training images linked under {out}", file=sys.stderr)
 
 
-def memory_model(backbone: str, stride: int, cache: ImageCache, recipe: TokenRecipe = TokenRecipe()
-                 ) -> tuple[MALA, dict[str, int]]:
-    """A `tiny` model whose one memory, on the grid of `stride` with tokens by `recipe`, is filled from `cache`."""
-    cfg = dataclasses.replace(load_config("tiny").model, backbone=backbone, patch_size=16, backbone_stages=[2, 4],
-                              memory_stride=stride, memory_pool=recipe.pool, memory_norm=recipe.norm,
-                              score_memory=False)
+def memory_model(backbone: str, stride: int, cache: ImageCache, recipe: TokenRecipe = TokenRecipe(),
+                 radius: float | None = None) -> tuple[MALA, dict[str, int]]:
+    """A `tiny` model whose one memory, on the grid of `stride` with tokens by `recipe` and an epsilon-net of
+    `radius` (None: tiny's), is filled from `cache`."""
+    tiny = load_config("tiny").model
+    cfg = dataclasses.replace(tiny, backbone=backbone, patch_size=16, backbone_stages=[2, 4], memory_stride=stride,
+                              memory_pool=recipe.pool, memory_norm=recipe.norm, score_memory=False,
+                              memory_radius=tiny.memory_radius if radius is None else radius)
     model = MALA(cfg).eval()
     fill_memory(model, cache, SEED)
     return model, {c: k for k, c in enumerate(sorted(cache.indices_by_category()))}

@@ -8,8 +8,9 @@ localises better, and the image score from a memory of the same tokens layer-nor
         --set model.memory_norm=none model.score_memory=true ... --out runs/two_memories.json
 
 `pick` reads runs of bench/fusion.py on the same model, for each of the two memory norms, and takes every
-pair of a map candidate (from `--map-run`) and a score candidate (from `--score-run`) with the same grid stride
-and blur (the model has one of each) and weighted fusions (`model.memory_weight`, `model.score_memory_weight`).
+pair of a map candidate (from `--map-run`) and a score candidate (from `--score-run`) with the same blur (the model
+has one) and radius (`model.memory_radius`, one for both memories) and weighted fusions (`model.memory_weight`,
+`model.score_memory_weight`), on any two grid strides (`model.memory_stride`, `model.score_memory_stride`).
 A pair's validation score is the mean of the three figures we report, on validation (bench/selection.py's
 protocol: no test labels): the score candidate's image AUROC and the map candidate's pixel AUROC and AUPRO
 (`--without-aupro`: the first two only, the rule before 2026-12-04, which could not tell the map's grids apart);
@@ -49,13 +50,13 @@ from mala.model import MALA  # noqa: E402
 from mala.model.load import load_trained_model  # noqa: E402
 from mala.train.fill_memory import fill_memory  # noqa: E402
 
-CANDIDATE = re.compile(r"stride (?P<stride>\d+), sigma (?P<sigma>[\d.]+), weighted (?P<weight>[\d.]+), "
-                       r"kernel (?P<kernel>\d+)")
+CANDIDATE = re.compile(r"stride (?P<stride>\d+), radius (?P<radius>[\d.]+), sigma (?P<sigma>[\d.]+), "
+                       r"weighted (?P<weight>[\d.]+), kernel (?P<kernel>\d+)")
 SEED = 0
 
 
 def weighted_candidates(run: dict) -> dict[str, dict]:
-    """The run's weighted-fusion candidates: name -> its parts (stride, sigma, weight, kernel)."""
+    """The run's weighted-fusion candidates: name -> its parts (stride, radius, sigma, weight, kernel)."""
     names = next(iter(run["figures"].values()))
     return {name: match.groupdict() for name in names if (match := CANDIDATE.fullmatch(name))}
 
@@ -66,13 +67,13 @@ def mean_figure(run: dict, name: str, split: str, metric: str) -> float:
 
 
 def pairs(map_run: dict, score_run: dict, with_aupro: bool = True) -> list[dict]:
-    """Every (map candidate, score candidate) on the same grid and blur, with its validation and test figures
+    """Every (map candidate, score candidate) of the same blur and radius, with its validation and test figures
     (image AUROC, pixel AUROC, AUPRO) and its validation score: their mean (or of the first two, not `with_aupro`)."""
     counted = 3 if with_aupro else 2
     maps, scores = weighted_candidates(map_run), weighted_candidates(score_run)
     out = []
     for (map_name, m), (score_name, s) in itertools.product(maps.items(), scores.items()):
-        if (m["stride"], m["sigma"], m["kernel"]) != (s["stride"], s["sigma"], "1") or m["weight"] == "0":
+        if (m["sigma"], m["radius"], m["kernel"]) != (s["sigma"], s["radius"], "1") or m["weight"] == "0":
             continue  # the map's kernel does not matter: one of them; weight 0 has no memory in the map
         split_figures = {split: [mean_figure(score_run, score_name, split, "image_auroc"),
                                  mean_figure(map_run, map_name, split, "pixel_auroc"),
@@ -85,25 +86,54 @@ def pairs(map_run: dict, score_run: dict, with_aupro: bool = True) -> list[dict]
 
 
 def merged(paths: list[Path]) -> dict:
-    """The figures of several bench/fusion.py runs of one memory (other strides or blurs) as one run."""
+    """The figures and memory rows of several bench/fusion.py runs of one memory (other strides, radii or blurs) as
+    one run."""
     figures: dict = {}
+    rows: dict = {}
     for path in paths:
-        for category, rows in json.loads(path.read_text())["figures"].items():
-            figures.setdefault(category, {}).update(rows)
-    return {"figures": figures}
+        run = json.loads(path.read_text())
+        for category, candidates in run["figures"].items():
+            figures.setdefault(category, {}).update(candidates)
+        rows.update(run["memory"].get("rows", {}))
+    return {"figures": figures, "rows": rows}
 
 
-def pick(map_paths: list[Path], score_paths: list[Path], shown: int, with_aupro: bool) -> None:
-    ranked = pairs(merged(map_paths), merged(score_paths), with_aupro)
+def comparisons(run: dict, candidate: str, image_size: int = 224) -> float | None:
+    """Millions of (query token, memory row) distances an image costs in the candidate's memory, by its largest
+    section of all training images (what the model holds; the search's cost), or None when the run has no rows."""
+    parts = CANDIDATE.fullmatch(candidate)
+    sections = run["rows"].get(f"stride {parts['stride']}, radius {parts['radius']}", {}).get("test")
+    if not sections:
+        return None
+    return (image_size // int(parts["stride"])) ** 2 * max(sections.values()) / 1e6
+
+
+def pair_cost(map_run: dict, score_run: dict, pair: dict) -> list[float | None]:
+    """`comparisons` of the pair's map memory and score memory."""
+    return [comparisons(map_run, pair["map"]), comparisons(score_run, pair["score"])]
+
+
+def within(map_run: dict, score_run: dict, ranked: list[dict], most: float | None) -> list[dict]:
+    """The pairs whose two searches cost at most `most` million distances an image together (all for None)."""
+    if most is None:
+        return ranked
+    return [p for p in ranked if None not in (cost := pair_cost(map_run, score_run, p)) and sum(cost) <= most]
+
+
+def pick(map_paths: list[Path], score_paths: list[Path], shown: int, with_aupro: bool, most: float | None) -> None:
+    map_run, score_run = merged(map_paths), merged(score_paths)
+    ranked = within(map_run, score_run, pairs(map_run, score_run, with_aupro), most)
     if not ranked:
-        raise SystemExit("no pair of candidates shares a grid stride and blur: were both runs on the same --strides "
-                         "and --sigmas?")
+        raise SystemExit("no pair of candidates shares a blur and radius (were both runs on the same --sigmas and "
+                         "--memory-radius?) within --most-distances")
     print("| map (memory of --map-run) | score (memory of --score-run) | validation | validation: image / pixel AUROC "
-          "/ AUPRO | test |\n|---|---|---|---|---|")
+          "/ AUPRO | test | distances per image, M (map + score) |\n|---|---|---|---|---|---|")
     for pair in ranked[:shown]:
+        cost = pair_cost(map_run, score_run, pair)
         print(f"| {pair['map']} | {pair['score']} | {pair['validation']:.1f} | "
               + " / ".join(f"{v:.1f}" for v in pair["validation_figures"]) + " | "
-              + " / ".join(f"{v:.1f}" for v in pair["test"]) + " |")
+              + " / ".join(f"{v:.1f}" for v in pair["test"]) + " | "
+              + " + ".join("?" if c is None else f"{c:.1f}" for c in cost) + " |")
     rho = spearmanr([p["validation"] for p in ranked], [p["test_score"] for p in ranked])[0]
     print(f"the protocol's pick: map {ranked[0]['map']}; score {ranked[0]['score']}; rho over {len(ranked)} pairs "
           f"{rho:.2f}")
@@ -150,6 +180,8 @@ def main() -> None:
                          help="bench/fusion.py's JSON (one or more) for the map's memory")
     picking.add_argument("--score-run", type=Path, nargs="+", required=True, help="the same for the score's memory")
     picking.add_argument("--shown", type=int, default=8)
+    picking.add_argument("--most-distances", type=float,
+                         help="only pairs of at most this many million distances an image (the speed budget)")
     picking.add_argument("--without-aupro", action="store_true",
                          help="validate on image and pixel AUROC only (the rule before 2026-12-04)")
     checking = commands.add_parser("check", help="a trained model with its memories refilled by --set, tested")
@@ -161,7 +193,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(2)
     if args.command == "pick":
-        pick(args.map_run, args.score_run, args.shown, not args.without_aupro)
+        pick(args.map_run, args.score_run, args.shown, not args.without_aupro, args.most_distances)
     else:
         check(args.checkpoint, args.data, args.overrides, args.out, args.save)
 

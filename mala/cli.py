@@ -223,8 +223,10 @@ def cmd_cost(args: argparse.Namespace) -> None:
                               "fixed, so --config and --image-size cannot be given with it")
         for checkpoint in args.checkpoint:
             print(f"measuring {checkpoint} ...", file=sys.stderr)
-            costs.append(measure_trained_cost(checkpoint, args.batch, args.repeats, args.device))
+            costs.append(measure_trained_cost(checkpoint, args.batch, args.repeats, args.device, args.category))
     else:
+        if args.category:
+            raise ConfigError("--category names a trained model's memory section: give it with --checkpoint")
         for name in _csv(args.config or COST_PRESETS):
             print(f"measuring {name} ...", file=sys.stderr)
             costs.append(measure_cost(name, args.image_size or COST_SIZE, args.batch, args.repeats, args.device))
@@ -333,6 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
     cost.add_argument("--repeats", type=_int_at_least(1), default=5,
                       help="timed forwards, the median counts; keep it low for `paper` on a CPU [5]")
     cost.add_argument("--device", default="cpu", help="torch device for the timing [cpu]")
+    cost.add_argument("--category", help="with --checkpoint: images read this category's memory section, as "
+                                         "`predict --category` (its speed with the category known) [routed]")
     cost.set_defaults(func=cmd_cost)
 
     predict = commands.add_parser("predict", help="score, decision, anomaly map and overlay for each image")

@@ -128,7 +128,7 @@ class ModelConfig(_Section):
              "mlp_ratio": ((lambda value: value > 0), "above 0"), "plpm_width": POSITIVE,
              "memory_weight": UNIT_INTERVAL, "memory_size": POSITIVE, "memory_radius": NON_NEGATIVE,
              "memory_stride": NON_NEGATIVE, "memory_sigma": NON_NEGATIVE, "memory_pool": ODD,
-             "score_memory_weight": UNIT_INTERVAL}
+             "score_memory_weight": UNIT_INTERVAL, "score_memory_stride": NON_NEGATIVE}
 
     image_size: int | list[int] = 224  # square side, or [height, width]; read it as `image_shape`
     patch_size: int = 16
@@ -164,6 +164,9 @@ class ModelConfig(_Section):
     # memories"); false: the score reads the anomaly map
     score_memory: bool = False
     score_memory_weight: float = 0.75
+    # the score memory's token grid (0: the memory's): the image score needs no fine grid, and a stride-16 search
+    # costs a quarter of the queries of a stride-8 one
+    score_memory_stride: int = 0
 
     def __post_init__(self) -> None:
         if is_aspect(self.image_size):  # resolved from the data by the command line, before a config exists
@@ -185,14 +188,18 @@ class ModelConfig(_Section):
             _require(not unfit_stages(stages, self.patch_size), self.key("backbone_stages"),
                      f"stages whose stride divides or is a multiple of model.patch_size {self.patch_size} "
                      f"(stride by stage: {strides})", stages)
-            memory_stride = self.memory_token_stride
-            _require(self.patch_size % memory_stride == 0 and not unfit_stages(stages, memory_stride),
-                     self.key("memory_stride"), f"0 or a divisor of model.patch_size "
-                     f"{self.patch_size} that each stage's stride divides or is a multiple of (by stage: {strides})",
-                     self.memory_stride)
-            _require(not (self.score_memory and self.memory_norm == "token"), self.key("score_memory"),
-                     "false while model.memory_norm is token (the score memory holds the memory's tokens "
-                     "layer-normed: the two would be one)", self.score_memory)
+            # the memory's grid is the ViT's or finer; the score memory's may be as coarse as the image allows
+            for key, stride, coarsest, what in (
+                    ("memory_stride", self.memory_token_stride, self.patch_size, "model.patch_size"),
+                    ("score_memory_stride", self.score_memory_token_stride, self.size_multiple,
+                     "the image size's multiple (the coarser of model.patch_size and the stages' strides)")):
+                _require(coarsest % stride == 0 and not unfit_stages(stages, stride), self.key(key),
+                         f"0 or a divisor of {what} {coarsest} that each stage's stride divides or is a multiple of "
+                         f"(by stage: {strides})", getattr(self, key))
+            one_grid = self.score_memory_token_stride == self.memory_token_stride
+            _require(not (self.score_memory and self.memory_norm == "token" and one_grid), self.key("score_memory"),
+                     "false while model.memory_norm is token on the memory's grid (the score memory holds the "
+                     "memory's tokens layer-normed: the two would be one)", self.score_memory)
 
     @property
     def image_shape(self) -> ImageShape:
@@ -200,10 +207,17 @@ class ModelConfig(_Section):
         return image_shape(self.image_size)
 
     @property
+    def size_multiple(self) -> int:
+        """What each side of the image must be a multiple of: the patch size, and the hybrid's coarsest backbone stride
+        (so every feature map covers the image exactly and lands on the token grid)."""
+        if self.backbone == "none":
+            return self.patch_size
+        return max([self.patch_size] + [STAGE_STRIDES[s] for s in self.backbone_stages])
+
+    @property
     def token_grid(self) -> tuple[int, int]:
         """(rows, columns) of patch tokens."""
-        height, width = self.image_shape
-        return height // self.patch_size, width // self.patch_size
+        return self._grid(self.patch_size)
 
     @property
     def memory_token_stride(self) -> int:
@@ -213,8 +227,21 @@ class ModelConfig(_Section):
     @property
     def memory_grid(self) -> tuple[int, int]:
         """(rows, columns) of the memory's tokens."""
+        return self._grid(self.memory_token_stride)
+
+    @property
+    def score_memory_token_stride(self) -> int:
+        """The stride of the score memory's token grid (`score_memory_stride`, or the memory's for 0)."""
+        return self.score_memory_stride or self.memory_token_stride
+
+    @property
+    def score_memory_grid(self) -> tuple[int, int]:
+        """(rows, columns) of the score memory's tokens."""
+        return self._grid(self.score_memory_token_stride)
+
+    def _grid(self, stride: int) -> tuple[int, int]:
         height, width = self.image_shape
-        return height // self.memory_token_stride, width // self.memory_token_stride
+        return height // stride, width // stride
 
 
 @dataclass

@@ -259,24 +259,56 @@ def fusion_run(rows: dict[str, tuple[float, float]]) -> dict:
                                    for name, (v, t) in rows.items()} for category in ("a", "b")}}
 
 
-def test_two_memories_pairs_a_map_and_a_score_of_one_grid_and_blur_by_their_validation():
+def test_two_memories_pairs_a_map_and_a_score_of_one_blur_and_radius_on_any_grids_by_their_validation():
     from bench.two_memories import pairs
 
-    maps = fusion_run({"stride 16, sigma 0, weighted 0.5, kernel 1": (0.9, 0.8),
-                       "stride 16, sigma 0, weighted 0, kernel 1": (0.99, 0.5),  # no memory in the map
-                       "stride 8, sigma 0, weighted 0.5, kernel 1": (0.95, 0.9),
-                       "stride 16, sigma 0, normal units, kernel 1": (0.99, 0.5)})  # not a weight the model has
-    scores = fusion_run({"stride 16, sigma 0, weighted 0.75, kernel 1": (0.7, 0.6),
-                         "stride 16, sigma 0, weighted 0.75, kernel 21": (0.8, 0.7),
-                         "stride 16, sigma 2, weighted 0.75, kernel 1": (1.0, 1.0)})  # another blur
+    maps = fusion_run({"stride 16, radius 0.8, sigma 0, weighted 0.5, kernel 1": (0.9, 0.8),
+                       "stride 16, radius 0.8, sigma 0, weighted 0, kernel 1": (0.99, 0.5),  # no memory in the map
+                       "stride 8, radius 0.8, sigma 0, weighted 0.5, kernel 1": (0.95, 0.9),
+                       "stride 8, radius 1.2, sigma 0, weighted 0.5, kernel 1": (0.99, 0.9),  # another radius
+                       "stride 16, radius 0.8, sigma 0, normal units, kernel 1": (0.99, 0.5)})  # not a model weight
+    scores = fusion_run({"stride 16, radius 0.8, sigma 0, weighted 0.75, kernel 1": (0.7, 0.6),
+                         "stride 16, radius 0.8, sigma 0, weighted 0.75, kernel 21": (0.8, 0.7),
+                         "stride 16, radius 0.8, sigma 2, weighted 0.75, kernel 1": (1.0, 1.0)})  # another blur
     ranked = pairs(maps, scores)
-    assert [(p["map"], p["score"]) for p in ranked] == [
-        ("stride 16, sigma 0, weighted 0.5, kernel 1", "stride 16, sigma 0, weighted 0.75, kernel 21"),
-        ("stride 16, sigma 0, weighted 0.5, kernel 1", "stride 16, sigma 0, weighted 0.75, kernel 1")]
-    best = ranked[0]
-    assert best["validation"] == pytest.approx((80 + 90 + 45) / 3)  # image, pixel AUROC and AUPRO on validation
-    assert best["test"] == pytest.approx([70.0, 80.0, 40.0])
-    assert pairs(maps, scores, with_aupro=False)[0]["validation"] == pytest.approx(85.0)
+    coarse, fine = (f"stride {s}, radius 0.8, sigma 0, weighted 0.5, kernel 1" for s in (16, 8))
+    score_k1, score_k21 = (f"stride 16, radius 0.8, sigma 0, weighted 0.75, kernel {k}" for k in (1, 21))
+    # validation (score's image AUROC + map's pixel AUROC + AUPRO) / 3: 74.2, 71.7, 70.8, 68.3
+    assert [(p["map"], p["score"]) for p in ranked] == [(fine, score_k21), (coarse, score_k21), (fine, score_k1),
+                                                        (coarse, score_k1)]
+    one_grid = ranked[1]
+    assert one_grid["validation"] == pytest.approx((80 + 90 + 45) / 3)  # image, pixel AUROC and AUPRO on validation
+    assert one_grid["test"] == pytest.approx([70.0, 80.0, 40.0])
+    assert pairs(maps, scores, with_aupro=False)[0]["validation"] == pytest.approx((80 + 95) / 2)
+
+
+def test_two_memories_reads_every_weighted_candidate_the_fusion_bench_names():
+    from bench.fusion import MemoryCandidates
+    from bench.two_memories import weighted_candidates
+    from mala.model.backbone import TokenRecipe
+
+    candidates = MemoryCandidates("efficientnet_lite2", TokenRecipe(1, "none"), strides=[16, 8], radii=[0.8, 1.25],
+                                  sigmas=[0, 2.5], weights=[0, 0.5])
+    run = {"figures": {"a": dict.fromkeys(candidates.settings())}}
+    parts = weighted_candidates(run)
+    assert len(parts) == 2 * 2 * 2 * 2 * 2  # strides x radii x sigmas x weights x kernels ("normal units" is not)
+    assert parts["stride 8, radius 1.25, sigma 2.5, weighted 0.5, kernel 21"] == {
+        "stride": "8", "radius": "1.25", "sigma": "2.5", "weight": "0.5", "kernel": "21"}
+
+
+def test_two_memories_counts_a_pairs_searches_by_its_largest_sections_and_keeps_those_within_a_budget():
+    from bench.two_memories import within
+
+    fine, coarse = (f"stride {s}, radius 0.8, sigma 0, weighted 0.5, kernel 1" for s in (8, 16))
+    rows = {"stride 8, radius 0.8": {"test": {"a": 10_000, "b": 20_000}, "validation": {"a": 1, "b": 1}},
+            "stride 16, radius 0.8": {"test": {"a": 4_000, "b": 1_000}}}
+    run = {"rows": rows}
+    pairs = [{"map": fine, "score": coarse}, {"map": coarse, "score": coarse}]
+    # 784 queries x 20,000 rows + 196 x 4,000 = 16.464 M; 196 x 4,000 twice = 1.568 M
+    assert within(run, run, pairs, most=16.5) == pairs
+    assert within(run, run, pairs, most=16.4) == pairs[1:]
+    assert within(run, run, pairs, most=None) == pairs
+    assert within({"rows": {}}, run, pairs, most=100) == []  # no rows: not known to fit
 
 
 def test_two_memories_validation_tells_maps_of_equal_pixel_auroc_apart_by_their_aupro():
@@ -286,9 +318,9 @@ def test_two_memories_validation_tells_maps_of_equal_pixel_auroc_apart_by_their_
         return {"figures": {"a": {name: dict.fromkeys(("validation", "test"), {
             "image_auroc": 0.9, "pixel_auroc": pixel, "pixel_aupro": aupro}) for name, (pixel, aupro) in rows.items()}}}
 
-    maps = run({"stride 16, sigma 0, weighted 0.5, kernel 1": (0.95, 0.6),
-                "stride 8, sigma 0, weighted 0.5, kernel 1": (0.95, 0.7)})
-    scores = run({f"stride {s}, sigma 0, weighted 0.75, kernel 1": (0.5, 0.5) for s in (8, 16)})
+    maps = run({"stride 16, radius 0.8, sigma 0, weighted 0.5, kernel 1": (0.95, 0.6),
+                "stride 8, radius 0.8, sigma 0, weighted 0.5, kernel 1": (0.95, 0.7)})
+    scores = run({f"stride {s}, radius 0.8, sigma 0, weighted 0.75, kernel 1": (0.5, 0.5) for s in (8, 16)})
     assert pairs(maps, scores)[0]["map"].startswith("stride 8")
     assert pairs(maps, scores, with_aupro=False)[0]["validation"] == pairs(maps, scores, with_aupro=False)[1][
         "validation"]

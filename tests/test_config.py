@@ -48,6 +48,8 @@ BAD_VALUES = [  # (--set assignment on the tiny preset, the key the error must n
     ("model.depth=-1", "model.depth"),
     ("model.memory_stride=32", "model.memory_stride"),
     ("model.memory_stride=5", "model.memory_stride"),
+    ("model.score_memory_stride=32", "model.score_memory_stride"),  # coarser than the image size's multiple, 16
+    ("model.score_memory_stride=-8", "model.score_memory_stride"),
     ("model.memory_sigma=-1", "model.memory_sigma"),
     ("model.memory_pool=2", "model.memory_pool"),
     ("model.num_heads=0", "model.num_heads"),
@@ -133,8 +135,10 @@ def test_the_message_says_what_is_allowed():
         "model.backbone=resnet50": "model.backbone must be one of none, efficientnet_lite0, efficientnet_lite1, "
                                    "efficientnet_lite2, got 'resnet50'",
         "model.memory_weight=3": "model.memory_weight must be from 0 to 1, got 3.0",
-        "model.memory_norm=token": "model.score_memory must be false while model.memory_norm is token (the score "
-                                   "memory holds the memory's tokens layer-normed: the two would be one), got True",
+        "model.memory_norm=token model.score_memory_stride=8": "model.score_memory must be false while "
+                                                               "model.memory_norm is token on the memory's grid (the "
+                                                               "score memory holds the memory's tokens layer-normed: "
+                                                               "the two would be one), got True",
         "model.depth=2.5": "model.depth must be an integer, got 2.5",
         "model.backbone_stages=[7]": "model.backbone_stages must be a non-empty list of distinct stage indices from 0 "
                                      "to 6, got [7]",
@@ -145,9 +149,9 @@ def test_the_message_says_what_is_allowed():
                                              "stage2.images_per_category (80), got 500",
         "stage1.mask_ratio=1": "stage1.mask_ratio must be at least 0 and below 1, got 1.0",
     }
-    for assignment, message in cases.items():
+    for assignments, message in cases.items():
         with pytest.raises(ConfigError) as error:
-            apply_overrides(load_config("tiny"), [assignment])
+            apply_overrides(load_config("tiny"), assignments.split())
         assert str(error.value) == message
 
 
@@ -159,7 +163,9 @@ def test_the_message_says_what_is_allowed():
     ["model.memory_weight=0", "model.memory_radius=0", "synth.threshold=0", "stage1.mask_ratio=0"],
     ["model.memory_weight=1", "synth.max_blend=1", "synth.self_texture_prob=1", "synth.local_prob=0"],
     ["synth.perlin_min_exp=3", "synth.perlin_max_exp=3", "synth.num_augmentations=0"],
-    ["model.patch_size=8"],  # the hybrid's stage strides 8 and 16 fit a grid of stride 8
+    ["model.patch_size=8"],  # the hybrid's stage strides 8 and 16 fit a grid of stride 8 (tiny's score memory: 16)
+    # two memories of layer-normed tokens on two grids are two memories
+    ["model.memory_norm=token", "model.memory_stride=8", "model.score_memory_stride=16"],
     ["model.backbone=none", "model.patch_size=14", "model.backbone_stages=[6]"],  # the pixel ViT has no stages
     ["model.backbone=none"],  # a pixel ViT from tiny: its memory keys are ignored, not errors
     ["model.backbone=none", "model.depth=12"],  # README's pixel ViT from tiny

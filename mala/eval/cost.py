@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
+from mala.deploy.graph import memory_section
 from mala.model.load import load_trained_model
 from mala.config import MalaConfig, load_config
 from mala.model.maps import scores_and_maps
@@ -66,13 +67,13 @@ def parameter_counts(model: MALA, cfg: MalaConfig) -> dict[str, int]:
 
 
 @torch.no_grad()
-def inference_flops(model: MALA, cfg: MalaConfig | None = None) -> int:
+def inference_flops(model: MALA, cfg: MalaConfig | None = None, section: int | None = None) -> int:
     """FLOPs of one forward (image to anomaly map) on one image of the model's size; with `cfg`, of the whole map
-    pipeline at `cfg.input_shape` (a tiled model's tiles all counted)."""
+    pipeline at `cfg.input_shape` (a tiled model's tiles all counted), in memory `section` (None: routed)."""
     device = next(model.parameters()).device
     images = torch.rand(1, 3, *(cfg.input_shape if cfg else model.image_shape), device=device)
     with FlopCounterMode(display=False, custom_mapping=ATTENTION_FLOPS) as counter:
-        scores_and_maps(model, images, cfg) if cfg else model(images)
+        scores_and_maps(model, images, cfg, section) if cfg else model(images)
     return counter.get_total_flops()
 
 
@@ -82,16 +83,18 @@ def _synchronize(device: torch.device) -> None:
 
 
 @torch.no_grad()
-def images_per_second(model: MALA, batch: int, repeats: int, cfg: MalaConfig | None = None) -> float:
+def images_per_second(model: MALA, batch: int, repeats: int, cfg: MalaConfig | None = None,
+                      section: int | None = None) -> float:
     """Batch size over the median time of `repeats` forwards at the model's size, after a warm-up forward; with
-    `cfg`, of the whole map pipeline at `cfg.input_shape` (a tiled model's tiles cut, run and stitched)."""
+    `cfg`, of the whole map pipeline at `cfg.input_shape` (a tiled model's tiles cut, run and stitched), in memory
+    `section` (None: routed)."""
     device = next(model.parameters()).device
     images = torch.rand(batch, 3, *(cfg.input_shape if cfg else model.image_shape), device=device)
     times = []
     for run in range(WARMUP_RUNS + repeats):
         _synchronize(device)
         start = time.perf_counter()
-        scores_and_maps(model, images, cfg) if cfg else model(images)
+        scores_and_maps(model, images, cfg, section) if cfg else model(images)
         _synchronize(device)
         if run >= WARMUP_RUNS:
             times.append(time.perf_counter() - start)
@@ -105,26 +108,30 @@ def measure_cost(name: str, image_size: int | list[int] = 256, batch: int = 1, r
     return _measure(name, MALA(cfg.model), cfg, batch, repeats, device)
 
 
-def measure_trained_cost(checkpoint: Path, batch: int = 1, repeats: int = 5, device: str = "cpu") -> ModelCost:
-    """A trained model's cost as it runs: its input size, tiles and normal-feature memory included."""
-    model, cfg, _ = load_trained_model(checkpoint)
-    return _measure(str(checkpoint), model, cfg, batch, repeats, device)
+def measure_trained_cost(checkpoint: Path, batch: int = 1, repeats: int = 5, device: str = "cpu",
+                         category: str | None = None) -> ModelCost:
+    """A trained model's cost as it runs: its input size, tiles and normal-feature memory included; with `category`,
+    its images read that category's memory section (as `predict --category`), else each is routed."""
+    model, cfg, data = load_trained_model(checkpoint)
+    section = memory_section(model, data.get("categories", []), category, checkpoint)
+    return _measure(str(checkpoint), model, cfg, batch, repeats, device, section)
 
 
-def _measure(name: str, model: MALA, cfg: MalaConfig, batch: int, repeats: int, device: str) -> ModelCost:
+def _measure(name: str, model: MALA, cfg: MalaConfig, batch: int, repeats: int, device: str,
+             section: int | None = None) -> ModelCost:
     counts = parameter_counts(model, cfg)
     model = model.to(device).eval()
     return ModelCost(
         name=name,
         **counts,
-        gflops=inference_flops(model, cfg) / 1e9,
-        images_per_second=images_per_second(model, batch, repeats, cfg),
-        input=describe_input(model, cfg),
+        gflops=inference_flops(model, cfg, section) / 1e9,
+        images_per_second=images_per_second(model, batch, repeats, cfg, section),
+        input=describe_input(model, cfg, section),
     )
 
 
-def describe_input(model: MALA, cfg: MalaConfig) -> str:
-    """`32 x 32 (height x width)`, with a trained model's tiles and memory named."""
+def describe_input(model: MALA, cfg: MalaConfig, section: int | None = None) -> str:
+    """`32 x 32 (height x width)`, with a trained model's tiles and memory named (and the section read)."""
     parts = [_height_by_width(cfg.input_shape)]
     if cfg.tile_grid:
         parts.append(f"as {cfg.tile_grid.count} tiles of {_height_by_width(model.image_shape)}")
@@ -134,6 +141,8 @@ def describe_input(model: MALA, cfg: MalaConfig) -> str:
                      + (f" in {sections} category sections" if sections > 1 else ""))
         if model.score_memory is not None and not model.score_memory.empty:
             parts.append(f"a score memory of {len(model.score_memory.tokens):,}")
+        if section is not None:
+            parts.append(f"each image read in section {section} ({len(model.memory.section_rows(section)):,} tokens)")
     return ", ".join(parts)
 
 

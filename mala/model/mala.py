@@ -12,7 +12,6 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from mala.backbone_stages import STAGE_STRIDES
 from mala.config import ModelConfig
 from mala.model.backbone import VIT_RECIPE, FeatureEmbed, FeatureTokens, TokenRecipe, layer_normed, pretrained_backbone
 from mala.model.maps import fuse_maps
@@ -38,18 +37,10 @@ def visible_patch_count(num_patches: int, mask_ratio: float) -> int:
     return round(num_patches * (1 - mask_ratio))
 
 
-def size_multiple(cfg: ModelConfig) -> int:
-    """What each side of the image must be a multiple of: the patch size, and the hybrid's coarsest backbone stride
-    (so every feature map covers the image exactly and lands on the token grid)."""
-    if cfg.backbone == "none":
-        return cfg.patch_size
-    return max([cfg.patch_size] + [STAGE_STRIDES[s] for s in cfg.backbone_stages])
-
-
 def check_image_size(cfg: ModelConfig) -> None:
     """A one-line ConfigError when `image_size` does not fit the patches (or the backbone's stride)."""
     why = "the patch size" if cfg.backbone == "none" else f"patch size {cfg.patch_size} and the backbone's strides"
-    check_multiple(cfg.image_shape, size_multiple(cfg), why)
+    check_multiple(cfg.image_shape, cfg.size_multiple, why)
 
 
 class MALA(nn.Module):
@@ -64,6 +55,8 @@ class MALA(nn.Module):
         self.memory_recipe = TokenRecipe(cfg.memory_pool, cfg.memory_norm)  # the memory's tokens
         self.num_patches = num_patches = self.grid[0] * self.grid[1]
         self.num_memory_tokens = self.memory_grid[0] * self.memory_grid[1]  # per image, on the memory's grid
+        self.score_memory_grid = cfg.score_memory_grid
+        self.num_score_memory_tokens = self.score_memory_grid[0] * self.score_memory_grid[1]
 
         # encoder: pixel patches (the paper), or the hybrid's frozen ImageNet backbone features
         self.feature_tokens: FeatureTokens | None = None
@@ -74,7 +67,7 @@ class MALA(nn.Module):
             self.feature_tokens = FeatureTokens(backbone, tuple(cfg.backbone_stages), cfg.patch_size)
             self.patch_embed = FeatureEmbed(self.feature_tokens.channels, cfg.embed_dim)
             self.memory = FeatureMemory(self.feature_tokens.channels)
-            # the image score's memory (`score_memory`): the memory's tokens layer-normed
+            # the image score's memory (`score_memory`): the memory's tokens, layer-normed, on its own grid
             self.score_memory = FeatureMemory(self.feature_tokens.channels) if cfg.score_memory else None
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + 1, cfg.embed_dim), requires_grad=False)
@@ -262,19 +255,25 @@ class MALA(nn.Module):
 
     # ----- stage 2: end-to-end anomaly map --------------------------------------------------------------
 
-    def backbone_tokens(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The hybrid's backbone feature tokens on the ViT's grid and on the memory's (`memory_stride`, by its recipe),
-        from one pass of the backbone; the same tensor twice when grids and recipes agree."""
-        if self.memory_grid == self.grid and self.memory_recipe == VIT_RECIPE:
-            tokens = self.feature_tokens(images)
-            return tokens, tokens
-        on_grid, for_memory = self.feature_tokens.at_strides(
-            images, ((self.patch_size, VIT_RECIPE), (self.cfg.memory_token_stride, self.memory_recipe)))
-        return on_grid, for_memory
+    def backbone_tokens(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The hybrid's backbone feature tokens on the ViT's grid, on the memory's (`memory_stride`, by its recipe)
+        and, layer-normed, on the score memory's (`score_memory_stride`; None without a score memory), from one
+        pass of the backbone; the same tensor where grids and recipes agree."""
+        grids = [(self.patch_size, VIT_RECIPE), (self.cfg.memory_token_stride, self.memory_recipe)]
+        if self.score_memory is not None:
+            grids.append((self.cfg.score_memory_token_stride, self.memory_recipe))
+        distinct = list(dict.fromkeys(grids))
+        tokens = dict(zip(distinct, self.feature_tokens.at_strides(images, tuple(distinct))))
+        for_score = layer_normed(tokens[grids[2]]) if len(grids) == 3 else None
+        return tokens[grids[0]], tokens[grids[1]], for_score
 
     def memory_features(self, images: torch.Tensor) -> torch.Tensor:
         """The feature tokens (B, memory rows x columns, C) the normal-feature memory holds and searches."""
         return self.backbone_tokens(images)[1]
+
+    def score_memory_features(self, images: torch.Tensor) -> torch.Tensor:
+        """The layer-normed feature tokens (B, score memory rows x columns, C) the score memory holds and searches."""
+        return self.backbone_tokens(images)[2]
 
     def encode_full(self, images: torch.Tensor, features: torch.Tensor | None = None
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -289,16 +288,17 @@ class MALA(nn.Module):
             x = block(x)
         return first[:, 1:, :], self.norm(x), features
 
-    def logits_and_features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """`map_logits` and the backbone's tokens on the memory's grid (`memory_features`; None for the pixel
-        ViT)."""
-        features, remembered = self.backbone_tokens(images) if self.hybrid else (None, None)
+    def logits_and_features(self, images: torch.Tensor
+                            ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """`map_logits` and the backbone's tokens on the memory's and the score memory's grids (`backbone_tokens`;
+        None for the pixel ViT)."""
+        features, remembered, for_score = self.backbone_tokens(images) if self.hybrid else (None, None, None)
         with torch.no_grad():  # the encoder is frozen in stage 2
             enc_first, enc_last, features = self.encode_full(images, features)
         if self.tbm_reads_backbone:
             enc_first = features
         dec_last = self._run_decoder(self.decoder_embed(enc_last))[:, 1:, :]
-        return self.unpatchify(self.tbm(enc_first, enc_last[:, 1:, :], dec_last), 2), remembered
+        return self.unpatchify(self.tbm(enc_first, enc_last[:, 1:, :], dec_last), 2), remembered, for_score
 
     def map_logits(self, images: torch.Tensor) -> torch.Tensor:
         """Two-channel logits Y (B, 2, H, W); channel 0 of softmax(Y) is the anomaly map."""
@@ -314,7 +314,7 @@ class MALA(nn.Module):
         (`memory_weight`), read in the images' categories' sections (`sections`: their indices; None: routed). The
         score's map is the same unless the model has a score memory (`score_memory`): then the stage-2 map fused
         with that memory's map, read in the same sections."""
-        logits, features = self.logits_and_features(images)
+        logits, features, for_score = self.logits_and_features(images)
         learned = torch.softmax(logits, dim=1)[:, 0]
         weight = self.cfg.memory_weight
         if features is None or weight == 0 or self.memory.empty:
@@ -323,8 +323,8 @@ class MALA(nn.Module):
         anomaly = fuse_maps(learned, self.memory_map(features, sections), weight)
         if self.score_memory is None or self.score_memory.empty:
             return torch.stack([anomaly, anomaly], dim=1)
-        remembered = self.score_memory(layer_normed(features), self.memory_grid, self.image_shape,
-                                       self.cfg.memory_sigma, sections)
+        remembered = self.score_memory(for_score, self.score_memory_grid, self.image_shape, self.cfg.memory_sigma,
+                                       sections)
         return torch.stack([anomaly, fuse_maps(learned, remembered, self.cfg.score_memory_weight)], dim=1)
 
     def memory_map(self, features: torch.Tensor, sections: Sections = None) -> torch.Tensor:

@@ -13,7 +13,6 @@ from torch.utils.data import DataLoader
 from mala.data.dataset import ImageCache
 from mala.train.epoch_data import Crops, NormalImages
 from mala.model import MALA
-from mala.model.backbone import layer_normed
 from mala.model.memory import FeatureMemory, MemorySection, image_features
 from mala.progress import progress
 from mala.tiling import TileGrid
@@ -29,35 +28,40 @@ COVER_CHUNK = 2048  # candidate tokens compared with the kept ones at once
 
 @torch.no_grad()
 def normal_feature_tokens(model: MALA, cache: ImageCache, indices: np.ndarray, grid: TileGrid | None = None,
-                          batch_size: int = 8, desc: str = "normal-feature memory") -> torch.Tensor:
-    """Backbone feature tokens (images, N, C) of the cached images `indices`, in that order; with tiling, those of
-    each image's grid tiles together (images, tiles x N, C), the tiles the model sees at inference."""
+                          batch_size: int = 8, desc: str = "normal-feature memory") -> list[torch.Tensor]:
+    """Backbone feature tokens (images, N, C) of the cached images `indices`, in that order, for the memory and, if
+    the model has one, the score memory (each on its own grid); with tiling, those of each image's grid tiles
+    together (images, tiles x N, C), the tiles the model sees at inference."""
     if grid is None:
         dataset = NormalImages(cache, indices)
     else:
         dataset = NormalImages(cache, np.repeat(indices, grid.count),
                                Crops(np.tile(grid.corners, (len(indices), 1)), grid.tile))
     device = next(model.parameters()).device  # the training device: the memory is built where the model is
-    tokens = torch.empty(len(dataset), model.num_memory_tokens, model.feature_tokens.channels, device=device)
+    counts = [model.num_memory_tokens] + ([model.num_score_memory_tokens] if model.score_memory is not None else [])
+    tokens = [torch.empty(len(dataset), count, model.feature_tokens.channels, device=device) for count in counts]
     done = 0
     for tiles in progress(DataLoader(dataset, batch_size=batch_size), desc=desc, unit="batch", leave=False):
-        tokens[done:done + len(tiles)] = model.memory_features(tiles.to(device))
+        for held, batch in zip(tokens, model.backbone_tokens(tiles.to(device))[1:]):
+            held[done:done + len(tiles)] = batch
         done += len(tiles)
-    return tokens.unflatten(0, (len(indices), -1)).flatten(1, 2)  # an image's tiles are held out together
+    return [t.unflatten(0, (len(indices), -1)).flatten(1, 2) for t in tokens]  # an image's tiles held out together
 
 
 def category_tokens(model: MALA, cache: ImageCache, indices: np.ndarray, grid: TileGrid | None,
-                    fabric: Fabric | None, desc: str) -> torch.Tensor:
+                    fabric: Fabric | None, desc: str) -> list[torch.Tensor]:
     """`normal_feature_tokens` of `indices`, each rank embedding every world-size-th image; all ranks get them all,
     in order."""
     if fabric is None or fabric.world_size == 1:
         return normal_feature_tokens(model, cache, indices, grid, desc=desc)
     rank, world = fabric.global_rank, fabric.world_size
-    share = normal_feature_tokens(model, cache, indices[rank::world], grid, desc=desc)
-    padded = share.new_zeros(-(-len(indices) // world), *share.shape[1:])  # all_gather needs equal shapes
-    padded[:len(share)] = share
-    gathered = fabric.all_gather(padded)  # (world, per rank, ...): rank r's j-th image is indices[r + j x world]
-    return gathered.transpose(0, 1).flatten(0, 1)[:len(indices)]
+    gathered_tokens = []
+    for share in normal_feature_tokens(model, cache, indices[rank::world], grid, desc=desc):
+        padded = share.new_zeros(-(-len(indices) // world), *share.shape[1:])  # all_gather needs equal shapes
+        padded[:len(share)] = share
+        gathered = fabric.all_gather(padded)  # (world, per rank, ...): rank r's j-th image is indices[r + j x world]
+        gathered_tokens.append(gathered.transpose(0, 1).flatten(0, 1)[:len(indices)])
+    return gathered_tokens
 
 
 def cover(tokens: torch.Tensor, radius: float, seed: int) -> torch.Tensor:
@@ -106,19 +110,19 @@ def fill_memory(model: MALA, cache: ImageCache, seed: int, grid: TileGrid | None
     scale, the 99% quantile of the nearest distances of held-out images' tokens to the category's other images'
     tokens; then an epsilon-net of the category's tokens with epsilon = `memory_radius` x scale (`cover`). At most
     `memory_size` tokens in all (a random subset of each section beyond that). A score memory (`score_memory`) is
-    filled the same way from the same tokens, layer-normed.
+    filled the same way from the same images' tokens on its own grid, layer-normed.
 
     Under data parallelism each rank embeds its share of the images; rank 0 builds the sections and every rank
     receives them, so the memory is built once and is the same on every rank."""
     memories = [model.memory] + ([model.score_memory] if model.score_memory is not None else [])
+    patches = [model.num_memory_tokens, model.num_score_memory_tokens]
     sections: list[list[MemorySection]] = [[] for _ in memories]
     for category, indices in cache.indices_by_category().items():
-        tokens = category_tokens(model, cache, indices, grid, fabric, desc=f"memory: {category}")
+        held_tokens = category_tokens(model, cache, indices, grid, fabric, desc=f"memory: {category}")
         if fabric is None or fabric.is_global_zero:
-            held_tokens = [tokens] + [layer_normed(tokens) for _ in memories[1:]]  # the score memory's layer-normed
-            for kept, held in zip(sections, held_tokens):
+            for kept, held, count in zip(sections, held_tokens, patches):
                 rng = np.random.default_rng([seed, zlib.crc32(category.encode())])  # whatever else the model holds
-                kept.append(category_section(held, model.num_memory_tokens, model.cfg.memory_radius, rng, seed))
+                kept.append(category_section(held, count, model.cfg.memory_radius, rng, seed))
     for memory, built in zip(memories, sections):
         if fabric is not None and fabric.world_size > 1:  # as CPU tensors: a CUDA one would unpickle on rank 0's GPU
             received = fabric.broadcast([_to_device(s, torch.device("cpu")) for s in built], src=0)

@@ -19,7 +19,6 @@ from mala.data.dataset import ImageCache
 from mala.data.images import header_shape, unit_range
 from mala.data.samples import Sample
 from mala.errors import ConfigError
-from mala.model.mala import size_multiple
 from mala.sizes import ASPECT, ImageShape, aspect_shape, describe_shape, median_aspect_ratio, stored_size
 from mala.synth import foreground_mask, object_categories
 from mala.tiling import median_shape
@@ -120,7 +119,7 @@ def aspect_image_shape(cfg: MalaConfig, ratio: float) -> ImageShape:
     """Height / width `ratio` at about the config's pixel count (so about its token count), each side a multiple of
     what the model needs (patch size, backbone stride)."""
     height, width = cfg.model.image_shape
-    return aspect_shape(ratio, height * width, size_multiple(cfg.model))
+    return aspect_shape(ratio, height * width, cfg.model.size_multiple)
 
 
 def keep_aspect(cfg: MalaConfig, samples: list[Sample], notes: list[str], strips_only: bool = False) -> MalaConfig:

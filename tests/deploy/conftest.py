@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +14,6 @@ from mala.config import MalaConfig, ModelConfig, TilingConfig
 from mala.data.images import read_rgb
 from mala.deploy.graph import export_onnx
 from mala.model import MALA
-from mala.model.backbone import layer_normed
 from mala.model.memory import MemorySection, image_features
 from tests.conftest import shared_data
 
@@ -40,12 +39,9 @@ def save_random_model(path: Path, categories: list[str], seed: int = 0, hybrid: 
     torch.manual_seed(seed)
     model = MALA(cfg.model)
     if hybrid:
-        sections = real_sections(model, categories)
-        model.memory.fill_sections(sections)
-        if model.score_memory is not None:  # the same tokens layer-normed, as `fill_memory` fills it
-            model.score_memory.fill_sections([
-                dataclasses.replace(s, tokens=layer_normed(s.tokens), scale=typical_scale(layer_normed(s.tokens), k))
-                for k, s in enumerate(sections)])
+        model.memory.fill_sections(real_sections(model, categories))
+        if model.score_memory is not None:  # its own tokens (layer-normed, on its grid), as `fill_memory` fills it
+            model.score_memory.fill_sections(real_sections(model, categories, model.score_memory_features))
     state = {"kind": "model", "config": cfg.to_dict(), "data": {"categories": categories, "object_categories": []},
              "model": model.state_dict()}
     save_checkpoint(path, state)
@@ -56,16 +52,19 @@ SECTION_SOURCES = ["metal_plate", "magnetic_tile"]  # real sets whose images fil
 SECTION_IMAGES = 2
 
 
-def real_sections(model: MALA, categories: list[str]) -> list[MemorySection]:
-    """A memory section per category from `SECTION_IMAGES` real training images (at the model's input size) of
-    `SECTION_SOURCES` in turn, each with its own scale, so that routing has real image features to tell them apart."""
+def real_sections(model: MALA, categories: list[str],
+                  features: Callable[[torch.Tensor], torch.Tensor] | None = None) -> list[MemorySection]:
+    """A memory section per category from the tokens (`features`: the memory's) of `SECTION_IMAGES` real training
+    images (at the model's input size) of `SECTION_SOURCES` in turn, each with its own scale, so that routing has real
+    image features to tell them apart."""
+    features = features or model.memory_features
     sections = []
     for place, _ in enumerate(categories):
         source = SECTION_SOURCES[place % len(SECTION_SOURCES)]
         files = sorted(path for path in shared_data(source, "train", "good").iterdir())[:SECTION_IMAGES]
         images = torch.from_numpy(np.stack([read_rgb(path, model.image_shape) for path in files]))
         with torch.no_grad():
-            tokens = model.memory_features(images.permute(0, 3, 1, 2).float() / 255)
+            tokens = features(images.permute(0, 3, 1, 2).float() / 255)
         sections.append(MemorySection(tokens.flatten(0, 1), typical_scale(tokens, place), image_features(tokens)))
     return sections
 

@@ -121,3 +121,16 @@ def test_cost_command_takes_trained_models(tmp_path, capsys):
     assert "--config and --image-size cannot be given with it" in capsys.readouterr().err
     assert main(["cost", "--checkpoint", str(tmp_path / "missing.safetensors")]) == 2
     assert "missing.safetensors" in capsys.readouterr().err
+
+
+def test_a_named_category_is_costed_in_its_own_section(tmp_path, capsys):
+    checkpoint = save_random_model(tmp_path / "model.safetensors", ["a", "b"], hybrid=True)
+    without_memory = inference_flops(MALA(small_model_config(hybrid=True).model).eval())
+    known = measure_trained_cost(checkpoint, repeats=1, category="b")
+    # the search of section b alone: 4 x 4 tokens against its 32 (2 images' 4 x 4); then the blur (as above)
+    assert known.gflops * 1e9 == pytest.approx(without_memory + 2 * 16 * 32 * 152 + 2 * (2 * 64 * 64 * 33), rel=1e-9)
+    assert known.input.endswith("in 2 category sections, each image read in section 1 (32 tokens)")
+    assert main(["cost", "--checkpoint", str(checkpoint), "--category", "c", "--repeats", "1"]) == 2
+    assert "no memory section for category 'c' (trained on: a, b)" in capsys.readouterr().err
+    assert main(["cost", "--category", "a"]) == 2
+    assert "--category names a trained model's memory section" in capsys.readouterr().err

@@ -16,6 +16,7 @@ from mala.data.dataset import ImageCache
 from mala.data.samples import Sample
 from mala.errors import ConfigError
 from mala.model import MALA
+from mala.model.backbone import TokenRecipe, layer_normed
 from mala.model.memory import FeatureMemory
 from mala.train.fill_memory import fill_memory
 
@@ -43,7 +44,8 @@ def test_the_memory_reads_its_own_finer_grid_from_the_same_backbone_pass():
     fine = MALA(hybrid_config(patch_size=8)).eval()  # the same frozen backbone, its tokens on the stride-8 grid
     images = torch.rand(2, 3, 64, 64)
     with torch.no_grad():
-        on_grid, for_memory = model.backbone_tokens(images)
+        on_grid, for_memory, for_score = model.backbone_tokens(images)
+        assert for_score is None  # no score memory
         torch.testing.assert_close(on_grid, model.feature_tokens(images))
         torch.testing.assert_close(for_memory, fine.feature_tokens(images))
         model.memory.fill(for_memory.flatten(0, 1), 1.0)
@@ -55,7 +57,7 @@ def test_the_memory_can_read_raw_unpooled_features_while_the_vit_keeps_its_token
     model = MALA(hybrid_config(memory_stride=8, memory_pool=1, memory_norm="none", memory_weight=0.5)).eval()
     images = torch.rand(2, 3, 64, 64)
     with torch.no_grad():
-        on_grid, for_memory = model.backbone_tokens(images)
+        on_grid, for_memory, _ = model.backbone_tokens(images)
         stage2, stage4 = model.feature_tokens.backbone.features(images, (2, 4))
         torch.testing.assert_close(on_grid, model.feature_tokens(images))  # the ViT's tokens do not change
         # stride 8: the stage-2 map's own cells, raw; the stage-4 map upsampled to them
@@ -166,6 +168,29 @@ def test_a_score_memory_holds_the_layer_normed_tokens_and_changes_the_score_not_
     loaded, _, _ = load_trained_model(path)
     with torch.no_grad():
         torch.testing.assert_close(loaded.maps(changed), maps[1:])
+
+
+def test_a_score_memory_on_its_own_coarser_grid_holds_that_grids_tokens_and_leaves_the_map_alone():
+    cfg = hybrid_config(memory_stride=8, memory_pool=1, memory_norm="none", memory_weight=0.5, score_memory=True,
+                        score_memory_stride=16)
+    model, one_grid = MALA(cfg).eval(), MALA(dataclasses.replace(cfg, score_memory_stride=0)).eval()
+    one_grid.load_state_dict(model.state_dict(), strict=False)  # the same stage-2 weights; memories filled below
+    cache = gradient_cache(6)
+    fill_memory(model, cache, seed=0)
+    fill_memory(one_grid, cache, seed=0)
+    images = torch.from_numpy(cache.images).permute(0, 3, 1, 2).float() / 255
+    with torch.no_grad():  # every token kept (radius 0), in image order: the stride-16 grid's raw tokens layer-normed
+        coarse = model.feature_tokens.at_strides(images, ((16, TokenRecipe(1, "none")),))[0]
+    assert model.memory.tokens.shape[0] == 6 * 8 * 8 and model.score_memory.tokens.shape[0] == 6 * 4 * 4
+    torch.testing.assert_close(model.score_memory.tokens, layer_normed(coarse).flatten(0, 1))
+    torch.testing.assert_close(model.memory.tokens, one_grid.memory.tokens)
+    changed = images[:1].clone()
+    changed[:, :, 16:32, 16:32] = torch.rand(1, 3, 16, 16)
+    with torch.no_grad():
+        maps, same_map = model.maps(torch.cat([images[:1], changed])), one_grid.maps(torch.cat([images[:1], changed]))
+    torch.testing.assert_close(maps[:, 0], same_map[:, 0])  # the anomaly map does not depend on the score's grid
+    assert not torch.allclose(maps[:, 1], same_map[:, 1])
+    assert float(maps[1, 1, 16:32, 16:32].mean()) > float(maps[0, 1, 16:32, 16:32].mean())  # the score sees it
 
 
 def test_a_saved_hybrid_with_its_memory_loads_back(tmp_path):

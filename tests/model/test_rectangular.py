@@ -11,7 +11,6 @@ import torch
 from mala.errors import ConfigError
 from mala.model import MALA, image_score, reconstruction_map
 from mala.model.backbone import pretrained_backbone
-from mala.model.mala import size_multiple
 from mala.model.vit import sincos_pos_embed
 from tests.model.test_hybrid import hybrid_config
 
@@ -73,7 +72,7 @@ def test_the_model_regenerates_them_for_its_grid(small_config):
 def test_sides_must_fit_the_patches_and_the_backbone_stride(small_config):
     with pytest.raises(ConfigError, match=r"96 x 36 px \(height x width\): each side must be a multiple of 8"):
         MALA(dataclasses.replace(small_config.model, image_size=[HEIGHT, 36]))
-    assert size_multiple(hybrid_config(patch_size=8)) == 16  # stage 4's stride
+    assert hybrid_config(patch_size=8).size_multiple == 16  # stage 4's stride
     with pytest.raises(ConfigError, match="multiple of 16 .patch size 8 and the backbone's strides"):
         MALA(hybrid_config(image_size=[64, 40], patch_size=8))
 

@@ -81,7 +81,7 @@ def test_the_memory_holds_the_grid_tiles_features():
     cache = _training_images(3)
     grid = _tiled(dataclasses.replace(load_config("tiny"), model=cfg), stride=64).tile_grid
     assert grid.count == 4  # rows 0, 32; columns 0, 64
-    tokens = normal_feature_tokens(model, cache, np.arange(3), grid)
+    [tokens] = normal_feature_tokens(model, cache, np.arange(3), grid)  # no score memory: one memory's tokens
     assert tokens.shape == (3, 4 * 16, model.feature_tokens.channels)
     last_tile = torch.from_numpy(cache.images[2, 32:, 64:]).permute(2, 0, 1)[None].float() / 255
     with torch.no_grad():
