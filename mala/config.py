@@ -126,7 +126,8 @@ class ModelConfig(_Section):
     RULES = {"patch_size": POSITIVE, "embed_dim": POSITIVE, "depth": NON_NEGATIVE, "num_heads": POSITIVE,
              "decoder_embed_dim": POSITIVE, "decoder_depth": POSITIVE, "decoder_num_heads": POSITIVE,
              "mlp_ratio": ((lambda value: value > 0), "above 0"), "plpm_width": POSITIVE,
-             "memory_weight": UNIT_INTERVAL, "memory_size": POSITIVE, "memory_radius": NON_NEGATIVE,
+             "memory_weight": UNIT_INTERVAL, "memory_size": POSITIVE, "memory_section_size": NON_NEGATIVE,
+             "memory_radius": NON_NEGATIVE,
              "memory_stride": NON_NEGATIVE, "memory_sigma": NON_NEGATIVE, "memory_pool": ODD,
              "score_memory_weight": UNIT_INTERVAL, "score_memory_stride": NON_NEGATIVE}
 
@@ -148,6 +149,9 @@ class ModelConfig(_Section):
     tbm_tokens: Literal["encoder", "backbone"] = "encoder"  # Z_enc_first of eq. 5: first encoder block or backbone
     memory_weight: float = 0.0  # hybrid only: share of the normal-feature memory's map in the anomaly map
     memory_size: int = 200_000  # most normal tokens the memory keeps (a random subset beyond it)
+    # most tokens a section keeps (a random subset beyond it; 0: no limit): with the category known an image searches
+    # one section, so this bounds the search's time on data whose normal tokens vary more than ours
+    memory_section_size: int = 0
     # the memory keeps an epsilon-net of the normal tokens, epsilon = memory_radius x the normal distance scale:
     # a smaller, faster memory whose distances are off by at most epsilon; 0 keeps every token
     memory_radius: float = 0.0

@@ -63,6 +63,7 @@ BAD_VALUES = [  # (--set assignment on the tiny preset, the key the error must n
     ("model.score_memory_weight=2", "model.score_memory_weight"),
     ("model.score_memory=maybe", "model.score_memory"),
     ("model.memory_size=0", "model.memory_size"),
+    ("model.memory_section_size=-1", "model.memory_section_size"),
     ("model.memory_radius=-1", "model.memory_radius"),
     # ranges: stage 1
     ("stage1.epochs=-1", "stage1.epochs"),

@@ -109,7 +109,7 @@ def fill_memory(model: MALA, cache: ImageCache, seed: int, grid: TileGrid | None
     """One memory section per category, in `cache.indices_by_category` order (the model's category list): its
     scale, the 99% quantile of the nearest distances of held-out images' tokens to the category's other images'
     tokens; then an epsilon-net of the category's tokens with epsilon = `memory_radius` x scale (`cover`). At most
-    `memory_size` tokens in all (a random subset of each section beyond that). A score memory (`score_memory`) is
+    `memory_section_size` tokens a section and `memory_size` in all (random subsets beyond). A score memory (`score_memory`) is
     filled the same way from the same images' tokens on its own grid, layer-normed.
 
     Under data parallelism each rank embeds its share of the images; rank 0 builds the sections and every rank
@@ -127,7 +127,8 @@ def fill_memory(model: MALA, cache: ImageCache, seed: int, grid: TileGrid | None
         if fabric is not None and fabric.world_size > 1:  # as CPU tensors: a CUDA one would unpickle on rank 0's GPU
             received = fabric.broadcast([_to_device(s, torch.device("cpu")) for s in built], src=0)
             built = [_to_device(s, memory.tokens.device) for s in received]
-        memory.fill_sections(within_size(with_scales(built), model.cfg.memory_size, np.random.default_rng(seed)))
+        memory.fill_sections(within_size(with_scales(built), model.cfg.memory_size, np.random.default_rng(seed),
+                                         model.cfg.memory_section_size))
 
 
 def category_section(tokens: torch.Tensor, patches: int, radius: float, rng: np.random.Generator,
@@ -149,18 +150,22 @@ def with_scales(sections: list[MemorySection]) -> list[MemorySection]:
     return [dataclasses.replace(s, scale=fallback) if np.isnan(s.scale) else s for s in sections]
 
 
-def within_size(sections: list[MemorySection], limit: int, rng: np.random.Generator) -> list[MemorySection]:
-    """The sections, each cut to the same share of its rows (a random subset, at least one row) when together they
-    hold more than `limit`."""
+def within_size(sections: list[MemorySection], limit: int, rng: np.random.Generator,
+                section_limit: int = 0) -> list[MemorySection]:
+    """The sections, each cut to at most `section_limit` rows (0: no limit), then each to the same share of its rows
+    when together they hold more than `limit`; a cut keeps a random subset (at least one row)."""
+    if section_limit and any(len(s.tokens) > section_limit for s in sections):
+        sections = [random_rows(s, section_limit, rng) if len(s.tokens) > section_limit else s for s in sections]
     total = sum(len(s.tokens) for s in sections)
     if total <= limit:
         return sections
-    kept = []
-    for section in sections:
-        count = max(1, int(len(section.tokens) * limit / total))
-        rows = torch.from_numpy(np.sort(rng.permutation(len(section.tokens))[:count])).to(section.tokens.device)
-        kept.append(dataclasses.replace(section, tokens=section.tokens[rows]))
-    return kept
+    return [random_rows(s, max(1, int(len(s.tokens) * limit / total)), rng) for s in sections]
+
+
+def random_rows(section: MemorySection, count: int, rng: np.random.Generator) -> MemorySection:
+    """The section with `count` of its rows, drawn at random, in their order."""
+    rows = torch.from_numpy(np.sort(rng.permutation(len(section.tokens))[:count])).to(section.tokens.device)
+    return dataclasses.replace(section, tokens=section.tokens[rows])
 
 
 def thin_sections(memory: FeatureMemory, radius: float, seed: int) -> None:

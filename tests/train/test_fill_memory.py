@@ -92,6 +92,20 @@ def test_a_category_of_one_image_takes_the_median_scale_and_the_size_limit_cuts_
     assert within_size(scaled, 1000, np.random.default_rng(0)) is scaled
 
 
+def test_the_section_limit_cuts_only_the_sections_above_it_to_a_subset_of_their_rows_before_the_total_limit():
+    sections = [MemorySection(torch.arange(n * 4, dtype=torch.float32).reshape(n, 4), 1.0, torch.zeros(1, 4))
+                for n in (100, 300, 600)]
+    cut = within_size(sections, 10_000, np.random.default_rng(0), section_limit=250)
+    assert [len(s.tokens) for s in cut] == [100, 250, 250]
+    assert cut[0] is sections[0]
+    for kept, whole in zip(cut[1:], sections[1:]):  # distinct rows of the section, in their order
+        first = kept.tokens[:, 0].long() // 4
+        assert bool((first[1:] > first[:-1]).all()) and int(first.max()) < len(whole.tokens)
+        torch.testing.assert_close(kept.tokens, whole.tokens[first])
+    assert [len(s.tokens) for s in within_size(sections, 400, np.random.default_rng(0), section_limit=250)] == [
+        66, 166, 166]  # then the total limit: 600 rows cut to 400, each by the same share
+
+
 def test_the_scale_searched_block_by_block_equals_the_quantile_over_all_other_images(monkeypatch):
     import mala.train.fill_memory as fill
 
