@@ -271,6 +271,13 @@ class MALA(nn.Module):
         """The feature tokens (B, memory rows x columns, C) the normal-feature memory holds and searches."""
         return self.backbone_tokens(images)[1]
 
+    @property
+    def memories(self) -> list[tuple[FeatureMemory, int]]:
+        """The hybrid's normal-feature memories with their tokens per image, in `backbone_tokens`' order: the memory,
+        then the score memory if it has one."""
+        held = [(self.memory, self.num_memory_tokens)]
+        return held + ([(self.score_memory, self.num_score_memory_tokens)] if self.score_memory is not None else [])
+
     def score_memory_features(self, images: torch.Tensor) -> torch.Tensor:
         """The layer-normed feature tokens (B, score memory rows x columns, C) the score memory holds and searches."""
         return self.backbone_tokens(images)[2]

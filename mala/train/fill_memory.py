@@ -38,8 +38,8 @@ def normal_feature_tokens(model: MALA, cache: ImageCache, indices: np.ndarray, g
         dataset = NormalImages(cache, np.repeat(indices, grid.count),
                                Crops(np.tile(grid.corners, (len(indices), 1)), grid.tile))
     device = next(model.parameters()).device  # the training device: the memory is built where the model is
-    counts = [model.num_memory_tokens] + ([model.num_score_memory_tokens] if model.score_memory is not None else [])
-    tokens = [torch.empty(len(dataset), count, model.feature_tokens.channels, device=device) for count in counts]
+    tokens = [torch.empty(len(dataset), count, model.feature_tokens.channels, device=device)
+              for _, count in model.memories]
     done = 0
     for tiles in progress(DataLoader(dataset, batch_size=batch_size), desc=desc, unit="batch", leave=False):
         for held, batch in zip(tokens, model.backbone_tokens(tiles.to(device))[1:]):
@@ -109,21 +109,20 @@ def fill_memory(model: MALA, cache: ImageCache, seed: int, grid: TileGrid | None
     """One memory section per category, in `cache.indices_by_category` order (the model's category list): its
     scale, the 99% quantile of the nearest distances of held-out images' tokens to the category's other images'
     tokens; then an epsilon-net of the category's tokens with epsilon = `memory_radius` x scale (`cover`). At most
-    `memory_section_size` tokens a section and `memory_size` in all (random subsets beyond). A score memory (`score_memory`) is
-    filled the same way from the same images' tokens on its own grid, layer-normed.
+    `memory_section_size` tokens a section and `memory_size` in all (random subsets beyond). A score memory
+    (`score_memory`) is filled the same way from the same images' tokens on its own grid, layer-normed.
 
     Under data parallelism each rank embeds its share of the images; rank 0 builds the sections and every rank
     receives them, so the memory is built once and is the same on every rank."""
-    memories = [model.memory] + ([model.score_memory] if model.score_memory is not None else [])
-    patches = [model.num_memory_tokens, model.num_score_memory_tokens]
+    memories = model.memories
     sections: list[list[MemorySection]] = [[] for _ in memories]
     for category, indices in cache.indices_by_category().items():
         held_tokens = category_tokens(model, cache, indices, grid, fabric, desc=f"memory: {category}")
         if fabric is None or fabric.is_global_zero:
-            for kept, held, count in zip(sections, held_tokens, patches):
+            for kept, held, (_, count) in zip(sections, held_tokens, memories):
                 rng = np.random.default_rng([seed, zlib.crc32(category.encode())])  # whatever else the model holds
                 kept.append(category_section(held, count, model.cfg.memory_radius, rng, seed))
-    for memory, built in zip(memories, sections):
+    for (memory, _), built in zip(memories, sections):
         if fabric is not None and fabric.world_size > 1:  # as CPU tensors: a CUDA one would unpickle on rank 0's GPU
             received = fabric.broadcast([_to_device(s, torch.device("cpu")) for s in built], src=0)
             built = [_to_device(s, memory.tokens.device) for s in received]
