@@ -19,8 +19,9 @@ the rank correlation of validation and test (the mean of the same figures) over 
 
 `check` builds the configuration as `mala` builds it: the trained model's memories refilled from all training
 images with the `--set` memory keys (`mala.train.fill_memory`), then tested as `mala test` tests, each image in its
-own category's section. Prints image / pixel AUROC and AUPRO per category and writes them as JSON; `--save` also
-writes the refilled model (for `mala cost --checkpoint`).
+own category's section. With `--keep-memories` the trained memories stay as they are and `--set` may only change
+what inference alone reads (`INFERENCE_KEYS`: fusion weights, blur, score kernel). Prints image / pixel AUROC and
+AUPRO per category and writes them as JSON; `--save` also writes the refilled model (for `mala cost --checkpoint`).
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ from mala.train.fill_memory import fill_memory  # noqa: E402
 CANDIDATE = re.compile(r"stride (?P<stride>\d+), radius (?P<radius>[\d.]+), sigma (?P<sigma>[\d.]+), "
                        r"weighted (?P<weight>[\d.]+), kernel (?P<kernel>\d+)")
 SEED = 0
+INFERENCE_KEYS = {"model.memory_weight", "model.score_memory_weight", "model.score_map_share", "model.memory_sigma",
+                  "run.score_kernel"}  # what `check --keep-memories` may change: no memory depends on them
 
 
 def weighted_candidates(run: dict) -> dict[str, dict]:
@@ -150,12 +153,25 @@ def refilled(checkpoint: Path, overrides: list[str], train: ImageCache) -> tuple
     return model, cfg
 
 
-def check(checkpoint: Path, roots: list[str], overrides: list[str], out: Path, save: Path | None) -> None:
+def kept(checkpoint: Path, overrides: list[str]) -> tuple[MALA, MalaConfig]:
+    """The trained model as it is, memories included, with `overrides` of keys that only inference reads."""
+    model, cfg, _ = load_trained_model(checkpoint)
+    changed = sorted({o.split("=", 1)[0] for o in overrides} - INFERENCE_KEYS)
+    if changed:
+        raise SystemExit(f"--keep-memories: {', '.join(changed)} change(s) the memories; "
+                         f"only {', '.join(sorted(INFERENCE_KEYS))} may be set")
+    cfg = apply_overrides(cfg, overrides)
+    model.cfg = cfg.model
+    return model, cfg
+
+
+def check(checkpoint: Path, roots: list[str], overrides: list[str], out: Path, save: Path | None,
+          keep_memories: bool = False) -> None:
     _, trained_cfg, data = load_trained_model(checkpoint)
     samples = scan_roots(roots)
     train = ImageCache.build(train_samples(samples), trained_cfg.input_shape, desc="decoding training images")
     test = ImageCache.build(test_samples(samples), trained_cfg.input_shape, desc="decoding test images")
-    model, cfg = refilled(checkpoint, overrides, train)
+    model, cfg = kept(checkpoint, overrides) if keep_memories else refilled(checkpoint, overrides, train)
     if save is not None:  # a model file as `mala train` writes it (for `mala cost --checkpoint`)
         save_checkpoint(save, {"kind": "model", "config": cfg.to_dict(), "data": data, "model": model.state_dict()})
     sections = known_sections(test, sorted(train.indices_by_category()))
@@ -190,12 +206,14 @@ def main() -> None:
     checking.add_argument("--set", nargs="*", default=[], dest="overrides", metavar="KEY=VALUE")
     checking.add_argument("--out", type=Path, required=True)
     checking.add_argument("--save", type=Path, help="also write the refilled model here")
+    checking.add_argument("--keep-memories", action="store_true",
+                          help="do not refill: the trained memories as they are, --set only of inference keys")
     args = parser.parse_args()
     torch.set_num_threads(2)
     if args.command == "pick":
         pick(args.map_run, args.score_run, args.shown, not args.without_aupro, args.most_distances)
     else:
-        check(args.checkpoint, args.data, args.overrides, args.out, args.save)
+        check(args.checkpoint, args.data, args.overrides, args.out, args.save, args.keep_memories)
 
 
 if __name__ == "__main__":

@@ -129,7 +129,8 @@ class ModelConfig(_Section):
              "memory_weight": UNIT_INTERVAL, "memory_size": POSITIVE, "memory_section_size": NON_NEGATIVE,
              "memory_radius": NON_NEGATIVE,
              "memory_stride": NON_NEGATIVE, "memory_sigma": NON_NEGATIVE, "memory_pool": ODD,
-             "score_memory_weight": UNIT_INTERVAL, "score_memory_stride": NON_NEGATIVE}
+             "score_memory_weight": UNIT_INTERVAL, "score_memory_stride": NON_NEGATIVE,
+             "score_map_share": UNIT_INTERVAL}
 
     image_size: int | list[int] = 224  # square side, or [height, width]; read it as `image_shape`
     patch_size: int = 16
@@ -171,6 +172,10 @@ class ModelConfig(_Section):
     # the score memory's token grid (0: the memory's): the image score needs no fine grid, and a stride-16 search
     # costs a quarter of the queries of a stride-8 one
     score_memory_stride: int = 0
+    # share of the score memory's scaled distances in the anomaly map's memory part (0: the memory's alone): a
+    # coarser grid's distances mixed into a fine grid's see broad defects the fine tokens miss (BENCHMARKS.md, "A map
+    # from two grids")
+    score_map_share: float = 0.0
 
     def __post_init__(self) -> None:
         if is_aspect(self.image_size):  # resolved from the data by the command line, before a config exists

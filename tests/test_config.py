@@ -61,6 +61,7 @@ BAD_VALUES = [  # (--set assignment on the tiny preset, the key the error must n
     ("model.memory_weight=3", "model.memory_weight"),
     ("model.memory_weight=-0.5", "model.memory_weight"),
     ("model.score_memory_weight=2", "model.score_memory_weight"),
+    ("model.score_map_share=1.5", "model.score_map_share"),
     ("model.score_memory=maybe", "model.score_memory"),
     ("model.memory_size=0", "model.memory_size"),
     ("model.memory_section_size=-1", "model.memory_section_size"),

@@ -14,7 +14,7 @@ from torch import nn
 
 from mala.config import ModelConfig
 from mala.model.backbone import VIT_RECIPE, FeatureEmbed, FeatureTokens, TokenRecipe, layer_normed, pretrained_backbone
-from mala.model.maps import fuse_maps
+from mala.model.maps import distance_map, fuse_maps, mixed_distance_map
 from mala.model.memory import FeatureMemory, Sections
 from mala.model.tbm import TokenBalanceModule
 from mala.model.vit import Block, PatchEmbed, init_vit_weights, sincos_pos_embed
@@ -320,19 +320,23 @@ class MALA(nn.Module):
         reads. The anomaly map is the stage-2 map, fused with the normal-feature memory's map when the hybrid has one
         (`memory_weight`), read in the images' categories' sections (`sections`: their indices; None: routed). The
         score's map is the same unless the model has a score memory (`score_memory`): then the stage-2 map fused
-        with that memory's map, read in the same sections."""
+        with that memory's map, read in the same sections; its distances also take `score_map_share` of the anomaly
+        map's memory part."""
         logits, features, for_score = self.logits_and_features(images)
         learned = torch.softmax(logits, dim=1)[:, 0]
-        weight = self.cfg.memory_weight
+        weight, sigma, size = self.cfg.memory_weight, self.cfg.memory_sigma, self.image_shape
         if features is None or weight == 0 or self.memory.empty:
             return torch.stack([learned, learned], dim=1)
         sections = self.memory.resolve(features, sections)  # routed once: both memories read the same category
-        anomaly = fuse_maps(learned, self.memory_map(features, sections), weight)
+        distance = self.memory.grid_distance(features, self.memory_grid, sections)
         if self.score_memory is None or self.score_memory.empty:
+            anomaly = fuse_maps(learned, distance_map(distance, size, sigma), weight)
             return torch.stack([anomaly, anomaly], dim=1)
-        remembered = self.score_memory(for_score, self.score_memory_grid, self.image_shape, self.cfg.memory_sigma,
-                                       sections)
-        return torch.stack([anomaly, fuse_maps(learned, remembered, self.cfg.score_memory_weight)], dim=1)
+        for_score = self.score_memory.grid_distance(for_score, self.score_memory_grid, sections)
+        share = self.cfg.score_map_share
+        remembered = mixed_distance_map([(distance, 1 - share), (for_score, share)], size, sigma)
+        scored = fuse_maps(learned, distance_map(for_score, size, sigma), self.cfg.score_memory_weight)
+        return torch.stack([fuse_maps(learned, remembered, weight), scored], dim=1)
 
     def memory_map(self, features: torch.Tensor, sections: Sections = None) -> torch.Tensor:
         """The normal-feature memory's map (B, H, W) of backbone feature tokens (B, N, C) on the memory's grid."""

@@ -31,7 +31,14 @@ MapFunction = Callable[[torch.Tensor], torch.Tensor]  # images (N, 3, h, w) -> m
 def distance_map(distance: torch.Tensor, size: tuple[int, int], sigma: float) -> torch.Tensor:
     """Scaled nearest-normal distances (B, 1, rows, columns) to a map (B, H, W) in [0, 1): upsampled bilinearly,
     smoothed (Gaussian, `sigma` px) and squashed by 1 - exp(-x)."""
-    upsampled = F.interpolate(distance, size=size, mode="bilinear", align_corners=False)
+    return mixed_distance_map([(distance, 1.0)], size, sigma)
+
+
+def mixed_distance_map(shares: list[tuple[torch.Tensor, float]], size: tuple[int, int], sigma: float) -> torch.Tensor:
+    """`distance_map` of the weighted sum of several grids' scaled distances (B, 1, rows, columns), each upsampled to
+    the image first: every grid's distances are in units of its own normal scale, so they add up."""
+    upsampled = sum(share * F.interpolate(distance, size=size, mode="bilinear", align_corners=False)
+                    for distance, share in shares if share)
     return 1 - torch.exp(-blur_reflected(upsampled, sigma=sigma)[:, 0])
 
 

@@ -130,5 +130,8 @@ class FeatureMemory(nn.Module):
     def forward(self, tokens: torch.Tensor, grid: tuple[int, int], size: tuple[int, int], sigma: float,
                 sections: Sections = None) -> torch.Tensor:
         """Tokens (B, N, C) on a `grid` to a map (B, H, W) in [0, 1): distance / scale, as `maps.distance_map`."""
-        distance = self.scaled_distance(tokens, sections).reshape(tokens.shape[0], 1, *grid)
-        return distance_map(distance, size, sigma)
+        return distance_map(self.grid_distance(tokens, grid, sections), size, sigma)
+
+    def grid_distance(self, tokens: torch.Tensor, grid: tuple[int, int], sections: Sections = None) -> torch.Tensor:
+        """`scaled_distance` of tokens (B, N, C) on a `grid`, as (B, 1, rows, columns)."""
+        return self.scaled_distance(tokens, sections).reshape(tokens.shape[0], 1, *grid)

@@ -58,7 +58,7 @@ def test_onnx_outputs_match_torch_on_real_images(calibrated, batch):
                                          {"memory_pool": 1, "memory_norm": "none"},
                                          {"memory_pool": 1, "memory_norm": "none", "score_memory": True},
                                          {"memory_stride": 8, "memory_pool": 1, "memory_norm": "none",
-                                          "score_memory": True, "score_memory_stride": 16}])
+                                          "score_memory": True, "score_memory_stride": 16, "score_map_share": 0.33}])
 def test_the_hybrid_with_its_memory_exports_to_the_same_outputs(tmp_path, memory_keys):
     checkpoint = save_random_model(tmp_path / "model.safetensors", ["metal_plate"], hybrid=True, **memory_keys)
     graph, _ = load_graph(checkpoint)

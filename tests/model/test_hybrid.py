@@ -193,6 +193,37 @@ def test_a_score_memory_on_its_own_coarser_grid_holds_that_grids_tokens_and_leav
     assert float(maps[1, 1, 16:32, 16:32].mean()) > float(maps[0, 1, 16:32, 16:32].mean())  # the score sees it
 
 
+def test_a_score_map_share_mixes_the_coarse_grids_distances_into_the_anomaly_map():
+    cfg = hybrid_config(memory_stride=8, memory_pool=1, memory_norm="none", memory_weight=0.5, score_memory=True,
+                        score_memory_stride=16, score_memory_weight=0.5, memory_sigma=0)
+    fine_only, mixed, coarse_only = (MALA(dataclasses.replace(cfg, score_map_share=share)).eval()
+                                     for share in (0.0, 0.33, 1.0))
+    cache = gradient_cache(6)
+    fill_memory(fine_only, cache, seed=0)
+    for model in (mixed, coarse_only):
+        state = fine_only.state_dict()
+        model.prepare_to_load(state)
+        model.load_state_dict(state)
+    images = torch.from_numpy(cache.images[:1]).permute(0, 3, 1, 2).float() / 255
+    changed = images.clone()
+    changed[:, :, 16:32, 16:32] = torch.rand(1, 3, 16, 16)
+    batch = torch.cat([images, changed])
+    with torch.no_grad():
+        learned = torch.softmax(fine_only.map_logits(batch), dim=1)[:, 0]
+        _, fine_tokens, coarse_tokens = fine_only.backbone_tokens(batch)
+        fine = fine_only.memory.scaled_distance(fine_tokens, 0).reshape(2, 1, 8, 8)
+        coarse = fine_only.score_memory.scaled_distance(coarse_tokens, 0).reshape(2, 1, 4, 4)
+        maps = {share: model.maps(batch) for share, model in ((0.0, fine_only), (0.33, mixed), (1.0, coarse_only))}
+    up = [torch.nn.functional.interpolate(d, size=(64, 64), mode="bilinear", align_corners=False)[:, 0]
+          for d in (fine, coarse)]
+    torch.testing.assert_close(maps[0.33][:, 0], 0.5 * learned + 0.5 * (1 - torch.exp(-(0.67 * up[0] + 0.33 * up[1]))))
+    torch.testing.assert_close(maps[0.0][:, 0], 0.5 * learned + 0.5 * (1 - torch.exp(-up[0])))
+    torch.testing.assert_close(maps[1.0][:, 0], maps[1.0][:, 1])  # all coarse, at the score's weight: the score's map
+    for share in maps:  # the score's map never depends on the share, and every mix sees the changed square
+        torch.testing.assert_close(maps[share][:, 1], maps[0.0][:, 1])
+        assert float(maps[share][1, 0, 16:32, 16:32].mean()) > float(maps[share][0, 0, 16:32, 16:32].mean()) + 0.05
+
+
 def test_a_saved_hybrid_with_its_memory_loads_back(tmp_path):
     cfg = MalaConfig(model=hybrid_config(memory_weight=0.5))
     model = MALA(cfg.model).eval()
