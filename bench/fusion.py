@@ -149,6 +149,18 @@ def evaluate(model: MALA, train: ImageCache, test: ImageCache, size: int, candid
         save(figures, quantiles, memory_rows)
 
 
+def protocol_inputs(checkpoint: Path, roots: list[str], threads: int) -> tuple[MALA, int, ImageCache, ImageCache]:
+    """The protocol's trained model (in eval mode), its image size and the data's decoded training and test images,
+    with torch on `threads` threads."""
+    torch.set_num_threads(threads)
+    model, cfg, _ = load_trained_model(checkpoint)
+    size = cfg.model.image_shape[0]
+    samples = scan_roots(roots)
+    train = ImageCache.build(train_samples(samples), size, desc="decoding training images")
+    test = ImageCache.build(test_samples(samples), size, desc="decoding test images")
+    return model.eval(), size, train, test
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", type=Path, required=True, help="a model trained on the protocol's split")
@@ -164,12 +176,7 @@ def main() -> None:
     parser.add_argument("--weights", type=float, nargs="+", default=WEIGHTS, help="the weighted fusions to try")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (1 for runs side by side)")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    model, cfg, _ = load_trained_model(args.checkpoint)
-    size = cfg.model.image_shape[0]
-    samples = scan_roots(args.data)
-    train = ImageCache.build(train_samples(samples), size, desc="decoding training images")
-    test = ImageCache.build(test_samples(samples), size, desc="decoding test images")
+    model, size, train, test = protocol_inputs(args.checkpoint, args.data, args.threads)
     candidates = MemoryCandidates(args.memory_backbone, TokenRecipe(args.memory_pool, args.memory_norm), args.strides,
                                   args.memory_radius, args.sigmas, args.weights)
     old_memory = candidates.recipe == TokenRecipe() and args.memory_backbone == "efficientnet_lite2"

@@ -18,7 +18,10 @@ D_f, D_c the fine and coarse distances upsampled to the image:
 - `mix a, maps`: each squashed on its own, (1 - w) L + w (a (1 - exp(-blur(D_f))) + (1 - a) (1 - exp(-blur(D_c))));
 for a in `--mixes` (a = 1: the fine map alone, today's `tiny`), blur sigma in `--sigmas`, w in `--weights`.
 The validation score of a candidate is the mean of its pixel AUROC and AUPRO over the categories (the map's part of
-bench/two_memories.py's rule: the image score has its own memory and does not change here). Prints the ranking
+bench/two_memories.py's rule: the image score has its own memory and does not change here).
+`--validation-anomalies large small` adds small synthetic anomalies (thin cracks, pasted specks) to validation and
+`--validation-kinds` scores validation on one kind only (which kind's ranking predicts the test's?);
+`--test-figures` takes the test figures of an earlier run instead of computing them again. Prints the ranking
 with test figures beside it and Spearman's rho of the two rankings, per category and overall.
 """
 
@@ -40,13 +43,13 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from scipy.stats import spearmanr  # noqa: E402
 
-from bench.fusion import learned_maps  # noqa: E402
-from bench.selection import category_figures, memory_model, scaled_distances, validation_split  # noqa: E402
+from bench.fusion import learned_maps, protocol_inputs  # noqa: E402
+from bench.memory_sections import subset  # noqa: E402
+from bench.selection import (VALIDATION_ANOMALIES, VALIDATION_KINDS, category_figures, memory_model,  # noqa: E402
+                             scaled_distances, validation_split)
 from mala.data.dataset import ImageCache  # noqa: E402
-from mala.data.sources import scan_roots, test_samples, train_samples  # noqa: E402
 from mala.model.backbone import TokenRecipe  # noqa: E402
 from mala.model.filters import blur_reflected  # noqa: E402
-from mala.model.load import load_trained_model  # noqa: E402
 
 SPLITS = ("validation", "test")
 
@@ -56,13 +59,14 @@ def parse_memory(text: str) -> tuple[int, str, float]:
     return int(stride), norm, float(radius)
 
 
-def cached_distances(cache_dir: Path, memory: str, splits: dict[str, tuple[ImageCache, ImageCache]]
-                     ) -> dict[str, torch.Tensor]:
-    """The memory's scaled distances (N, rows, columns) per split, computed once and kept under `cache_dir`."""
+def cached_distances(cache_dir: Path, memory: str, splits: dict[str, tuple[ImageCache, ImageCache]],
+                     tags: dict[str, str]) -> dict[str, torch.Tensor]:
+    """The memory's scaled distances (N, rows, columns) per split, computed once and kept under `cache_dir` by the
+    split's tag (which validation anomalies it holds)."""
     stride, norm, radius = parse_memory(memory)
     out = {}
     for split, (memory_cache, target) in splits.items():
-        path = cache_dir / f"{memory.replace(',', '_')}_{split}.pt"
+        path = cache_dir / f"{memory.replace(',', '_')}_{tags[split]}.pt"
         if not path.exists():
             print(f"memory {memory}, {split}", file=sys.stderr)
             model, sections = memory_model("efficientnet_lite2", stride, memory_cache, TokenRecipe(1, norm), radius)
@@ -151,28 +155,42 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, required=True, help="folder of each memory's distances")
     parser.add_argument("--memories", nargs="+", required=True, help="stride,norm,radius; the first is the fine one")
     parser.add_argument("--only-distances", action="store_true", help="fill the cache and stop")
+    parser.add_argument("--validation-anomalies", nargs="+", choices=VALIDATION_ANOMALIES, default=["large"],
+                        help="the synthetic anomalies of the validation images (bench/selection.py)")
     parser.add_argument("--mixes", type=float, nargs="+", default=[1.0, 0.67, 0.5])
     parser.add_argument("--sigmas", type=float, nargs="+", default=[0.0, 2.0, 4.0])
     parser.add_argument("--weights", type=float, nargs="+", default=[0.5, 0.75])
+    parser.add_argument("--validation-kinds", nargs="+", choices=VALIDATION_KINDS,
+                        help="score validation on the normals and these kinds of anomaly only [all drawn]")
+    parser.add_argument("--test-figures", type=Path,
+                        help="an earlier run's JSON of the same checkpoint and candidates: its test figures are kept")
     parser.add_argument("--shown", type=int, default=12)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    model, cfg, _ = load_trained_model(args.checkpoint)
-    size = cfg.model.image_shape[0]
-    samples = scan_roots(args.data)
-    train = ImageCache.build(train_samples(samples), size, desc="decoding training images")
-    test = ImageCache.build(test_samples(samples), size, desc="decoding test images")
-    fit, validation = validation_split(train, size)
+    model, size, train, test = protocol_inputs(args.checkpoint, args.data, args.threads)
+    anomalies = tuple(args.validation_anomalies)
+    fit, validation = validation_split(train, size, anomalies)
     splits = {"validation": (fit, validation), "test": (train, test)}
-    distances = {m: cached_distances(args.cache, m, splits) for m in args.memories}
+    tags = {"validation": "validation" + "".join(f"-{a}" for a in anomalies if anomalies != ("large",)),
+            "test": "test"}
+    distances = {m: cached_distances(args.cache, m, splits, tags) for m in args.memories}
     if args.only_distances:
         return
+    if args.validation_kinds:
+        kept = np.array([k for k, sample in enumerate(validation.samples)
+                         if sample.path.stem.split("_", 1)[1] in ("normal", *args.validation_kinds)])
+        splits["validation"] = (fit, subset(validation, kept))
+        for memory in distances.values():
+            memory["validation"] = memory["validation"][kept]
     names = candidate_names(args.memories, args.mixes, args.sigmas, args.weights)
     figures: dict = {}
+    if args.test_figures is not None:  # the test set does not depend on the validation anomalies
+        earlier = json.loads(args.test_figures.read_text())["figures"]
+        figures = {c: {n: {"test": earlier[c][n]["test"]} for n in names} for c in earlier}
+        del splits["test"]
     for split, (_, target) in splits.items():
-        learned = learned_maps(model.eval(), target)
+        learned = learned_maps(model, target)
         maps_of = maps_for(learned, {m: d[split] for m, d in distances.items()}, args.memories, names, size)
         for category, rows in category_figures(target, maps_of, [1]).items():
             for name, row in rows.items():

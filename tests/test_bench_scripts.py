@@ -143,6 +143,39 @@ def test_cut_paste_marks_exactly_the_pixels_it_changed_within_the_area_range():
         assert 0 < mask.mean() <= CUT_AREA[1] * 1.1
 
 
+def test_a_crack_is_thin_marks_exactly_what_it_changed_and_contrasts_with_its_ground():
+    from bench.selection import CRACK_LENGTH, crack
+
+    rng = np.random.default_rng(0)
+    for ground in (230, 20):
+        image = np.full((224, 224, 3), ground, dtype=np.uint8)
+        for _ in range(10):
+            cracked, mask = crack(image, rng)
+            assert np.array_equal(mask, (cracked != image).any(-1))
+            assert 0 < mask.sum() <= 9 * CRACK_LENGTH[1]  # a walk of at most that many px, at most 3 px wide
+            assert (cracked[mask] < ground).all() if ground > 127 else (cracked[mask] > ground).all()
+
+
+def test_small_validation_anomalies_leave_the_split_and_the_large_ones_as_they_were():
+    from bench.selection import CRACK_LENGTH, MIN_CHANGED, validation_split
+    from mala.data.dataset import ImageCache
+    from mala.data.samples import Sample
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (10, 64, 64, 3), dtype=np.uint8)
+    train = ImageCache([Sample("c", Path(f"n{i}.png"), "train", 0) for i in range(10)], images, {})
+    fit, large = validation_split(train, 64)
+    fit_both, both = validation_split(train, 64, ("large", "small"))
+    assert [s.path for s in fit_both.samples] == [s.path for s in fit.samples]
+    assert len(large.samples) == 2 * 2 and len(both.samples) == 2 * 3  # two held normals, each with its anomalies
+    kinds = [s.path.stem.split("_", 1)[1] for s in both.samples]
+    assert kinds == ["normal", "draem", "crack", "normal", "cut-paste", "speck"]
+    assert np.array_equal(both.images[[1, 4]], large.images[[1, 3]])
+    small = [2, 5]
+    for k in small:
+        assert MIN_CHANGED <= both.mask(k).sum() <= 9 * CRACK_LENGTH[1]
+
+
 def test_the_scale_bench_looks_keep_square_images_and_their_masks_aligned():
     from bench.scale import look
 
