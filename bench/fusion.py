@@ -45,7 +45,8 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from bench.memory_sections import subset  # noqa: E402
-from bench.selection import category_figures, memory_model, scaled_distances, summary, validation_split  # noqa: E402
+from bench.selection import (VALIDATION_ANOMALIES, category_figures, memory_model, scaled_distances,  # noqa: E402
+                             summary, validation_split)
 from mala.config import load_config  # noqa: E402
 from mala.data.dataset import ImageCache  # noqa: E402
 from mala.data.sources import scan_roots, test_samples, train_samples  # noqa: E402
@@ -123,11 +124,11 @@ class MemoryCandidates:
 
 
 def evaluate(model: MALA, train: ImageCache, test: ImageCache, size: int, candidates: MemoryCandidates,
-             save: Callable[[dict, dict, dict], None]) -> None:
+             save: Callable[[dict, dict, dict], None], anomalies: tuple[str, ...] = ("large",)) -> None:
     """Figures per category and candidate on both splits, the categories' normal quantiles, and the memory rows per
     memory, split and category (what a search costs), passed to `save` after each memory (a long run keeps what it
     has done)."""
-    fit, validation = validation_split(train, size)
+    fit, validation = validation_split(train, size, anomalies)
     quantiles = normal_quantiles(model, fit)
     splits = {"validation": (fit, validation), "test": (train, test)}
     learned = {split: learned_maps(model, target) for split, (_, target) in splits.items()}
@@ -175,6 +176,9 @@ def main() -> None:
                         help="the memory's epsilon-net radii to try, in units of its normal distance scale")
     parser.add_argument("--weights", type=float, nargs="+", default=WEIGHTS, help="the weighted fusions to try")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (1 for runs side by side)")
+    parser.add_argument("--validation-anomalies", nargs="+", choices=VALIDATION_ANOMALIES, default=["large"],
+                        help="the synthetic anomalies of the validation images (bench/selection.py; small ones rank "
+                             "map candidates like the test sets, BENCHMARKS.md \"A map from two grids\")")
     args = parser.parse_args()
     model, size, train, test = protocol_inputs(args.checkpoint, args.data, args.threads)
     candidates = MemoryCandidates(args.memory_backbone, TokenRecipe(args.memory_pool, args.memory_norm), args.strides,
@@ -191,7 +195,7 @@ def main() -> None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=1))
 
-    evaluate(model.eval(), train, test, size, candidates, save)
+    evaluate(model, train, test, size, candidates, save, tuple(args.validation_anomalies))
     print(json.dumps(report["summary"], indent=1))
 
 
