@@ -31,7 +31,7 @@ import argparse
 import itertools
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,7 +40,6 @@ if str(ROOT) not in sys.path:
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 from scipy.stats import spearmanr  # noqa: E402
 
 from bench.fusion import learned_maps, protocol_inputs  # noqa: E402
@@ -49,7 +48,7 @@ from bench.selection import (VALIDATION_ANOMALIES, VALIDATION_KINDS, category_fi
                              scaled_distances, validation_split)
 from mala.data.dataset import ImageCache  # noqa: E402
 from mala.model.backbone import TokenRecipe  # noqa: E402
-from mala.model.filters import blur_reflected  # noqa: E402
+from mala.model.maps import distance_map, fuse_maps, mixed_distance_map  # noqa: E402
 
 SPLITS = ("validation", "test")
 
@@ -76,21 +75,15 @@ def cached_distances(cache_dir: Path, memory: str, splits: dict[str, tuple[Image
     return out
 
 
-def upsampled(distances: torch.Tensor, size: int) -> torch.Tensor:
-    return F.interpolate(distances.unsqueeze(1), size=(size, size), mode="bilinear", align_corners=False)
-
-
-def squashed(distances: torch.Tensor, sigma: float) -> torch.Tensor:
-    return 1 - torch.exp(-blur_reflected(distances, sigma=sigma)[:, 0])
-
-
-def mixed_memory_maps(fine: torch.Tensor, coarse: torch.Tensor, mix: float, form: str, sigma: float) -> torch.Tensor:
-    """The memory part of a candidate's map (N, H, W) from upsampled fine and coarse distances (N, 1, H, W)."""
+def mixed_memory_maps(fine: torch.Tensor, coarse: torch.Tensor, mix: float, form: str, size: tuple[int, int],
+                      sigma: float) -> torch.Tensor:
+    """The memory part of a candidate's map (N, H, W) from fine and coarse grid distances (N, 1, rows, columns):
+    `distances` as the model mixes them (`mixed_distance_map`), `maps` each squashed on its own first."""
     if mix == 1:
-        return squashed(fine, sigma)
+        return distance_map(fine, size, sigma)
     if form == "distances":
-        return squashed(mix * fine + (1 - mix) * coarse, sigma)
-    return mix * squashed(fine, sigma) + (1 - mix) * squashed(coarse, sigma)
+        return mixed_distance_map([(fine, mix), (coarse, 1 - mix)], size, sigma)
+    return mix * distance_map(fine, size, sigma) + (1 - mix) * distance_map(coarse, size, sigma)
 
 
 def candidate_names(memories: list[str], mixes: list[float], sigmas: list[float], weights: list[float]) -> list[str]:
@@ -102,17 +95,16 @@ def candidate_names(memories: list[str], mixes: list[float], sigmas: list[float]
 
 
 def maps_for(learned: torch.Tensor, distances: dict[str, torch.Tensor], memories: list[str], names: list[str],
-             size: int):
+             size: int) -> Callable[[np.ndarray, str], Iterator[tuple[str, torch.Tensor]]]:
     """`category_figures`' maps: every candidate's fused maps of the images `indices`."""
     def maps_of(indices: np.ndarray, _: str) -> Iterator[tuple[str, torch.Tensor]]:
-        fine = upsampled(distances[memories[0]][indices], size)
-        coarse = {m: upsampled(distances[m][indices], size) for m in memories[1:]}
+        fine = distances[memories[0]][indices].unsqueeze(1)
+        coarse = {m: distances[m][indices].unsqueeze(1) for m in memories[1:]}
         for name in names:
             which, mix, form, sigma, weight = name.split(", ")
             memory_map = mixed_memory_maps(fine, coarse.get(which.removeprefix("with "), fine),
-                                           float(mix.split()[1]), form, float(sigma.split()[1]))
-            w = float(weight.split()[1])
-            yield name, (1 - w) * learned[indices] + w * memory_map
+                                           float(mix.split()[1]), form, (size, size), float(sigma.split()[1]))
+            yield name, fuse_maps(learned[indices], memory_map, float(weight.split()[1]))
     return maps_of
 
 

@@ -127,20 +127,19 @@ def validation_split(train: ImageCache, size: int, anomalies: tuple[str, ...] = 
     for category, indices in train.indices_by_category().items():
         shuffled = rng.permutation(indices)
         held = shuffled[:max(2, int(round(VALIDATION_SHARE * len(indices))))]
-        fit += sorted(shuffled[len(held):].tolist())
+        rest = shuffled[len(held):]
+        fit += sorted(rest.tolist())
         for k, index in enumerate(held):
             normal = train.images[index]
-            donor = train.images[rng.choice(shuffled[len(held):])] if k % 2 else None
             if k % 2:
-                large = cut_paste(normal, donor, rng)
+                large = cut_paste(normal, train.images[rng.choice(rest)], rng)
             else:
                 synthetic, soft = synthesizer(unit_range(normal), rng, anomalous=True)
                 large = to_uint8(synthetic), soft > 0
             drawn = {"large": (VALIDATION_KINDS[k % 2], *large)}
             if "small" in anomalies:
-                donors = shuffled[len(held):]
                 drawn["small"] = (VALIDATION_KINDS[2 + k % 2], *visible(lambda: cut_paste(
-                    normal, train.images[small_rng.choice(donors)], small_rng, SPECK_AREA) if k % 2 else crack(
+                    normal, train.images[small_rng.choice(rest)], small_rng, SPECK_AREA) if k % 2 else crack(
                     normal, small_rng)))
             pictures = [("normal", normal, None)] + [drawn[a] for a in VALIDATION_ANOMALIES if a in anomalies]
             for kind, picture, mask in pictures:

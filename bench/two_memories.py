@@ -142,9 +142,8 @@ def pick(map_paths: list[Path], score_paths: list[Path], shown: int, with_aupro:
           f"{rho:.2f}")
 
 
-def refilled(checkpoint: Path, overrides: list[str], train: ImageCache) -> tuple[MALA, MalaConfig]:
+def refilled(trained: MALA, cfg: MalaConfig, overrides: list[str], train: ImageCache) -> tuple[MALA, MalaConfig]:
     """The trained model with its memories emptied, rebuilt by `overrides` and refilled from `train`."""
-    trained, cfg, _ = load_trained_model(checkpoint)
     cfg = apply_overrides(cfg, overrides)
     model = MALA(cfg.model).eval()
     kept = {k: v for k, v in trained.state_dict().items() if not k.startswith(("memory.", "score_memory."))}
@@ -153,9 +152,8 @@ def refilled(checkpoint: Path, overrides: list[str], train: ImageCache) -> tuple
     return model, cfg
 
 
-def kept(checkpoint: Path, overrides: list[str]) -> tuple[MALA, MalaConfig]:
+def kept(model: MALA, cfg: MalaConfig, overrides: list[str]) -> tuple[MALA, MalaConfig]:
     """The trained model as it is, memories included, with `overrides` of keys that only inference reads."""
-    model, cfg, _ = load_trained_model(checkpoint)
     changed = sorted({o.split("=", 1)[0] for o in overrides} - INFERENCE_KEYS)
     if changed:
         raise SystemExit(f"--keep-memories: {', '.join(changed)} change(s) the memories; "
@@ -167,11 +165,12 @@ def kept(checkpoint: Path, overrides: list[str]) -> tuple[MALA, MalaConfig]:
 
 def check(checkpoint: Path, roots: list[str], overrides: list[str], out: Path, save: Path | None,
           keep_memories: bool = False) -> None:
-    _, trained_cfg, data = load_trained_model(checkpoint)
+    trained, trained_cfg, data = load_trained_model(checkpoint)
     samples = scan_roots(roots)
     train = ImageCache.build(train_samples(samples), trained_cfg.input_shape, desc="decoding training images")
     test = ImageCache.build(test_samples(samples), trained_cfg.input_shape, desc="decoding test images")
-    model, cfg = kept(checkpoint, overrides) if keep_memories else refilled(checkpoint, overrides, train)
+    model, cfg = (kept(trained, trained_cfg, overrides) if keep_memories
+                  else refilled(trained, trained_cfg, overrides, train))
     if save is not None:  # a model file as `mala train` writes it (for `mala cost --checkpoint`)
         save_checkpoint(save, {"kind": "model", "config": cfg.to_dict(), "data": data, "model": model.state_dict()})
     sections = known_sections(test, sorted(train.indices_by_category()))

@@ -363,10 +363,10 @@ def test_the_map_scales_bench_mixes_fine_and_coarse_distances_and_names_each_can
     from bench.map_scales import candidate_names, mixed_memory_maps
 
     fine, coarse = torch.full((1, 1, 4, 4), 1.0), torch.full((1, 1, 4, 4), 4.0)
-    torch.testing.assert_close(mixed_memory_maps(fine, coarse, 1.0, "distances", 0), 1 - torch.exp(-fine[:, 0]))
-    torch.testing.assert_close(mixed_memory_maps(fine, coarse, 0.5, "distances", 0),
+    torch.testing.assert_close(mixed_memory_maps(fine, coarse, 1.0, "distances", (4, 4), 0), 1 - torch.exp(-fine[:, 0]))
+    torch.testing.assert_close(mixed_memory_maps(fine, coarse, 0.5, "distances", (4, 4), 0),
                                torch.full((1, 4, 4), 1 - float(np.exp(-2.5))))
-    torch.testing.assert_close(mixed_memory_maps(fine, coarse, 0.5, "maps", 0),
+    torch.testing.assert_close(mixed_memory_maps(fine, coarse, 0.5, "maps", (4, 4), 0),
                                torch.full((1, 4, 4), 1 - float(np.exp(-1) + np.exp(-4)) / 2))
     names = candidate_names(["8,none,1.0", "16,token,1.0"], mixes=[1.0, 0.5], sigmas=[0], weights=[0.5, 0.75])
     # the fine map alone once per weight; each other mix in both forms
@@ -377,17 +377,13 @@ def test_the_map_scales_bench_mixes_fine_and_coarse_distances_and_names_each_can
                      "with 16,token,1.0, mix 0.5, maps, sigma 0, weighted 0.75"]
 
 
-def test_two_memories_check_without_a_refill_refuses_keys_that_change_the_memories(tmp_path):
+def test_two_memories_check_without_a_refill_refuses_keys_that_change_the_memories():
     from bench.two_memories import kept
-    from mala.checkpoint import save_checkpoint
     from mala.config import load_config
     from mala.model import MALA
 
     cfg = load_config("tiny")
-    checkpoint = tmp_path / "model.safetensors"
-    save_checkpoint(checkpoint, {"kind": "model", "config": cfg.to_dict(), "data": {},
-                                 "model": MALA(cfg.model).state_dict()})
-    model, changed = kept(checkpoint, ["model.score_map_share=0.5", "run.score_kernel=21"])
+    model, changed = kept(MALA(cfg.model), cfg, ["model.score_map_share=0.5", "run.score_kernel=21"])
     assert model.cfg.score_map_share == 0.5 and changed.run.score_kernel == 21
     with pytest.raises(SystemExit, match="model.memory_radius"):
-        kept(checkpoint, ["model.memory_radius=0.5"])
+        kept(MALA(cfg.model), cfg, ["model.memory_radius=0.5"])

@@ -332,10 +332,10 @@ class MALA(nn.Module):
         if self.score_memory is None or self.score_memory.empty:
             anomaly = fuse_maps(learned, distance_map(distance, size, sigma), weight)
             return torch.stack([anomaly, anomaly], dim=1)
-        for_score = self.score_memory.grid_distance(for_score, self.score_memory_grid, sections)
+        score_distance = self.score_memory.grid_distance(for_score, self.score_memory_grid, sections)
         share = self.cfg.score_map_share
-        remembered = mixed_distance_map([(distance, 1 - share), (for_score, share)], size, sigma)
-        scored = fuse_maps(learned, distance_map(for_score, size, sigma), self.cfg.score_memory_weight)
+        remembered = mixed_distance_map([(distance, 1 - share), (score_distance, share)], size, sigma)
+        scored = fuse_maps(learned, distance_map(score_distance, size, sigma), self.cfg.score_memory_weight)
         return torch.stack([fuse_maps(learned, remembered, weight), scored], dim=1)
 
     def memory_map(self, features: torch.Tensor, sections: Sections = None) -> torch.Tensor:
