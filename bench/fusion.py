@@ -45,8 +45,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from bench.memory_sections import subset  # noqa: E402
-from bench.selection import (VALIDATION_ANOMALIES, category_figures, memory_model, scaled_distances,  # noqa: E402
-                             summary, validation_split)
+from bench.selection import category_figures, memory_model, scaled_distances, summary  # noqa: E402
 from mala.config import load_config  # noqa: E402
 from mala.data.dataset import ImageCache  # noqa: E402
 from mala.data.sources import scan_roots, test_samples, train_samples  # noqa: E402
@@ -55,6 +54,7 @@ from mala.model.backbone import NORMS, TokenRecipe  # noqa: E402
 from mala.model.filters import blur_reflected  # noqa: E402
 from mala.model.load import load_trained_model  # noqa: E402
 from mala.progress import progress  # noqa: E402
+from mala.tune.split import VALIDATION_ANOMALIES, validation_split  # noqa: E402
 
 WEIGHTS = [0.0, 0.5, 0.75, 0.9, 1.0]
 KERNELS = [1, 21]

@@ -44,11 +44,11 @@ from scipy.stats import spearmanr  # noqa: E402
 
 from bench.fusion import learned_maps, protocol_inputs  # noqa: E402
 from bench.memory_sections import subset  # noqa: E402
-from bench.selection import (VALIDATION_ANOMALIES, VALIDATION_KINDS, category_figures, memory_model,  # noqa: E402
-                             scaled_distances, validation_split)
+from bench.selection import category_figures, memory_model, scaled_distances  # noqa: E402
 from mala.data.dataset import ImageCache  # noqa: E402
 from mala.model.backbone import TokenRecipe  # noqa: E402
 from mala.model.maps import distance_map, fuse_maps, mixed_distance_map  # noqa: E402
+from mala.tune.split import VALIDATION_ANOMALIES, VALIDATION_KINDS, validation_split  # noqa: E402
 
 SPLITS = ("validation", "test")
 

@@ -33,13 +33,14 @@ if str(ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from bench.selection import blurred_maps, category_figures, summary, validation_split  # noqa: E402
+from bench.selection import blurred_maps, category_figures, summary  # noqa: E402
 from mala.data.dataset import ImageCache  # noqa: E402
 from mala.data.sources import scan_roots, test_samples, train_samples  # noqa: E402
 from mala.model.backbone import NORMS, EfficientNetLite, TokenRecipe, pretrained_backbone, tokens_on_grid  # noqa: E402
 from mala.model.memory import FeatureMemory  # noqa: E402
 from mala.progress import progress  # noqa: E402
 from mala.train.fill_memory import cover, held_out_scale  # noqa: E402
+from mala.tune.split import validation_split  # noqa: E402
 
 STAGES = (2, 4)
 SCALE_IMAGES = 60  # images per category whose held-out distances give its scale (a bounded cost at stride 8)

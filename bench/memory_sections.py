@@ -71,11 +71,10 @@ def filled_model(cfg: MalaConfig, cache: ImageCache, seed: int) -> tuple[MALA, f
 
 def subset(cache: ImageCache, chosen: np.ndarray, category: str | None = None) -> ImageCache:
     """The cached samples `chosen` (renamed to one `category` if given), without decoding again."""
-    samples = [cache.samples[i] for i in chosen]
+    part = cache.subset(chosen)
     if category is not None:
-        samples = [dataclasses.replace(s, category=category) for s in samples]
-    masks = {place: cache.masks[index] for place, index in enumerate(chosen) if index in cache.masks}
-    return ImageCache(samples, cache.images[chosen], masks)
+        part.samples = [dataclasses.replace(s, category=category) for s in part.samples]
+    return part
 
 
 def per_category_models(cfg: MalaConfig, train: ImageCache, test: ImageCache, tokens: torch.Tensor,

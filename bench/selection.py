@@ -7,8 +7,8 @@ only, and how well its ranking of candidate settings predicts their test-set ran
 The protocol, per category: 80 % of its normal training images fill the memory; the other 20 % are the validation
 normals, and each of them also appears once with a synthetic anomaly, alternately of two kinds that stage 2 never
 trains on: DRAEM-style anomalies whose content is the image itself (no DTD textures), and cut-paste (a rectangle of
-another normal training image of the category pasted elsewhere, as CutPaste). `validation_split(..., anomalies=
-("large", "small"))` also gives each a small one, a thin crack or a pasted speck in turn, of the size of real
+another normal training image of the category pasted elsewhere, as CutPaste): `mala/tune/split.py`, which `mala
+tune` uses too. `validation_split(..., anomalies=("large", "small"))` also gives each a small one, a thin crack or a pasted speck in turn, of the size of real
 cracks, opens and blowholes (the large ones cover 2 to 8 % of the image), from a generator of its own, so the split
 and the large anomalies stay the same. A candidate's validation score is the
 mean of its image and pixel AUROC there. Its test score is the same mean on the real test set, with the memory of
@@ -39,116 +39,23 @@ if str(ROOT) not in sys.path:
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from scipy import ndimage  # noqa: E402
 from scipy.stats import spearmanr  # noqa: E402
 
-from bench.memory_sections import subset  # noqa: E402
-from mala.config import SynthConfig, load_config  # noqa: E402
+from mala.config import load_config  # noqa: E402
 from mala.data.dataset import ImageCache  # noqa: E402
-from mala.data.images import to_uint8, unit_range  # noqa: E402
-from mala.data.samples import Sample  # noqa: E402
 from mala.data.sources import scan_roots, test_samples, train_samples  # noqa: E402
 from mala.eval.metrics import compute_metrics  # noqa: E402
 from mala.model import MALA, image_score  # noqa: E402
 from mala.model.backbone import TokenRecipe  # noqa: E402
 from mala.model.maps import distance_map  # noqa: E402
 from mala.progress import progress  # noqa: E402
-from mala.synth import AnomalySynthesizer  # noqa: E402
 from mala.train.fill_memory import fill_memory  # noqa: E402
+from mala.tune.split import SEED, validation_split  # noqa: E402
 
 TOKENS = [("efficientnet_lite0", 8), ("efficientnet_lite0", 16), ("efficientnet_lite2", 8), ("efficientnet_lite2", 16)]
 SIGMAS = [2.0, 4.0, 8.0]
 KERNELS = [1, 21]
-VALIDATION_SHARE = 0.2
-CUT_AREA = (0.02, 0.08)  # share of the image a pasted rectangle covers
-SPECK_AREA = (0.001, 0.005)  # the same for the small anomalies' pasted specks (7 to 16 px squares at 224 px)
-CRACK_LENGTH = (20, 80)  # px: a small anomaly's crack, a random walk of one or three px width
-VALIDATION_ANOMALIES = ("large", "small")
-MIN_CHANGED = 10  # px a small anomaly changes at least
-VALIDATION_KINDS = ("draem", "cut-paste", "crack", "speck")  # large in turn, small in turn; a sample's name ends in it
-SEED = 0
 SHIPPED = "lite2, stride 16, sigma 4, kernel 21"  # `tiny` as shipped, chosen on magnetic_tile's and metal_plate's tests
-
-
-def cut_paste(image: np.ndarray, donor: np.ndarray, rng: np.random.Generator,
-              area_range: tuple[float, float] = CUT_AREA) -> tuple[np.ndarray, np.ndarray]:
-    """`image` (H, W, 3) with a rectangle of `donor` pasted at another place, and its mask."""
-    height, width = image.shape[:2]
-    area = rng.uniform(*area_range) * height * width
-    aspect = np.exp(rng.uniform(np.log(0.3), np.log(3.3)))
-    h, w = min(height - 1, int(np.sqrt(area * aspect))), min(width - 1, int(np.sqrt(area / aspect)))
-    y0, x0 = rng.integers(0, height - h), rng.integers(0, width - w)
-    y1, x1 = rng.integers(0, height - h), rng.integers(0, width - w)
-    out, mask = image.copy(), np.zeros((height, width), dtype=bool)
-    out[y1:y1 + h, x1:x1 + w] = donor[y0:y0 + h, x0:x0 + w]
-    mask[y1:y1 + h, x1:x1 + w] = (out[y1:y1 + h, x1:x1 + w] != image[y1:y1 + h, x1:x1 + w]).any(-1)
-    return out, mask
-
-
-def crack(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """`image` (H, W, 3) with a thin crack (a random walk of one or three px width, darkened or brightened), and its
-    mask: a defect of the size of a solar cell's crack or a PCB's open, which the large anomalies are not."""
-    height, width = image.shape[:2]
-    steps = int(rng.integers(*CRACK_LENGTH))
-    angles = rng.uniform(0, 2 * np.pi) + np.cumsum(rng.normal(0, 0.15, steps))
-    y = rng.uniform(0.2, 0.8) * height + np.cumsum(np.sin(angles))
-    x = rng.uniform(0.2, 0.8) * width + np.cumsum(np.cos(angles))
-    mask = np.zeros((height, width), dtype=bool)
-    mask[np.clip(y.round().astype(int), 0, height - 1), np.clip(x.round().astype(int), 0, width - 1)] = True
-    if rng.random() < 0.5:
-        mask = ndimage.binary_dilation(mask)
-    pixels = image.astype(np.float32)
-    if pixels[mask].mean() > 127:  # against its surroundings: darker on bright ground, brighter on dark
-        pixels[mask] *= rng.uniform(0.2, 0.6)
-    else:
-        pixels[mask] += (255 - pixels[mask]) * rng.uniform(0.4, 0.8)
-    out = pixels.round().astype(np.uint8)
-    return out, mask & (out != image).any(-1)
-
-
-def visible(draw: Callable[[], tuple[np.ndarray, np.ndarray]], tries: int = 20) -> tuple[np.ndarray, np.ndarray]:
-    """The first of `draw`'s anomalies that changes at least `MIN_CHANGED` pixels (a speck of black pasted on black
-    changes none), else the last one."""
-    for _ in range(tries):
-        anomalous, mask = draw()
-        if mask.sum() >= MIN_CHANGED:
-            break
-    return anomalous, mask
-
-
-def validation_split(train: ImageCache, size: int, anomalies: tuple[str, ...] = ("large",)
-                     ) -> tuple[ImageCache, ImageCache]:
-    """Per category: the memory's training images and a validation cache of normals plus synthetic anomalies of each:
-    `large`, one of self-texture DRAEM and cut-paste in turn; `small`, one of a thin crack and a pasted speck in turn.
-    The split is the same whichever anomalies are drawn (the small ones draw from a generator of their own)."""
-    rng, small_rng = np.random.default_rng(SEED), np.random.default_rng([SEED, 1])
-    synthesizer = AnomalySynthesizer(SynthConfig(texture_dir=None), size)
-    fit, samples, images, masks = [], [], [], {}
-    for category, indices in train.indices_by_category().items():
-        shuffled = rng.permutation(indices)
-        held = shuffled[:max(2, int(round(VALIDATION_SHARE * len(indices))))]
-        rest = shuffled[len(held):]
-        fit += sorted(rest.tolist())
-        for k, index in enumerate(held):
-            normal = train.images[index]
-            if k % 2:
-                large = cut_paste(normal, train.images[rng.choice(rest)], rng)
-            else:
-                synthetic, soft = synthesizer(unit_range(normal), rng, anomalous=True)
-                large = to_uint8(synthetic), soft > 0
-            drawn = {"large": (VALIDATION_KINDS[k % 2], *large)}
-            if "small" in anomalies:
-                drawn["small"] = (VALIDATION_KINDS[2 + k % 2], *visible(lambda: cut_paste(
-                    normal, train.images[small_rng.choice(rest)], small_rng, SPECK_AREA) if k % 2 else crack(
-                    normal, small_rng)))
-            pictures = [("normal", normal, None)] + [drawn[a] for a in VALIDATION_ANOMALIES if a in anomalies]
-            for kind, picture, mask in pictures:
-                if mask is not None:
-                    masks[len(images)] = mask
-                samples.append(Sample(category, Path(f"validation/{category}/{k}_{kind}.png"), "test",
-                                      int(mask is not None), mask_path=None if mask is None else Path("synthetic")))
-                images.append(picture)
-    return subset(train, np.array(fit)), ImageCache(samples, np.stack(images), masks)
 
 
 @torch.no_grad()

@@ -12,6 +12,7 @@ from mala.errors import ConfigError, DataError, MalaError
 from mala.sizes import ASPECT, is_aspect
 
 if TYPE_CHECKING:
+    from mala.engine import Tuning
     from mala.eval.metrics import MetricsTable
     from mala.train.setup import ConfigRequest
 
@@ -146,6 +147,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     model_path = engine.train(_request(args), _data(args), args.out, _csv(args.categories), resume=args.resume,
                               cache_dir=args.cache_dir, init=args.init)
     print(f"model saved to {model_path}")
+    if args.tune:
+        _print_tuning(engine.tune(model_path, _data(args), args.out / "tune", cache_dir=args.cache_dir))
     print(f"test it with: mala test --checkpoint {model_path} {_data_options(args)}")
 
 
@@ -197,6 +200,20 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
         print(f"{name:24}{entry.image_threshold:18.5f}{entry.pixel_threshold:18.5f}  {entry.image_rule}; "
               f"{entry.pixel_rule}")
     print(f"thresholds stored in {args.checkpoint}")
+
+
+def cmd_tune(args: argparse.Namespace) -> None:
+    from mala import engine
+    from mala.checkpoint import model_file
+
+    out = args.out or model_file(args.checkpoint).parent / "tune"
+    _print_tuning(engine.tune(Path(args.checkpoint), _data(args), out, args.device, args.cache_dir))
+
+
+def _print_tuning(tuning: Tuning) -> None:
+    print(tuning.report.read_text(), end="")
+    print(f"each category's fusion stored in {tuning.model}; every candidate's figures in "
+          f"{tuning.report.with_name('tuning.json')}")
 
 
 def cmd_export(args: argparse.Namespace) -> None:
@@ -278,6 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "dict or a mala model/pretrain output (README.md, Initialisation) [random]")
     _add_image_size_argument(train)
     _add_tiling_arguments(train)
+    train.add_argument("--tune", action="store_true",
+                       help="then choose each category's map fusion on the training images (`mala tune`: one more "
+                            "training run, on 80 %% of them, in RUN/tune)")
     train.add_argument("--dry-run", action="store_true",
                        help="print what the run would say as it starts (its choices and warnings), parameters, "
                             "steps, learning rates and an estimated time; train nothing")
@@ -365,6 +385,16 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--device", default="cpu", help="torch device [cpu]")
     calibrate.add_argument("--cache-dir", type=Path, help="folder that keeps decoded images for later runs [none]")
     calibrate.set_defaults(func=cmd_calibrate)
+
+    tune = commands.add_parser("tune", help="choose each category's map fusion on its training images (a model "
+                               "trained on 80 %% of them maps the rest with small synthetic defects) and store it")
+    tune.add_argument("--checkpoint", required=True, help="model.safetensors (or its run folder)")
+    _add_data_arguments(tune)
+    tune.add_argument("--out", type=Path, help="folder of the protocol's model and the choice's report (a killed run "
+                      "resumes there, a finished protocol model is reused) [next to the checkpoint: tune/]")
+    tune.add_argument("--device", default="cpu", help="torch device of the validation maps [cpu]")
+    tune.add_argument("--cache-dir", type=Path, help="folder that keeps decoded images for later runs [none]")
+    tune.set_defaults(func=cmd_tune)
 
     export = commands.add_parser("export", help="the model as one ONNX graph: uint8 images to scores and maps")
     export.add_argument("--checkpoint", required=True, help="model.safetensors (or its run folder)")

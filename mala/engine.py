@@ -7,6 +7,9 @@ import json
 import sys
 from pathlib import Path
 
+import torch
+
+from mala.checkpoint import load_checkpoint, model_file, save_checkpoint
 from mala.config import MalaConfig
 from mala.data import check
 from mala.data.dataset import ImageCache, enlarged_count, upscaled_note
@@ -31,7 +34,10 @@ from mala.train.plan import describe_plan
 from mala.train.logs import tensorboard_note
 from mala.train.setup import (ConfigRequest, ResolvedConfig, TrainingData, pretraining_config, resolve_config,
                               start_lines, training_data)
-from mala.train.trainer import Trainer, make_fabric
+from mala.train.trainer import LAST_CHECKPOINT, MODEL_FILE, Trainer, make_fabric
+from mala.tune.protocol import (VALIDATION_ANOMALIES, CategoryChoice, choice_table, choose_fusion, section_fusion,
+                                validation_parts)
+from mala.tune.split import validation_split
 
 
 def decode_images(samples: list[Sample], cfg: MalaConfig, desc: str, cache_dir: Path | None = None) -> ImageCache:
@@ -257,6 +263,75 @@ def calibrate(checkpoint: Path, roots: list | None = None, normal_folders: list[
     calibration = thresholds.calibration("mala calibrate", _describe(roots or normal_folders))
     store_calibration(checkpoint, calibration)
     return calibration
+
+
+@dataclasses.dataclass
+class Tuning:
+    """What `tune` chose, per category, and where it wrote it."""
+
+    choices: dict[str, CategoryChoice]
+    model: Path
+    report: Path
+
+
+def tune(checkpoint: Path, roots: list, out: Path, device: str = "cpu", cache_dir: Path | None = None) -> Tuning:
+    """Choose each category's map fusion on its training images (`mala.tune.protocol`) and store it with the model.
+
+    The protocol's model is trained under `out/protocol` with the model's own config on 80 % of each category's normal
+    training images (a killed run resumes there; a finished one is reused). Thresholds stored with the model were
+    chosen on the old maps: they move to `out/previous_thresholds.json` and must be chosen again (`mala calibrate`)."""
+    model, cfg, info = load_trained_model(checkpoint)
+    if not (model.hybrid and cfg.model.memory_weight > 0 and not model.memory.empty):
+        raise ConfigError(f"{checkpoint}: only a model with a normal-feature memory has a map fusion to tune")
+    if cfg.tile_grid is not None:
+        raise ConfigError(f"{checkpoint}: a tiled model's fusion cannot be tuned yet (its maps are stitched)")
+    categories = info.get("categories", [])
+    samples = training_samples(roots, categories)  # a category of the model missing there is named
+    fit, validation = validation_split(decode_images(samples, cfg, "decoding training images", cache_dir),
+                                       cfg.input_shape, VALIDATION_ANOMALIES)
+    protocol = _protocol_model(cfg, fit, Path(out) / "protocol", info.get("object_categories"))
+    parts = validation_parts(protocol, validation, known_sections(validation, categories), device=device)
+    choices = choose_fusion(protocol, validation, parts)
+    return Tuning(choices, _store_fusion(checkpoint, section_fusion(choices, categories), Path(out)),
+                  _write_tuning_report(choices, Path(out)))
+
+
+def _protocol_model(cfg: MalaConfig, fit: ImageCache, run_dir: Path, objects: list[str] | None) -> MALA:
+    """The model of `cfg` trained on `fit`, in `run_dir`: reused when finished there, resumed when begun."""
+    if not (run_dir / MODEL_FILE).exists():
+        resuming = (run_dir / LAST_CHECKPOINT).exists()
+        trainer = Trainer.resume(run_dir) if resuming else Trainer(cfg, run_dir, make_fabric(cfg))
+        print(f"mala: {'resuming' if resuming else 'training'} the protocol's model on {len(fit.samples)} training "
+              f"images in {run_dir}", file=sys.stderr)
+        trainer.fit(training_data(fit, objects, trainer.cfg.synth.objects))
+    return load_trained_model(run_dir / MODEL_FILE)[0]
+
+
+def _store_fusion(checkpoint: Path, fusion: torch.Tensor, out: Path) -> Path:
+    """Rewrite the model file (atomically) with its per-section fusion; stale thresholds move to `out`."""
+    path = model_file(checkpoint)
+    state = load_checkpoint(path)
+    state["model"]["section_fusion"] = fusion
+    calibration = state.pop("calibration", None)
+    if calibration is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "previous_thresholds.json").write_text(json.dumps(calibration, indent=1))
+        print(f"mala: the thresholds stored with the model were chosen on its old maps: moved to "
+              f"{out / 'previous_thresholds.json'}; choose them again with `mala calibrate`", file=sys.stderr)
+    save_checkpoint(path, state)
+    return path
+
+
+def _write_tuning_report(choices: dict[str, CategoryChoice], out: Path) -> Path:
+    """`out/tuning.md` (the choice table) and `out/tuning.json` (every candidate's validation figures)."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "tuning.md").write_text(choice_table(choices) + "\n")
+    figures = {category: {"chosen": dataclasses.asdict(choice.chosen),
+                          "candidates": [{**dataclasses.asdict(fusion), "pixel_auroc": auroc, "pixel_aupro": aupro}
+                                         for fusion, (auroc, aupro) in choice.validation.items()]}
+               for category, choice in choices.items()}
+    (out / "tuning.json").write_text(json.dumps(figures, indent=1))
+    return out / "tuning.md"
 
 
 def export(checkpoint: Path, out: Path, category: str | None = None, opset: int = 18) -> Path:

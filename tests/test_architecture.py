@@ -9,11 +9,12 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "mala"
 # folder -> the folders of the package it must not import (the layers above it, or a sibling it must not know)
 FORBIDDEN = {
-    "model": {"train", "eval", "deploy", "data", "synth"},
-    "data": {"model", "train", "eval", "deploy", "synth"},
-    "synth": {"model", "train", "eval", "deploy"},
-    "eval": {"train"},
-    "deploy": {"train", "eval"},
+    "model": {"train", "eval", "deploy", "data", "synth", "tune"},
+    "data": {"model", "train", "eval", "deploy", "synth", "tune"},
+    "synth": {"model", "train", "eval", "deploy", "tune"},
+    "train": {"tune"},
+    "eval": {"train", "tune"},
+    "deploy": {"train", "eval", "tune"},
 }
 
 

@@ -1,6 +1,5 @@
 """bench/ablation.py, bench/peers.py and bench/search.py: budgets, tables, failures, the backbone key map and the
-search measures; bench/*.sh parse, and bench/gpu_check.sh reports a failed step; the validation anomalies of
-bench/selection.py and the looks of bench/scale.py; all without training anything (and without timm or anomalib,
+search measures; bench/*.sh parse, and bench/gpu_check.sh reports a failed step; the looks of bench/scale.py; all without training anything (and without timm or anomalib,
 which this environment lacks)."""
 
 import os
@@ -130,50 +129,6 @@ def test_the_gpu_check_fails_the_step_that_fails_and_skips_what_needs_its_output
     assert [line.split()[:2] for line in lines[3:-1]] == [["SKIP", step] for step in (
         "train_bf16", "train_ddp", "test", "calibrate", "export", "predict_onnx", "predict_checkpoint", "scores_agree")]
     assert lines[-1].startswith("gpu_check: 1 passed, 1 failed, 8 skipped in ")
-
-
-def test_cut_paste_marks_exactly_the_pixels_it_changed_within_the_area_range():
-    from bench.selection import CUT_AREA, cut_paste
-
-    rng = np.random.default_rng(0)
-    for _ in range(20):
-        image, donor = rng.integers(0, 256, (2, 64, 96, 3), dtype=np.uint8)
-        pasted, mask = cut_paste(image, donor, rng)
-        assert np.array_equal(mask, (pasted != image).any(-1))
-        assert 0 < mask.mean() <= CUT_AREA[1] * 1.1
-
-
-def test_a_crack_is_thin_marks_exactly_what_it_changed_and_contrasts_with_its_ground():
-    from bench.selection import CRACK_LENGTH, crack
-
-    rng = np.random.default_rng(0)
-    for ground in (230, 20):
-        image = np.full((224, 224, 3), ground, dtype=np.uint8)
-        for _ in range(10):
-            cracked, mask = crack(image, rng)
-            assert np.array_equal(mask, (cracked != image).any(-1))
-            assert 0 < mask.sum() <= 9 * CRACK_LENGTH[1]  # a walk of at most that many px, at most 3 px wide
-            assert (cracked[mask] < ground).all() if ground > 127 else (cracked[mask] > ground).all()
-
-
-def test_small_validation_anomalies_leave_the_split_and_the_large_ones_as_they_were():
-    from bench.selection import CRACK_LENGTH, MIN_CHANGED, validation_split
-    from mala.data.dataset import ImageCache
-    from mala.data.samples import Sample
-
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (10, 64, 64, 3), dtype=np.uint8)
-    train = ImageCache([Sample("c", Path(f"n{i}.png"), "train", 0) for i in range(10)], images, {})
-    fit, large = validation_split(train, 64)
-    fit_both, both = validation_split(train, 64, ("large", "small"))
-    assert [s.path for s in fit_both.samples] == [s.path for s in fit.samples]
-    assert len(large.samples) == 2 * 2 and len(both.samples) == 2 * 3  # two held normals, each with its anomalies
-    kinds = [s.path.stem.split("_", 1)[1] for s in both.samples]
-    assert kinds == ["normal", "draem", "crack", "normal", "cut-paste", "speck"]
-    assert np.array_equal(both.images[[1, 4]], large.images[[1, 3]])
-    small = [2, 5]
-    for k in small:
-        assert MIN_CHANGED <= both.mask(k).sum() <= 9 * CRACK_LENGTH[1]
 
 
 def test_the_scale_bench_looks_keep_square_images_and_their_masks_aligned():
@@ -387,3 +342,16 @@ def test_two_memories_check_without_a_refill_refuses_keys_that_change_the_memori
     assert model.cfg.score_map_share == 0.5 and changed.run.score_kernel == 21
     with pytest.raises(SystemExit, match="model.memory_radius"):
         kept(MALA(cfg.model), cfg, ["model.memory_radius=0.5"])
+
+
+def test_the_tune_check_compares_the_protocols_choice_with_the_config_and_the_test_best():
+    from bench.tune_check import compare
+    from mala.tune.protocol import CategoryChoice, Fusion
+
+    default, other, third = Fusion(0.5, 0.33), Fusion(0.75, 0.0), Fusion(0.5, 0.0)
+    validation = CategoryChoice(other, default, {default: (90.0, 80.0), other: (92.0, 82.0), third: (80.0, 70.0)})
+    test = CategoryChoice(default, default, {default: (95.0, 85.0), other: (94.0, 84.0), third: (70.0, 60.0)})
+    rows = compare({"c": validation}, {"c": test})
+    assert rows["c"]["rho"] == 0.5  # ranks 2, 3, 1 against 3, 2, 1
+    assert rows["c"]["chosen_test"] == [94.0, 84.0] and rows["c"]["default_test"] == [95.0, 85.0]
+    assert rows["c"]["best_test"] == [95.0, 85.0] and rows["mean"]["chosen_test"] == [94.0, 84.0]

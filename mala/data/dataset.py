@@ -50,6 +50,11 @@ class ImageCache:
         found = self.masks.get(index)
         return found if found is not None else np.zeros(self.images.shape[1:3], dtype=bool)
 
+    def subset(self, chosen: np.ndarray) -> "ImageCache":
+        """The cached samples `chosen` (indices), with their masks, without decoding again."""
+        masks = {place: self.masks[index] for place, index in enumerate(chosen.tolist()) if index in self.masks}
+        return ImageCache([self.samples[i] for i in chosen], self.images[chosen], masks)
+
     def indices_by_category(self) -> dict[str, np.ndarray]:
         return {
             category: np.array([i for i, s in enumerate(self.samples) if s.category == category])

@@ -32,6 +32,16 @@ class MaskedReconstruction:
     target_features: torch.Tensor | None = None  # hybrid: (B, N, C) the backbone's own feature tokens
 
 
+@dataclass
+class MapParts:
+    """What `MALA.maps` fuses: the stage-2 map and the memories' scaled distances (None where there is none)."""
+
+    learned: torch.Tensor  # (B, H, W) the stage-2 anomaly map
+    sections: Sections = None  # the memory sections the distances were read in (resolved)
+    distance: torch.Tensor | None = None  # (B, 1, rows, columns) on the memory's grid
+    score_distance: torch.Tensor | None = None  # the same on the score memory's grid
+
+
 def visible_patch_count(num_patches: int, mask_ratio: float) -> int:
     """Patches the encoder sees at `mask_ratio`, rounded (196 at 0.7: 59); truncation would hide one too many."""
     return round(num_patches * (1 - mask_ratio))
@@ -69,6 +79,9 @@ class MALA(nn.Module):
             self.memory = FeatureMemory(self.feature_tokens.channels)
             # the image score's memory (`score_memory`): the memory's tokens, layer-normed, on its own grid
             self.score_memory = FeatureMemory(self.feature_tokens.channels) if cfg.score_memory else None
+            # per memory section (S, 2): memory_weight and score_map_share as `mala tune` chose them for the
+            # section's category on its training images; empty: the config's for every section
+            self.register_buffer("section_fusion", torch.zeros(0, 2))
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + 1, cfg.embed_dim), requires_grad=False)
         self.blocks = nn.ModuleList(Block(cfg.embed_dim, cfg.num_heads, cfg.mlp_ratio) for _ in range(cfg.depth))
@@ -186,8 +199,11 @@ class MALA(nn.Module):
 
     def prepare_to_load(self, state: dict[str, torch.Tensor]) -> None:
         """Make room for the normal-feature memory a state dict holds (its size is known only after training), and
-        give a hybrid saved before the stage-1 feature head existed a fresh one (inference never uses it)."""
+        give a hybrid saved before the stage-1 feature head existed a fresh one (inference never uses it); a model
+        saved before `mala tune` existed has no per-section fusion (the config's holds)."""
         if self.hybrid:
+            fusion = state.setdefault("section_fusion", torch.zeros(0, 2))
+            self.section_fusion = self.section_fusion.new_zeros(fusion.shape)
             upgrade_single_memory(state)
             self.memory.make_room(state, "memory.")
             if self.score_memory is not None:
@@ -317,26 +333,50 @@ class MALA(nn.Module):
 
     def maps(self, images: torch.Tensor, sections: Sections = None) -> torch.Tensor:
         """(B, 2, H, W) for images (B, 3, H, W) in [0, 1]: the anomaly map, in [0, 1], and the map the image score
-        reads. The anomaly map is the stage-2 map, fused with the normal-feature memory's map when the hybrid has one
-        (`memory_weight`), read in the images' categories' sections (`sections`: their indices; None: routed). The
-        score's map is the same unless the model has a score memory (`score_memory`): then the stage-2 map fused
-        with that memory's map, read in the same sections; its distances also take `score_map_share` of the anomaly
-        map's memory part."""
+        reads (`fused_maps` of `map_parts`, with the images' sections' `fusion_of`)."""
+        parts = self.map_parts(images, sections)
+        return self.fused_maps(parts, *self.fusion_of(parts.sections))
+
+    def map_parts(self, images: torch.Tensor, sections: Sections = None) -> MapParts:
+        """What the maps are fused from: the stage-2 map and, when the hybrid's memory is on (`memory_weight` > 0),
+        each memory's scaled distances on its grid, read in the images' categories' sections (`sections`: their
+        indices; None: routed)."""
         logits, features, for_score = self.logits_and_features(images)
         learned = torch.softmax(logits, dim=1)[:, 0]
-        weight, sigma, size = self.cfg.memory_weight, self.cfg.memory_sigma, self.image_shape
-        if features is None or weight == 0 or self.memory.empty:
-            return torch.stack([learned, learned], dim=1)
+        if features is None or self.cfg.memory_weight == 0 or self.memory.empty:
+            return MapParts(learned)
         sections = self.memory.resolve(features, sections)  # routed once: both memories read the same category
         distance = self.memory.grid_distance(features, self.memory_grid, sections)
         if self.score_memory is None or self.score_memory.empty:
-            anomaly = fuse_maps(learned, distance_map(distance, size, sigma), weight)
+            return MapParts(learned, sections, distance)
+        return MapParts(learned, sections, distance,
+                        self.score_memory.grid_distance(for_score, self.score_memory_grid, sections))
+
+    def fused_maps(self, parts: MapParts, weight: float | torch.Tensor, share: float | torch.Tensor
+                   ) -> torch.Tensor:
+        """`maps` from its parts: the stage-2 map fused with the memory's map (`weight` of it), the memory's distances
+        taking `share` of the score memory's; the score's map is the stage-2 map fused with the score memory's map
+        (`score_memory_weight`), or the anomaly map without a score memory."""
+        learned, sigma, size = parts.learned, self.cfg.memory_sigma, self.image_shape
+        if parts.distance is None:
+            return torch.stack([learned, learned], dim=1)
+        if parts.score_distance is None:
+            anomaly = fuse_maps(learned, distance_map(parts.distance, size, sigma), weight)
             return torch.stack([anomaly, anomaly], dim=1)
-        score_distance = self.score_memory.grid_distance(for_score, self.score_memory_grid, sections)
-        share = self.cfg.score_map_share
-        remembered = mixed_distance_map([(distance, 1 - share), (score_distance, share)], size, sigma)
-        scored = fuse_maps(learned, distance_map(score_distance, size, sigma), self.cfg.score_memory_weight)
+        remembered = mixed_distance_map([(parts.distance, 1 - share), (parts.score_distance, share)], size, sigma)
+        scored = fuse_maps(learned, distance_map(parts.score_distance, size, sigma), self.cfg.score_memory_weight)
         return torch.stack([fuse_maps(learned, remembered, weight), scored], dim=1)
+
+    def fusion_of(self, sections: Sections) -> tuple[float | torch.Tensor, float | torch.Tensor]:
+        """`memory_weight` and `score_map_share` of images in `sections` (resolved: one index, or one per image, then
+        shaped (B, 1, 1) and (B, 1, 1, 1) to weigh maps and grid distances; None: no memory read): the section's own
+        where `mala tune` set them, else the config's."""
+        if sections is None or self.section_fusion.shape[0] == 0:
+            return self.cfg.memory_weight, self.cfg.score_map_share
+        weight, share = self.section_fusion[sections].unbind(-1)
+        if isinstance(sections, int):
+            return weight, share
+        return weight.view(-1, 1, 1), share.view(-1, 1, 1, 1)
 
     def memory_map(self, features: torch.Tensor, sections: Sections = None) -> torch.Tensor:
         """The normal-feature memory's map (B, H, W) of backbone feature tokens (B, N, C) on the memory's grid."""

@@ -34,16 +34,18 @@ def distance_map(distance: torch.Tensor, size: tuple[int, int], sigma: float) ->
     return mixed_distance_map([(distance, 1.0)], size, sigma)
 
 
-def mixed_distance_map(shares: list[tuple[torch.Tensor, float]], size: tuple[int, int], sigma: float) -> torch.Tensor:
+def mixed_distance_map(shares: list[tuple[torch.Tensor, float | torch.Tensor]], size: tuple[int, int], sigma: float
+                       ) -> torch.Tensor:
     """`distance_map` of the weighted sum of several grids' scaled distances (B, 1, rows, columns), each upsampled to
-    the image first: every grid's distances are in units of its own normal scale, so they add up."""
+    the image first: every grid's distances are in units of its own normal scale, so they add up. A share is a
+    number or one per image (B, 1, 1, 1); a grid of share 0 is not upsampled."""
     upsampled = sum(share * F.interpolate(distance, size=size, mode="bilinear", align_corners=False)
-                    for distance, share in shares if share)
+                    for distance, share in shares if isinstance(share, torch.Tensor) or share)
     return 1 - torch.exp(-blur_reflected(upsampled, sigma=sigma)[:, 0])
 
 
-def fuse_maps(learned: torch.Tensor, remembered: torch.Tensor, memory_weight: float) -> torch.Tensor:
-    """The hybrid's anomaly map: (1 - w) x stage-2 map + w x memory map."""
+def fuse_maps(learned: torch.Tensor, remembered: torch.Tensor, memory_weight: float | torch.Tensor) -> torch.Tensor:
+    """The hybrid's anomaly map: (1 - w) x stage-2 map + w x memory map (w a number, or one per map (B, 1, 1))."""
     return (1 - memory_weight) * learned + memory_weight * remembered
 
 

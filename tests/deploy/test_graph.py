@@ -7,6 +7,7 @@ import onnxruntime
 import pytest
 import torch
 
+from mala.checkpoint import load_checkpoint, save_checkpoint
 from mala.data.images import read_rgb
 from mala.deploy.backends import OnnxBackend, TorchBackend
 from mala.deploy.calibration import ALL, Calibration, Thresholds
@@ -143,3 +144,25 @@ def test_an_onnx_file_from_elsewhere_is_refused(tmp_path):
     (tmp_path / "broken.onnx").write_bytes(b"not a model")
     with pytest.raises(CheckpointError, match="cannot load as an ONNX model"):
         OnnxBackend(tmp_path / "broken.onnx")
+
+
+def test_each_categorys_tuned_fusion_exports_with_the_routing_that_chooses_it(tmp_path):
+    keys = {"memory_stride": 8, "memory_pool": 1, "memory_norm": "none", "score_memory": True,
+            "score_memory_stride": 16, "score_map_share": 0.33}
+    checkpoint = save_random_model(tmp_path / "model.safetensors", ["metal_plate", "magnetic_tile"], hybrid=True,
+                                   **keys)
+    untuned, _ = load_graph(checkpoint)
+    state = load_checkpoint(checkpoint)
+    state["model"]["section_fusion"] = torch.tensor([[0.5, 0.33], [0.9, 0.0]])  # the plate as before, the tile not
+    save_checkpoint(checkpoint, state)
+    graph, _ = load_graph(checkpoint)
+    images = real_images(64, 4)  # two of each category, routed to their own
+    with torch.no_grad():
+        before, expected = ([t.numpy() for t in g(torch.from_numpy(images))] for g in (untuned, graph))
+    np.testing.assert_allclose(expected[1][:2], before[1][:2], atol=1e-6)
+    assert not np.allclose(expected[1][2:], before[1][2:], atol=1e-3)
+    np.testing.assert_allclose(expected[0], before[0], atol=1e-6)  # the score has its own memory and weight
+    session = onnxruntime.InferenceSession(str(export_onnx(checkpoint, tmp_path / "model.onnx")),
+                                           providers=["CPUExecutionProvider"])
+    for name, got, want in zip(OUTPUT_NAMES, session.run(None, {"images": images}), expected):
+        np.testing.assert_allclose(got, want, atol=1e-4, err_msg=name)

@@ -224,6 +224,53 @@ def test_a_score_map_share_mixes_the_coarse_grids_distances_into_the_anomaly_map
         assert float(maps[share][1, 0, 16:32, 16:32].mean()) > float(maps[share][0, 0, 16:32, 16:32].mean()) + 0.05
 
 
+def two_category_cache() -> ImageCache:
+    """`gradient_cache`'s ramp as category `a` and the same ramp mirrored as category `b`."""
+    ramps = gradient_cache(6)
+    images = np.concatenate([ramps.images, ramps.images[:, :, ::-1]])
+    samples = [Sample(c, Path(f"{c}{i}.png"), "train", 0) for c in "ab" for i in range(6)]
+    return ImageCache(samples, np.ascontiguousarray(images), {})
+
+
+def test_each_section_fuses_its_map_with_its_own_tuned_weight_and_share(tmp_path):
+    cfg = MalaConfig(model=hybrid_config(memory_stride=8, memory_pool=1, memory_norm="none", memory_weight=0.5,
+                                         score_memory=True, score_memory_stride=16, score_map_share=0.33))
+    model = MALA(cfg.model).eval()
+    cache = two_category_cache()
+    fill_memory(model, cache, seed=0)
+    tuned = {0: (0.75, 0.0), 1: (0.5, 0.5)}
+    references = {}
+    for section, (weight, share) in tuned.items():  # the same weights and memories, the fusion in the config
+        references[section] = MALA(dataclasses.replace(cfg.model, memory_weight=weight, score_map_share=share)).eval()
+        state = model.state_dict()
+        references[section].prepare_to_load(state)
+        references[section].load_state_dict(state)
+    images = torch.from_numpy(cache.images[[1, 7]]).permute(0, 3, 1, 2).float() / 255
+    images[:, :, 16:32, 16:32] = torch.rand(2, 3, 16, 16)
+    with torch.no_grad():
+        untuned = model.maps(images, torch.tensor([0, 1]))
+        model.section_fusion = torch.tensor([tuned[0], tuned[1]])
+        both = model.maps(images, torch.tensor([0, 1]))
+        routed = model.maps(images)
+        for section, reference in references.items():
+            alone = reference.maps(images[section:section + 1], section)
+            torch.testing.assert_close(both[section:section + 1], alone)
+            torch.testing.assert_close(model.maps(images[section:section + 1], section), alone)
+    torch.testing.assert_close(routed, both)  # each image routed to its own category, read with its fusion
+    assert not torch.allclose(both[:, 0], untuned[:, 0])
+    torch.testing.assert_close(both[:, 1], untuned[:, 1])  # the score's map has its own weight and no share
+    path = tmp_path / "model.safetensors"
+    save_checkpoint(path, {"kind": "model", "config": cfg.to_dict(), "data": {}, "model": model.state_dict()})
+    loaded, _, _ = load_trained_model(path)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.maps(images, torch.tensor([0, 1])), both)
+    untuned_state = {k: v for k, v in model.state_dict().items() if k != "section_fusion"}  # saved before tuning
+    save_checkpoint(path, {"kind": "model", "config": cfg.to_dict(), "data": {}, "model": untuned_state})
+    loaded, _, _ = load_trained_model(path)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.maps(images, torch.tensor([0, 1])), untuned)
+
+
 def test_a_saved_hybrid_with_its_memory_loads_back(tmp_path):
     cfg = MalaConfig(model=hybrid_config(memory_weight=0.5))
     model = MALA(cfg.model).eval()

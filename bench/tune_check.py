@@ -1,0 +1,103 @@
+"""Does `mala tune`'s choice hold on the test set? (issue 22, item 3.) On the protocol's own model (the one `mala
+tune` trained on 80 % of the training images, `TUNE_DIR/protocol`), every candidate fusion of mala/tune/protocol.py is
+scored per category on the protocol's validation images (small synthetic defects on held-out normals) and on the real
+test set (outcome only); prints per category the rank correlation of the two, and the test figures of the config's
+fusion, of the protocol's choice and of the test-best. `--weights` / `--shares` score a wider grid than `mala tune`'s;
+the report has `mala tune`'s grid and the wider one.
+
+    python bench/tune_check.py --checkpoint runs/tune_seed0/tune/protocol \
+        --data D/magnetic_tile D/metal_plate D/deeppcb D/pv_el_cells --out runs/tune_check_seed0.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from scipy.stats import spearmanr  # noqa: E402
+
+from mala.data.dataset import ImageCache  # noqa: E402
+from mala.data.sources import scan_roots, test_samples, train_samples  # noqa: E402
+from mala.eval.evaluate import known_sections  # noqa: E402
+from mala.model.load import load_trained_model  # noqa: E402
+from mala.tune.protocol import (MEMORY_WEIGHTS, SCORE_MAP_SHARES, VALIDATION_ANOMALIES, CategoryChoice,  # noqa: E402
+                                Fusion, candidates, choose_fusion, validation_parts)
+from mala.tune.split import validation_split  # noqa: E402
+
+
+def figures_of(model, cache: ImageCache, categories: list[str], fusions: list[Fusion]) -> dict[str, CategoryChoice]:
+    """Every candidate's pixel AUROC / AUPRO per category of `cache` (with `choose_fusion`'s pick)."""
+    return choose_fusion(model, cache, validation_parts(model, cache, known_sections(cache, categories)), fusions)
+
+
+def within(choices: dict[str, CategoryChoice], fusions: list[Fusion]) -> dict[str, CategoryChoice]:
+    """The choices as if only `fusions` had been scored (the config's first)."""
+    kept = {}
+    for category, choice in choices.items():
+        figures = {f: choice.validation[f] for f in fusions}
+        narrowed = CategoryChoice(choice.default, choice.default, figures)
+        narrowed.chosen = max(figures, key=narrowed.score)
+        kept[category] = narrowed
+    return kept
+
+
+def compare(validation: dict[str, CategoryChoice], test: dict[str, CategoryChoice]) -> dict:
+    """Per category and on the mean: rho of the candidates' validation and test scores; test pixel AUROC / AUPRO of
+    the config's fusion, of the protocol's choice and of the test-best."""
+    rows = {}
+    for category, choice in validation.items():
+        outcome = test[category]
+        fusions = list(choice.validation)
+        rho = spearmanr([choice.score(f) for f in fusions], [outcome.score(f) for f in fusions])[0]
+        rows[category] = {"rho": None if np.isnan(rho) else round(float(rho), 2), "chosen": str(choice.chosen),
+                          "test_best": str(outcome.chosen),
+                          **{name: [round(v, 2) for v in outcome.validation[f]] for name, f in
+                             (("default_test", choice.default), ("chosen_test", choice.chosen),
+                              ("best_test", outcome.chosen))}}
+    rows["mean"] = {name: [round(float(np.mean([rows[c][name][k] for c in validation])), 2) for k in (0, 1)]
+                    for name in ("default_test", "chosen_test", "best_test")}
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", type=Path, required=True, help="the protocol's model (TUNE_DIR/protocol)")
+    parser.add_argument("--data", nargs="+", required=True)
+    parser.add_argument("--weights", type=float, nargs="+", default=list(MEMORY_WEIGHTS))
+    parser.add_argument("--shares", type=float, nargs="+", default=list(SCORE_MAP_SHARES))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    model, cfg, info = load_trained_model(args.checkpoint)
+    categories, samples = info["categories"], scan_roots(args.data, info["categories"])
+    train = ImageCache.build(train_samples(samples), cfg.input_shape, desc="decoding training images")
+    validation = validation_split(train, cfg.input_shape, VALIDATION_ANOMALIES)[1]
+    test = ImageCache.build(test_samples(samples), cfg.input_shape, desc="decoding test images")
+    wide = candidates(model, tuple(args.weights), tuple(args.shares))
+    figures = {split: figures_of(model, cache, categories, wide)
+               for split, cache in (("validation", validation), ("test", test))}
+    grids = {"mala tune's grid": candidates(model), "the wider grid": wide}
+    report = {}
+    for name, fusions in grids.items():
+        report[name] = rows = compare(*(within(figures[split], fusions) for split in ("validation", "test")))
+        print(f"{name} ({len(fusions)} candidates)\n| category | rho | chosen | test-best | test: config's | chosen | "
+              "test-best |\n|---|---|---|---|---|---|---|")
+        for category, row in rows.items():
+            cells = " | ".join("{:.1f} / {:.1f}".format(*row[k]) for k in ("default_test", "chosen_test", "best_test"))
+            print(f"| {category} | {row.get('rho', '')} | {row.get('chosen', '')} | {row.get('test_best', '')} | "
+                  f"{cells} |")
+    if args.out is not None:
+        args.out.write_text(json.dumps({"checkpoint": str(args.checkpoint), **report}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

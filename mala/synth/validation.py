@@ -1,0 +1,61 @@
+"""Anomalies for validation on training images (`mala tune`, the benches' protocol), of kinds stage 2 never trains
+on: a rectangle of another normal image pasted elsewhere (CutPaste), and the small defects of real sets: a thin crack
+(a solar cell's crack, a PCB's open) and a pasted speck (a blowhole, a spur)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from scipy import ndimage
+
+CUT_AREA = (0.02, 0.08)  # share of the image a pasted rectangle covers
+SPECK_AREA = (0.001, 0.005)  # the same for a pasted speck (7 to 16 px squares at 224 px)
+CRACK_LENGTH = (20, 80)  # px: a crack, a random walk of one or three px width
+MIN_CHANGED = 10  # px a small anomaly changes at least
+
+
+def cut_paste(image: np.ndarray, donor: np.ndarray, rng: np.random.Generator,
+              area_range: tuple[float, float] = CUT_AREA) -> tuple[np.ndarray, np.ndarray]:
+    """`image` (H, W, 3) with a rectangle of `donor` pasted at another place, and its mask."""
+    height, width = image.shape[:2]
+    area = rng.uniform(*area_range) * height * width
+    aspect = np.exp(rng.uniform(np.log(0.3), np.log(3.3)))
+    h, w = min(height - 1, int(np.sqrt(area * aspect))), min(width - 1, int(np.sqrt(area / aspect)))
+    y0, x0 = rng.integers(0, height - h), rng.integers(0, width - w)
+    y1, x1 = rng.integers(0, height - h), rng.integers(0, width - w)
+    out, mask = image.copy(), np.zeros((height, width), dtype=bool)
+    out[y1:y1 + h, x1:x1 + w] = donor[y0:y0 + h, x0:x0 + w]
+    mask[y1:y1 + h, x1:x1 + w] = (out[y1:y1 + h, x1:x1 + w] != image[y1:y1 + h, x1:x1 + w]).any(-1)
+    return out, mask
+
+
+def crack(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """`image` (H, W, 3) with a thin crack (a random walk of one or three px width, darkened or brightened), and its
+    mask: a defect of the size of a solar cell's crack or a PCB's open, which the large anomalies are not."""
+    height, width = image.shape[:2]
+    steps = int(rng.integers(*CRACK_LENGTH))
+    angles = rng.uniform(0, 2 * np.pi) + np.cumsum(rng.normal(0, 0.15, steps))
+    y = rng.uniform(0.2, 0.8) * height + np.cumsum(np.sin(angles))
+    x = rng.uniform(0.2, 0.8) * width + np.cumsum(np.cos(angles))
+    mask = np.zeros((height, width), dtype=bool)
+    mask[np.clip(y.round().astype(int), 0, height - 1), np.clip(x.round().astype(int), 0, width - 1)] = True
+    if rng.random() < 0.5:
+        mask = ndimage.binary_dilation(mask)
+    pixels = image.astype(np.float32)
+    if pixels[mask].mean() > 127:  # against its surroundings: darker on bright ground, brighter on dark
+        pixels[mask] *= rng.uniform(0.2, 0.6)
+    else:
+        pixels[mask] += (255 - pixels[mask]) * rng.uniform(0.4, 0.8)
+    out = pixels.round().astype(np.uint8)
+    return out, mask & (out != image).any(-1)
+
+
+def visible(draw: Callable[[], tuple[np.ndarray, np.ndarray]], tries: int = 20) -> tuple[np.ndarray, np.ndarray]:
+    """The first of `draw`'s anomalies that changes at least `MIN_CHANGED` pixels (a speck of black pasted on black
+    changes none), else the last one."""
+    for _ in range(tries):
+        anomalous, mask = draw()
+        if mask.sum() >= MIN_CHANGED:
+            break
+    return anomalous, mask

@@ -1,0 +1,117 @@
+"""Each category's map fusion chosen on its training images (`mala tune`): a model trained on 80 % of them maps the
+held-out 20 %, each also with a small synthetic anomaly (`split.validation_split`), and each candidate fusion is
+scored there by the mean of its pixel AUROC and AUPRO. No test image is read.
+
+The candidates are the grid the protocol was validated on (BENCHMARKS.md, "A map from two grids"): the memory map's
+weight 0.5 or 0.75, and the share of the score memory's coarse distances in it, 0, 0.33 or 0.5. Small anomalies
+(thin cracks, pasted specks) were the validation kind whose ranking of these candidates predicted the test's best.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from mala.data.dataset import ImageCache, to_tensor
+from mala.eval.metrics import compute_metrics
+from mala.model import MALA
+from mala.model.mala import MapParts
+from mala.model.maps import image_score
+from mala.progress import progress
+
+MEMORY_WEIGHTS = (0.5, 0.75)
+SCORE_MAP_SHARES = (0.0, 0.33, 0.5)
+VALIDATION_ANOMALIES = ("small",)
+
+
+@dataclass(frozen=True)
+class Fusion:
+    """How a category's anomaly map is fused (`MALA.fused_maps`)."""
+
+    memory_weight: float
+    score_map_share: float
+
+    def __str__(self) -> str:
+        return f"memory weight {self.memory_weight:g}, coarse share {self.score_map_share:g}"
+
+
+@dataclass
+class CategoryChoice:
+    chosen: Fusion
+    default: Fusion  # the config's
+    validation: dict[Fusion, tuple[float, float]] = field(default_factory=dict)  # pixel AUROC, AUPRO (%)
+
+    def score(self, fusion: Fusion) -> float:
+        return sum(self.validation[fusion]) / 2
+
+
+def candidates(model: MALA, weights: tuple[float, ...] = MEMORY_WEIGHTS,
+               shares: tuple[float, ...] = SCORE_MAP_SHARES) -> list[Fusion]:
+    """The config's fusion first (a tie keeps it), then the grid; without a score memory there is no share to
+    choose."""
+    cfg = model.cfg
+    shares = shares if model.score_memory is not None else (cfg.score_map_share,)
+    grid = [Fusion(w, s) for w, s in itertools.product(weights, shares)]
+    default = Fusion(cfg.memory_weight, cfg.score_map_share)
+    return [default] + [fusion for fusion in grid if fusion != default]
+
+
+@torch.no_grad()
+def validation_parts(model: MALA, cache: ImageCache, sections: np.ndarray, batch_size: int = 16,
+                     device: str = "cpu") -> MapParts:
+    """`MALA.map_parts` of every image of `cache`, each read in its section, on the CPU."""
+    model = model.to(device).eval()
+    parts = []
+    for start in progress(range(0, len(cache.samples), batch_size), desc="validation maps", unit="batch"):
+        images = torch.stack([to_tensor(image) for image in cache.images[start:start + batch_size]]).to(device)
+        chosen = torch.from_numpy(sections[start:start + batch_size]).to(device)
+        parts.append(model.map_parts(images, chosen))
+    joined = {name: torch.cat([getattr(p, name).cpu() for p in parts]) if getattr(parts[0], name) is not None
+              else None for name in ("learned", "distance", "score_distance")}
+    return MapParts(sections=torch.from_numpy(sections), **joined)
+
+
+def part_of(parts: MapParts, indices: np.ndarray) -> MapParts:
+    chosen = torch.from_numpy(indices)
+    return MapParts(*(None if value is None else value[chosen]
+                      for value in (parts.learned, parts.sections, parts.distance, parts.score_distance)))
+
+
+def choose_fusion(model: MALA, cache: ImageCache, parts: MapParts, fusions: list[Fusion] | None = None
+                  ) -> dict[str, CategoryChoice]:
+    """Per category of the validation `cache` (with its `parts`): every candidate's (`fusions`, the config's first;
+    None: `candidates`) pixel AUROC and AUPRO, and the best by their mean."""
+    model = model.cpu()
+    default, choices = Fusion(model.cfg.memory_weight, model.cfg.score_map_share), {}
+    for category, indices in cache.indices_by_category().items():
+        labels = np.array([cache.samples[i].label for i in indices])
+        if labels.all() or not labels.any():
+            raise ValueError(f"validation of category '{category}' needs normal and anomalous images")
+        masks = np.stack([cache.mask(i) for i in indices])
+        category_parts, choice = part_of(parts, indices), CategoryChoice(default, default)
+        for fusion in fusions or candidates(model):
+            maps = model.fused_maps(category_parts, fusion.memory_weight, fusion.score_map_share)[:, 0]
+            row = compute_metrics(labels, image_score(maps, 1).numpy(), masks, maps.numpy())
+            choice.validation[fusion] = (100 * row["pixel_auroc"], 100 * row["pixel_aupro"])
+        choice.chosen = max(choice.validation, key=choice.score)  # the first of equals: the config's
+        choices[category] = choice
+    return choices
+
+
+def section_fusion(choices: dict[str, CategoryChoice], categories: list[str]) -> torch.Tensor:
+    """The model's `section_fusion` buffer (S, 2) for its categories in section order."""
+    return torch.tensor([[choices[c].chosen.memory_weight, choices[c].chosen.score_map_share] for c in categories])
+
+
+def choice_table(choices: dict[str, CategoryChoice]) -> str:
+    """Markdown: per category, the config's fusion and the chosen one with their validation pixel AUROC / AUPRO."""
+    lines = ["| category | chosen | validation pixel AUROC / AUPRO | config's | validation pixel AUROC / AUPRO |",
+             "|---|---|---|---|---|"]
+    for category, choice in choices.items():
+        chosen, default = (choice.validation[f] for f in (choice.chosen, choice.default))
+        lines.append(f"| {category} | {choice.chosen} | {chosen[0]:.1f} / {chosen[1]:.1f} | {choice.default} | "
+                     f"{default[0]:.1f} / {default[1]:.1f} |")
+    return "\n".join(lines)

@@ -1,0 +1,62 @@
+"""The validation split on training images: per category, 20 % of the normal training images are held out of the
+model, and each also appears with synthetic anomalies that stage 2 never trains on (`mala.synth.validation`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from mala.config import SynthConfig
+from mala.data.dataset import ImageCache
+from mala.data.images import to_uint8, unit_range
+from mala.data.samples import Sample
+from mala.errors import DataError
+from mala.sizes import ImageShape
+from mala.synth import AnomalySynthesizer
+from mala.synth.validation import SPECK_AREA, crack, cut_paste, visible
+
+VALIDATION_SHARE = 0.2
+MIN_HELD_OUT = 2  # validation normals of a category at least
+MIN_IMAGES = 2 * MIN_HELD_OUT  # training images a category needs to be split
+VALIDATION_ANOMALIES = ("large", "small")
+VALIDATION_KINDS = ("draem", "cut-paste", "crack", "speck")  # large in turn, small in turn; a sample's name ends in it
+SEED = 0
+
+
+def validation_split(train: ImageCache, size: int | ImageShape, anomalies: tuple[str, ...] = ("large",)
+                     ) -> tuple[ImageCache, ImageCache]:
+    """Per category: the model's training images and a validation cache of normals plus synthetic anomalies of each:
+    `large`, one of self-texture DRAEM and cut-paste in turn; `small`, one of a thin crack and a pasted speck in turn.
+    The split is the same whichever anomalies are drawn (the small ones draw from a generator of their own)."""
+    rng, small_rng = np.random.default_rng(SEED), np.random.default_rng([SEED, 1])
+    synthesizer = AnomalySynthesizer(SynthConfig(texture_dir=None), size)
+    fit, samples, images, masks = [], [], [], {}
+    for category, indices in train.indices_by_category().items():
+        if len(indices) < MIN_IMAGES:
+            raise DataError(f"category '{category}' has {len(indices)} normal training image(s): a validation split "
+                            f"needs at least {MIN_IMAGES}")
+        shuffled = rng.permutation(indices)
+        held = shuffled[:max(MIN_HELD_OUT, int(round(VALIDATION_SHARE * len(indices))))]
+        rest = shuffled[len(held):]
+        fit += sorted(rest.tolist())
+        for k, index in enumerate(held):
+            normal = train.images[index]
+            if k % 2:
+                large = cut_paste(normal, train.images[rng.choice(rest)], rng)
+            else:
+                synthetic, soft = synthesizer(unit_range(normal), rng, anomalous=True)
+                large = to_uint8(synthetic), soft > 0
+            drawn = {"large": (VALIDATION_KINDS[k % 2], *large)}
+            if "small" in anomalies:
+                drawn["small"] = (VALIDATION_KINDS[2 + k % 2], *visible(lambda: cut_paste(
+                    normal, train.images[small_rng.choice(rest)], small_rng, SPECK_AREA) if k % 2 else crack(
+                    normal, small_rng)))
+            pictures = [("normal", normal, None)] + [drawn[a] for a in VALIDATION_ANOMALIES if a in anomalies]
+            for kind, picture, mask in pictures:
+                if mask is not None:
+                    masks[len(images)] = mask
+                samples.append(Sample(category, Path(f"validation/{category}/{k}_{kind}.png"), "test",
+                                      int(mask is not None), mask_path=None if mask is None else Path("synthetic")))
+                images.append(picture)
+    return train.subset(np.array(fit)), ImageCache(samples, np.stack(images), masks)

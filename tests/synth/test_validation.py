@@ -1,0 +1,27 @@
+"""The validation anomalies: each marks exactly the pixels it changed, at its size and contrast."""
+
+import numpy as np
+
+
+def test_cut_paste_marks_exactly_the_pixels_it_changed_within_the_area_range():
+    from mala.synth.validation import CUT_AREA, cut_paste
+
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        image, donor = rng.integers(0, 256, (2, 64, 96, 3), dtype=np.uint8)
+        pasted, mask = cut_paste(image, donor, rng)
+        assert np.array_equal(mask, (pasted != image).any(-1))
+        assert 0 < mask.mean() <= CUT_AREA[1] * 1.1
+
+
+def test_a_crack_is_thin_marks_exactly_what_it_changed_and_contrasts_with_its_ground():
+    from mala.synth.validation import CRACK_LENGTH, crack
+
+    rng = np.random.default_rng(0)
+    for ground in (230, 20):
+        image = np.full((224, 224, 3), ground, dtype=np.uint8)
+        for _ in range(10):
+            cracked, mask = crack(image, rng)
+            assert np.array_equal(mask, (cracked != image).any(-1))
+            assert 0 < mask.sum() <= 9 * CRACK_LENGTH[1]  # a walk of at most that many px, at most 3 px wide
+            assert (cracked[mask] < ground).all() if ground > 127 else (cracked[mask] > ground).all()

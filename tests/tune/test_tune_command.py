@@ -1,0 +1,96 @@
+"""`mala tune`: a model trained on 80 % of the training images chooses each category's fusion on the rest (with
+small synthetic defects), and the model file keeps the choice; bad input gets a one-line error."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from mala.checkpoint import load_checkpoint, read_metadata, save_checkpoint
+from mala.cli import main
+from mala.model.load import load_trained_model
+from mala.tune.protocol import MEMORY_WEIGHTS, SCORE_MAP_SHARES
+from tests.conftest import shared_data
+
+QUICK_HYBRID = ["model.image_size=64", "model.decoder_embed_dim=32", "model.decoder_depth=1",
+                "model.decoder_num_heads=2", "model.backbone=efficientnet_lite0", "stage2.epochs=1",
+                "stage2.images_per_category=4", "stage2.anomalous_per_category=2", "stage2.batch_size=4"]
+CALIBRATION = {"chosen_by": "a test", "entries": {}}
+
+
+def train_quick(run: Path, *settings: str) -> Path:
+    """`tiny` as a quick hybrid (lite0, 64 px, one short stage-2 epoch) trained on metal_plate's training images."""
+    overrides = [arg for item in [*QUICK_HYBRID, *settings] for arg in ("--set", item)]
+    assert main(["train", "--config", "tiny", "--data", str(shared_data("metal_plate")), "--accelerator", "cpu",
+                 "--out", str(run), *overrides]) == 0
+    return run
+
+
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory) -> Path:
+    """A quick run with thresholds stored, then tuned (its protocol model trained in the run's `tune/`)."""
+    run = train_quick(tmp_path_factory.mktemp("tuned") / "run")
+    state = load_checkpoint(run / "model.safetensors")
+    state["calibration"] = CALIBRATION
+    save_checkpoint(run / "model.safetensors", state)
+    assert main(["tune", "--checkpoint", str(run), "--data", str(shared_data("metal_plate"))]) == 0
+    return run
+
+
+def test_tune_stores_the_fusion_with_the_best_validation_figures_and_that_fusion_makes_the_maps(tuned):
+    figures = json.loads((tuned / "tune" / "tuning.json").read_text())["metal_plate"]
+    grid = {(w, s) for w in MEMORY_WEIGHTS for s in SCORE_MAP_SHARES}
+    assert {(c["memory_weight"], c["score_map_share"]) for c in figures["candidates"]} == grid
+    best = max(figures["candidates"], key=lambda c: c["pixel_auroc"] + c["pixel_aupro"])
+    chosen = figures["chosen"]
+    assert (chosen["memory_weight"], chosen["score_map_share"]) == (best["memory_weight"], best["score_map_share"])
+    assert best["pixel_auroc"] > 70  # the held-out cracks and specks are found: the protocol can tell candidates apart
+    model, cfg, _ = load_trained_model(tuned)
+    torch.testing.assert_close(model.section_fusion, torch.tensor([[chosen["memory_weight"],
+                                                                    chosen["score_map_share"]]]))
+    images = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        parts = model.map_parts(images, 0)
+        expected = model.fused_maps(parts, chosen["memory_weight"], chosen["score_map_share"])
+        torch.testing.assert_close(model.maps(images, 0), expected)
+        assert cfg.model.memory_weight == 0.5  # the config still says what the preset said; the file says what holds
+
+
+def test_tune_moves_thresholds_chosen_on_the_old_maps_out_of_the_model(tuned):
+    assert "calibration" not in read_metadata(tuned / "model.safetensors")
+    assert json.loads((tuned / "tune" / "previous_thresholds.json").read_text()) == CALIBRATION
+
+
+def test_a_second_tune_reuses_the_protocol_model_and_chooses_the_same(tuned, capsys):
+    before = (tuned / "tune" / "tuning.json").read_text()
+    assert main(["tune", "--checkpoint", str(tuned), "--data", str(shared_data("metal_plate"))]) == 0
+    captured = capsys.readouterr()
+    assert "training the protocol's model" not in captured.err
+    assert "| metal_plate | memory weight" in captured.out
+    assert (tuned / "tune" / "tuning.json").read_text() == before
+
+
+def test_a_model_without_a_memory_or_without_the_categories_data_is_refused(tuned, tmp_path, capsys):
+    pixel_vit = train_quick(tmp_path / "vit", "model.backbone=none", "model.patch_size=8", "model.embed_dim=64",
+                            "model.depth=1", "model.num_heads=2", "model.memory_weight=0")
+    capsys.readouterr()
+    assert main(["tune", "--checkpoint", str(pixel_vit), "--data", str(shared_data("metal_plate"))]) != 0
+    assert "only a model with a normal-feature memory has a map fusion to tune" in capsys.readouterr().err
+    assert main(["tune", "--checkpoint", str(tuned), "--data", str(shared_data("magnetic_tile"))]) != 0
+    assert "categories not found: metal_plate (found: magnetic_tile)" in capsys.readouterr().err
+
+
+def test_train_with_tune_trains_then_tunes_in_the_run_folder(tmp_path, capsys):
+    run = train_quick(tmp_path / "run", "stage2.epochs=1")
+    capsys.readouterr()
+    overrides = [arg for item in QUICK_HYBRID for arg in ("--set", item)]
+    fresh = tmp_path / "fresh"
+    assert main(["train", "--config", "tiny", "--data", str(shared_data("metal_plate")), "--accelerator", "cpu",
+                 "--out", str(fresh), "--tune", *overrides]) == 0
+    printed = capsys.readouterr().out
+    assert "| metal_plate | memory weight" in printed and str(fresh / "tune" / "tuning.json") in printed
+    assert load_trained_model(fresh)[0].section_fusion.shape == (1, 2)
+    assert load_trained_model(run)[0].section_fusion.shape == (0, 2)  # without --tune: the config's fusion
