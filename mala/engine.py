@@ -304,7 +304,13 @@ def _protocol_model(cfg: MalaConfig, fit: ImageCache, run_dir: Path, objects: li
         print(f"mala: {'resuming' if resuming else 'training'} the protocol's model on {len(fit.samples)} training "
               f"images in {run_dir}", file=sys.stderr)
         trainer.fit(training_data(fit, objects, trainer.cfg.synth.objects))
-    return load_trained_model(run_dir / MODEL_FILE)[0]
+    model, protocol_cfg, info = load_trained_model(run_dir / MODEL_FILE)
+    tuned = {"memory_weight": 0.0, "score_map_share": 0.0}  # what the protocol chooses may differ
+    if (dataclasses.replace(protocol_cfg.model, **tuned) != dataclasses.replace(cfg.model, **tuned)
+            or info.get("categories") != categories_of(fit.samples)):
+        raise ConfigError(f"{run_dir}: a protocol model of another model config or other categories; remove it or "
+                          "tune into another --out")
+    return model
 
 
 def _store_fusion(checkpoint: Path, fusion: torch.Tensor, out: Path) -> Path:

@@ -48,7 +48,7 @@ def test_two_processes_reach_the_weights_of_one_process_with_the_same_global_bat
     assert "Starting with 2 processes" in two.stdout + two.stderr
     single, parallel = weights(tmp_path / "one"), weights(tmp_path / "two")
     assert single.keys() == parallel.keys()
-    differences = {key: (single[key] - parallel[key]).abs().max().item() for key in single}
+    differences = {key: (single[key] - parallel[key]).abs().max().item() for key in single if single[key].numel()}
     assert max(differences.values()) < DDP_TOLERANCE, sorted(differences.items(), key=lambda kv: -kv[1])[:3]
     if encoder:  # the memory (compared above): each rank embedded half of the images, rank 0 built it from all
         assert parallel["s.model.memory.tokens"].shape[0] > 0

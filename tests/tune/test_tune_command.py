@@ -68,8 +68,16 @@ def test_a_second_tune_reuses_the_protocol_model_and_chooses_the_same(tuned, cap
     before = (tuned / "tune" / "tuning.json").read_text()
     assert main(["tune", "--checkpoint", str(tuned), "--data", str(shared_data("metal_plate"))]) == 0
     captured = capsys.readouterr()
-    assert "training the protocol's model" not in captured.err
+    assert "the protocol's model" not in captured.err  # neither trained nor resumed
     assert "| metal_plate | memory weight" in captured.out
+    assert (tuned / "tune" / "tuning.json").read_text() == before
+
+
+def test_a_tune_killed_before_its_protocol_model_was_saved_resumes_from_its_checkpoint(tuned, capsys):
+    before = (tuned / "tune" / "tuning.json").read_text()
+    (tuned / "tune" / "protocol" / "model.safetensors").unlink()  # as if killed after the last checkpoint
+    assert main(["tune", "--checkpoint", str(tuned), "--data", str(shared_data("metal_plate"))]) == 0
+    assert "resuming the protocol's model" in capsys.readouterr().err
     assert (tuned / "tune" / "tuning.json").read_text() == before
 
 
@@ -94,3 +102,11 @@ def test_train_with_tune_trains_then_tunes_in_the_run_folder(tmp_path, capsys):
     assert "| metal_plate | memory weight" in printed and str(fresh / "tune" / "tuning.json") in printed
     assert load_trained_model(fresh)[0].section_fusion.shape == (1, 2)
     assert load_trained_model(run)[0].section_fusion.shape == (0, 2)  # without --tune: the config's fusion
+
+
+def test_a_protocol_model_of_another_config_is_not_reused(tuned, tmp_path, capsys):
+    other = train_quick(tmp_path / "other", "model.decoder_depth=2")
+    capsys.readouterr()
+    assert main(["tune", "--checkpoint", str(other), "--data", str(shared_data("metal_plate")),
+                 "--out", str(tuned / "tune")]) != 0
+    assert "a protocol model of another model config or other categories" in capsys.readouterr().err
