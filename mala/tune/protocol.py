@@ -40,6 +40,8 @@ class Fusion:
 
 @dataclass
 class CategoryChoice:
+    """One category's candidates with their validation figures, and the pick."""
+
     chosen: Fusion
     default: Fusion  # the config's
     validation: dict[Fusion, tuple[float, float]] = field(default_factory=dict)  # pixel AUROC, AUPRO (%)
@@ -62,7 +64,7 @@ def candidates(model: MALA, weights: tuple[float, ...] = MEMORY_WEIGHTS,
 @torch.no_grad()
 def validation_parts(model: MALA, cache: ImageCache, sections: np.ndarray, batch_size: int = 16,
                      device: str = "cpu") -> MapParts:
-    """`MALA.map_parts` of every image of `cache`, each read in its section, on the CPU."""
+    """`MALA.map_parts` of every image of `cache`, each read in its section, gathered on the CPU."""
     model = model.to(device).eval()
     parts = []
     for start in progress(range(0, len(cache.samples), batch_size), desc="validation maps", unit="batch"):
@@ -75,6 +77,7 @@ def validation_parts(model: MALA, cache: ImageCache, sections: np.ndarray, batch
 
 
 def part_of(parts: MapParts, indices: np.ndarray) -> MapParts:
+    """The parts of the images `indices`."""
     chosen = torch.from_numpy(indices)
     return MapParts(*(None if value is None else value[chosen]
                       for value in (parts.learned, parts.sections, parts.distance, parts.score_distance)))
