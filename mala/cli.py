@@ -213,7 +213,7 @@ def cmd_tune(args: argparse.Namespace) -> None:
 def _print_tuning(tuning: Tuning) -> None:
     print(tuning.report.read_text(), end="")
     print(f"each category's fusion stored in {tuning.model}; every candidate's figures in "
-          f"{tuning.report.with_name('tuning.json')}")
+          f"{tuning.report.with_name('tuning.json')}, the maps it changed in {tuning.report.with_name('tuning.png')}")
 
 
 def cmd_export(args: argparse.Namespace) -> None:

@@ -35,6 +35,7 @@ from mala.train.logs import tensorboard_note
 from mala.train.setup import (ConfigRequest, ResolvedConfig, TrainingData, pretraining_config, resolve_config,
                               start_lines, training_data)
 from mala.train.trainer import LAST_CHECKPOINT, MODEL_FILE, Trainer, make_fabric
+from mala.tune.figure import draw_choices
 from mala.tune.protocol import (VALIDATION_ANOMALIES, CategoryChoice, choice_table, choose_fusion, section_fusion,
                                 validation_parts)
 from mala.tune.split import validation_split
@@ -292,8 +293,9 @@ def tune(checkpoint: Path, roots: list, out: Path, device: str = "cpu", cache_di
     protocol = _protocol_model(cfg, fit, Path(out) / "protocol", info.get("object_categories"))
     parts = validation_parts(protocol, validation, known_sections(validation, categories), device=device)
     choices = choose_fusion(protocol, validation, parts)
-    return Tuning(choices, _store_fusion(checkpoint, section_fusion(choices, categories), Path(out)),
-                  _write_tuning_report(choices, Path(out)))
+    report = _write_tuning_report(choices, Path(out))
+    draw_choices(Path(out) / "tuning.png", protocol, validation, parts, choices)
+    return Tuning(choices, _store_fusion(checkpoint, section_fusion(choices, categories), Path(out)), report)
 
 
 def _protocol_model(cfg: MalaConfig, fit: ImageCache, run_dir: Path, objects: list[str] | None) -> MALA:
@@ -329,7 +331,8 @@ def _store_fusion(checkpoint: Path, fusion: torch.Tensor, out: Path) -> Path:
 
 
 def _write_tuning_report(choices: dict[str, CategoryChoice], out: Path) -> Path:
-    """`out/tuning.md` (the choice table) and `out/tuning.json` (every candidate's validation figures)."""
+    """`out/tuning.md` (the choice table) and `out/tuning.json` (every candidate's validation figures); the picture
+    `tuning.png` is drawn beside them."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "tuning.md").write_text(choice_table(choices) + "\n")
     figures = {category: {"chosen": dataclasses.asdict(choice.chosen),

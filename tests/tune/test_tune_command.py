@@ -59,6 +59,17 @@ def test_tune_stores_the_fusion_with_the_best_validation_figures_and_that_fusion
         assert cfg.model.memory_weight == 0.5  # the config still says what the preset said; the file says what holds
 
 
+def test_tune_draws_the_maps_of_the_configs_fusion_and_of_the_pick(tuned):
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(tuned / "tune" / "tuning.png") as picture:
+        width, height = picture.size
+        colours = len(np.unique(np.asarray(picture.convert("RGB")).reshape(-1, 3), axis=0))
+    assert width > 2 * height  # one category: a row of six panels (a crack and a speck, each with two maps)
+    assert colours > 1000  # images and jet overlays, not an empty canvas
+
+
 def test_tune_moves_thresholds_chosen_on_the_old_maps_out_of_the_model(tuned):
     assert "calibration" not in read_metadata(tuned / "model.safetensors")
     assert json.loads((tuned / "tune" / "previous_thresholds.json").read_text()) == CALIBRATION
