@@ -3,7 +3,8 @@ tune` trained on 80 % of the training images, `TUNE_DIR/protocol`), every candid
 scored per category on the protocol's validation images (small synthetic defects on held-out normals) and on the real
 test set (outcome only); prints per category the rank correlation of the two, and the test figures of the config's
 fusion, of the protocol's choice and of the test-best. `--weights` / `--shares` score a wider grid than `mala tune`'s;
-the report has `mala tune`'s grid and the wider one.
+the report has `mala tune`'s grid and the wider one. `--crack-contrast` tries fainter validation cracks, and
+`--test-figures` reuses an earlier run's test figures (they do not depend on validation).
 
     python bench/tune_check.py --checkpoint runs/tune_seed0/tune/protocol \
         --data D/magnetic_tile D/metal_plate D/deeppcb D/pv_el_cells --out runs/tune_check_seed0.json
@@ -30,12 +31,31 @@ from mala.eval.evaluate import known_sections  # noqa: E402
 from mala.model.load import load_trained_model  # noqa: E402
 from mala.tune.protocol import (MEMORY_WEIGHTS, SCORE_MAP_SHARES, VALIDATION_ANOMALIES, CategoryChoice,  # noqa: E402
                                 Fusion, candidates, choose_fusion, validation_parts)
+from mala.synth.validation import CRACK_CONTRAST  # noqa: E402
 from mala.tune.split import validation_split  # noqa: E402
 
 
 def figures_of(model, cache: ImageCache, categories: list[str], fusions: list[Fusion]) -> dict[str, CategoryChoice]:
     """Every candidate's pixel AUROC / AUPRO per category of `cache` (with `choose_fusion`'s pick)."""
     return choose_fusion(model, cache, validation_parts(model, cache, known_sections(cache, categories)), fusions)
+
+
+def as_rows(choices: dict[str, CategoryChoice]) -> dict[str, list[list[float]]]:
+    """Every candidate's figures per category, as JSON rows (weight, share, pixel AUROC, AUPRO), the config's first."""
+    return {category: [[f.memory_weight, f.score_map_share, *figures] for f, figures in choice.validation.items()]
+            for category, choice in choices.items()}
+
+
+def from_rows(rows: dict[str, list[list[float]]]) -> dict[str, CategoryChoice]:
+    """`as_rows` read back."""
+    choices = {}
+    for category, entries in rows.items():
+        figures = {Fusion(w, s): (auroc, aupro) for w, s, auroc, aupro in entries}
+        default = next(iter(figures))
+        choice = CategoryChoice(default, default, figures)
+        choice.chosen = max(figures, key=choice.score)
+        choices[category] = choice
+    return choices
 
 
 def within(choices: dict[str, CategoryChoice], fusions: list[Fusion]) -> dict[str, CategoryChoice]:
@@ -73,6 +93,10 @@ def main() -> None:
     parser.add_argument("--data", nargs="+", required=True)
     parser.add_argument("--weights", type=float, nargs="+", default=list(MEMORY_WEIGHTS))
     parser.add_argument("--shares", type=float, nargs="+", default=list(SCORE_MAP_SHARES))
+    parser.add_argument("--crack-contrast", type=float, nargs=2, default=list(CRACK_CONTRAST),
+                        help="the validation cracks' contrast range (mala/synth/validation.py)")
+    parser.add_argument("--test-figures", type=Path, help="an earlier run's JSON (same checkpoint and grid): its test "
+                        "figures are kept")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -80,11 +104,14 @@ def main() -> None:
     model, cfg, info = load_trained_model(args.checkpoint)
     categories, samples = info["categories"], scan_roots(args.data, info["categories"])
     train = ImageCache.build(train_samples(samples), cfg.input_shape, desc="decoding training images")
-    validation = validation_split(train, cfg.input_shape, VALIDATION_ANOMALIES)[1]
-    test = ImageCache.build(test_samples(samples), cfg.input_shape, desc="decoding test images")
+    validation = validation_split(train, cfg.input_shape, VALIDATION_ANOMALIES, tuple(args.crack_contrast))[1]
     wide = candidates(model, tuple(args.weights), tuple(args.shares))
-    figures = {split: figures_of(model, cache, categories, wide)
-               for split, cache in (("validation", validation), ("test", test))}
+    figures = {"validation": figures_of(model, validation, categories, wide)}
+    if args.test_figures is not None:
+        figures["test"] = from_rows(json.loads(args.test_figures.read_text())["figures"]["test"])
+    else:
+        test = ImageCache.build(test_samples(samples), cfg.input_shape, desc="decoding test images")
+        figures["test"] = figures_of(model, test, categories, wide)
     grids = {"mala tune's grid": candidates(model), "the wider grid": wide}
     report = {}
     for name, fusions in grids.items():
@@ -96,7 +123,8 @@ def main() -> None:
             print(f"| {category} | {row.get('rho', '')} | {row.get('chosen', '')} | {row.get('test_best', '')} | "
                   f"{cells} |")
     if args.out is not None:
-        args.out.write_text(json.dumps({"checkpoint": str(args.checkpoint), **report}, indent=1))
+        args.out.write_text(json.dumps({"checkpoint": str(args.checkpoint), "crack_contrast": args.crack_contrast,
+                                        **report, "figures": {k: as_rows(v) for k, v in figures.items()}}, indent=1))
 
 
 if __name__ == "__main__":

@@ -345,7 +345,7 @@ def test_two_memories_check_without_a_refill_refuses_keys_that_change_the_memori
 
 
 def test_the_tune_check_compares_the_protocols_choice_with_the_config_and_the_test_best():
-    from bench.tune_check import compare
+    from bench.tune_check import as_rows, compare, from_rows
     from mala.tune.protocol import CategoryChoice, Fusion
 
     default, other, third = Fusion(0.5, 0.33), Fusion(0.75, 0.0), Fusion(0.5, 0.0)
@@ -355,3 +355,5 @@ def test_the_tune_check_compares_the_protocols_choice_with_the_config_and_the_te
     assert rows["c"]["rho"] == 0.5  # ranks 2, 3, 1 against 3, 2, 1
     assert rows["c"]["chosen_test"] == [94.0, 84.0] and rows["c"]["default_test"] == [95.0, 85.0]
     assert rows["c"]["best_test"] == [95.0, 85.0] and rows["mean"]["chosen_test"] == [94.0, 84.0]
+    read_back = from_rows(as_rows({"c": validation}))["c"]
+    assert (read_back.default, read_back.chosen, read_back.validation) == (default, other, validation.validation)

@@ -12,6 +12,7 @@ from scipy import ndimage
 CUT_AREA = (0.02, 0.08)  # share of the image a pasted rectangle covers
 SPECK_AREA = (0.001, 0.005)  # the same for a pasted speck (7 to 16 px squares at 224 px)
 CRACK_LENGTH = (20, 80)  # px: a crack, a random walk of one or three px width
+CRACK_CONTRAST = (0.4, 0.8)  # share of the way to black (on bright ground) or to white (on dark) a crack goes
 MIN_CHANGED = 10  # px a small anomaly changes at least
 
 
@@ -30,9 +31,11 @@ def cut_paste(image: np.ndarray, donor: np.ndarray, rng: np.random.Generator,
     return out, mask
 
 
-def crack(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """`image` (H, W, 3) with a thin crack (a random walk of one or three px width, darkened or brightened), and its
-    mask: a defect of the size of a solar cell's crack or a PCB's open, which the large anomalies are not."""
+def crack(image: np.ndarray, rng: np.random.Generator, contrast: tuple[float, float] = CRACK_CONTRAST
+          ) -> tuple[np.ndarray, np.ndarray]:
+    """`image` (H, W, 3) with a thin crack (a random walk of one or three px width, darkened or brightened by a
+    `contrast` share), and its mask: a defect of the size of a solar cell's crack or a PCB's open, which the large
+    anomalies are not."""
     height, width = image.shape[:2]
     steps = int(rng.integers(*CRACK_LENGTH))
     angles = rng.uniform(0, 2 * np.pi) + np.cumsum(rng.normal(0, 0.15, steps))
@@ -44,9 +47,9 @@ def crack(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.n
         mask = ndimage.binary_dilation(mask)
     pixels = image.astype(np.float32)
     if pixels[mask].mean() > 127:  # against its surroundings: darker on bright ground, brighter on dark
-        pixels[mask] *= rng.uniform(0.2, 0.6)
+        pixels[mask] *= rng.uniform(1 - contrast[1], 1 - contrast[0])
     else:
-        pixels[mask] += (255 - pixels[mask]) * rng.uniform(0.4, 0.8)
+        pixels[mask] += (255 - pixels[mask]) * rng.uniform(*contrast)
     out = pixels.round().astype(np.uint8)
     return out, mask & (out != image).any(-1)
 

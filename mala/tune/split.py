@@ -14,7 +14,7 @@ from mala.data.samples import Sample
 from mala.errors import DataError
 from mala.sizes import ImageShape
 from mala.synth import AnomalySynthesizer
-from mala.synth.validation import SPECK_AREA, crack, cut_paste, visible
+from mala.synth.validation import CRACK_CONTRAST, SPECK_AREA, crack, cut_paste, visible
 
 VALIDATION_SHARE = 0.2
 MIN_HELD_OUT = 2  # validation normals of a category at least
@@ -24,11 +24,12 @@ VALIDATION_KINDS = ("draem", "cut-paste", "crack", "speck")  # large in turn, sm
 SEED = 0
 
 
-def validation_split(train: ImageCache, size: int | ImageShape, anomalies: tuple[str, ...] = ("large",)
-                     ) -> tuple[ImageCache, ImageCache]:
+def validation_split(train: ImageCache, size: int | ImageShape, anomalies: tuple[str, ...] = ("large",),
+                     crack_contrast: tuple[float, float] = CRACK_CONTRAST) -> tuple[ImageCache, ImageCache]:
     """Per category: the model's training images and a validation cache of normals plus synthetic anomalies of each:
-    `large`, one of self-texture DRAEM and cut-paste in turn; `small`, one of a thin crack and a pasted speck in turn.
-    The split is the same whichever anomalies are drawn (the small ones draw from a generator of their own)."""
+    `large`, one of self-texture DRAEM and cut-paste in turn; `small`, one of a thin crack (of `crack_contrast`) and a
+    pasted speck in turn. The split is the same whichever anomalies are drawn (the small ones draw from a generator of
+    their own)."""
     rng, small_rng = np.random.default_rng(SEED), np.random.default_rng([SEED, 1])
     synthesizer = AnomalySynthesizer(SynthConfig(texture_dir=None), size)
     fit, samples, images, masks = [], [], [], {}
@@ -51,7 +52,7 @@ def validation_split(train: ImageCache, size: int | ImageShape, anomalies: tuple
             if "small" in anomalies:
                 drawn["small"] = (VALIDATION_KINDS[2 + k % 2], *visible(lambda: cut_paste(
                     normal, train.images[small_rng.choice(rest)], small_rng, SPECK_AREA) if k % 2 else crack(
-                    normal, small_rng)))
+                    normal, small_rng, crack_contrast)))
             pictures = [("normal", normal, None)] + [drawn[a] for a in VALIDATION_ANOMALIES if a in anomalies]
             for kind, picture, mask in pictures:
                 if mask is not None:

@@ -25,3 +25,15 @@ def test_a_crack_is_thin_marks_exactly_what_it_changed_and_contrasts_with_its_gr
             assert np.array_equal(mask, (cracked != image).any(-1))
             assert 0 < mask.sum() <= 9 * CRACK_LENGTH[1]  # a walk of at most that many px, at most 3 px wide
             assert (cracked[mask] < ground).all() if ground > 127 else (cracked[mask] > ground).all()
+
+
+def test_a_fainter_crack_changes_its_pixels_by_its_contrast_share_and_no_more():
+    from mala.synth.validation import crack
+
+    for ground in (230, 20):
+        image = np.full((224, 224, 3), ground, dtype=np.uint8)
+        for contrast in ((0.15, 0.4), (0.4, 0.8)):
+            cracked, mask = crack(image, np.random.default_rng(1), contrast)
+            room = ground if ground > 127 else 255 - ground  # the way to black, or to white
+            change = np.abs(cracked[mask].astype(int) - ground) / room
+            assert (change >= contrast[0] - 0.01).all() and (change <= contrast[1] + 0.01).all()
