@@ -37,7 +37,7 @@ from mala.train.setup import (ConfigRequest, ResolvedConfig, TrainingData, pretr
 from mala.train.trainer import LAST_CHECKPOINT, MODEL_FILE, Trainer, make_fabric
 from mala.tune.figure import draw_choices
 from mala.tune.protocol import (VALIDATION_ANOMALIES, CategoryChoice, choice_table, choose_fusion, section_fusion,
-                                validation_parts)
+                                tuned_fusion_line, validation_parts)
 from mala.tune.split import validation_split
 
 
@@ -162,6 +162,9 @@ def test(checkpoint: Path, roots: list[Path], categories: list[str] | None = Non
     read in its category's memory section, or with `route` in the one the model routes it to (and the metrics get
     the share routed to its own category). One category's images and maps are held at a time (`_by_category`)."""
     model, cfg, info = load_trained_model(checkpoint)
+    tuned = tuned_fusion_line(model, info.get("categories", []))
+    if tuned is not None:
+        print(f"mala: {tuned}", file=sys.stderr)
     if route and not (model.hybrid and not model.memory.empty):
         raise ConfigError(f"{checkpoint}: --route needs a normal-feature memory to route in; this model has none")
     samples = test_samples(scan_roots(roots, categories))

@@ -70,6 +70,15 @@ def test_tune_draws_the_maps_of_the_configs_fusion_and_of_the_pick(tuned):
     assert colours > 1000  # images and jet overlays, not an empty canvas
 
 
+def test_mala_test_says_which_fusion_each_category_was_tested_with(tuned, tmp_path, capsys):
+    chosen = json.loads((tuned / "tune" / "tuning.json").read_text())["metal_plate"]["chosen"]
+    assert main(["test", "--checkpoint", str(tuned), "--data", str(shared_data("metal_plate")), "--figures", "0",
+                 "--out", str(tmp_path / "report")]) == 0
+    expected = f"map fusion chosen by `mala tune`: metal_plate w {chosen['memory_weight']:g} share " \
+               f"{chosen['score_map_share']:g}"
+    assert expected in capsys.readouterr().err
+
+
 def test_tune_moves_thresholds_chosen_on_the_old_maps_out_of_the_model(tuned):
     assert "calibration" not in read_metadata(tuned / "model.safetensors")
     assert json.loads((tuned / "tune" / "previous_thresholds.json").read_text()) == CALIBRATION
