@@ -48,25 +48,14 @@ def as_rows(choices: dict[str, CategoryChoice]) -> dict[str, list[list[float]]]:
 
 def from_rows(rows: dict[str, list[list[float]]]) -> dict[str, CategoryChoice]:
     """`as_rows` read back."""
-    choices = {}
-    for category, entries in rows.items():
-        figures = {Fusion(w, s): (auroc, aupro) for w, s, auroc, aupro in entries}
-        default = next(iter(figures))
-        choice = CategoryChoice(default, default, figures)
-        choice.chosen = max(figures, key=choice.score)
-        choices[category] = choice
-    return choices
+    return {category: CategoryChoice({Fusion(w, s): (auroc, aupro) for w, s, auroc, aupro in entries})
+            for category, entries in rows.items()}
 
 
 def within(choices: dict[str, CategoryChoice], fusions: list[Fusion]) -> dict[str, CategoryChoice]:
     """The choices as if only `fusions` had been scored (the config's first)."""
-    kept = {}
-    for category, choice in choices.items():
-        figures = {f: choice.validation[f] for f in fusions}
-        narrowed = CategoryChoice(choice.default, choice.default, figures)
-        narrowed.chosen = max(figures, key=narrowed.score)
-        kept[category] = narrowed
-    return kept
+    return {category: CategoryChoice({f: choice.validation[f] for f in fusions})
+            for category, choice in choices.items()}
 
 
 def compare(validation: dict[str, CategoryChoice], test: dict[str, CategoryChoice]) -> dict:

@@ -293,12 +293,13 @@ def tune(checkpoint: Path, roots: list, out: Path, device: str = "cpu", cache_di
     samples = training_samples(roots, categories)  # a category of the model missing there is named
     fit, validation = validation_split(decode_images(samples, cfg, "decoding training images", cache_dir),
                                        cfg.input_shape, VALIDATION_ANOMALIES)
-    protocol = _protocol_model(cfg, fit, Path(out) / "protocol", info.get("object_categories"))
+    out = Path(out)
+    protocol = _protocol_model(cfg, fit, out / "protocol", info.get("object_categories"))
     parts = validation_parts(protocol, validation, known_sections(validation, categories), device=device)
     choices = choose_fusion(protocol, validation, parts)
-    report = _write_tuning_report(choices, Path(out))
-    draw_choices(Path(out) / "tuning.png", protocol, validation, parts, choices)
-    return Tuning(choices, _store_fusion(checkpoint, section_fusion(choices, categories), Path(out)), report)
+    report = _write_tuning_report(choices, out)
+    draw_choices(out / "tuning.png", protocol, validation, parts, choices)
+    return Tuning(choices, _store_fusion(checkpoint, section_fusion(choices, categories), out), report)
 
 
 def _protocol_model(cfg: MalaConfig, fit: ImageCache, run_dir: Path, objects: list[str] | None) -> MALA:

@@ -349,8 +349,9 @@ def test_the_tune_check_compares_the_protocols_choice_with_the_config_and_the_te
     from mala.tune.protocol import CategoryChoice, Fusion
 
     default, other, third = Fusion(0.5, 0.33), Fusion(0.75, 0.0), Fusion(0.5, 0.0)
-    validation = CategoryChoice(other, default, {default: (90.0, 80.0), other: (92.0, 82.0), third: (80.0, 70.0)})
-    test = CategoryChoice(default, default, {default: (95.0, 85.0), other: (94.0, 84.0), third: (70.0, 60.0)})
+    validation = CategoryChoice({default: (90.0, 80.0), other: (92.0, 82.0), third: (80.0, 70.0)})
+    test = CategoryChoice({default: (95.0, 85.0), other: (94.0, 84.0), third: (70.0, 60.0)})
+    assert (validation.default, validation.chosen, test.chosen) == (default, other, default)
     rows = compare({"c": validation}, {"c": test})
     assert rows["c"]["rho"] == 0.5  # ranks 2, 3, 1 against 3, 2, 1
     assert rows["c"]["chosen_test"] == [94.0, 84.0] and rows["c"]["default_test"] == [95.0, 85.0]

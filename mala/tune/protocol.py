@@ -10,7 +10,7 @@ weight 0.5 or 0.75, and the share of the score memory's coarse distances in it, 
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -40,14 +40,23 @@ class Fusion:
 
 @dataclass
 class CategoryChoice:
-    """One category's candidates with their validation figures, and the pick."""
+    """One category's candidates with their validation figures, in the order they were scored (the config's first),
+    and the pick."""
 
-    chosen: Fusion
-    default: Fusion  # the config's
-    validation: dict[Fusion, tuple[float, float]] = field(default_factory=dict)  # pixel AUROC, AUPRO (%)
+    validation: dict[Fusion, tuple[float, float]]  # pixel AUROC, AUPRO (%)
 
     def score(self, fusion: Fusion) -> float:
         return sum(self.validation[fusion]) / 2
+
+    @property
+    def default(self) -> Fusion:
+        """The config's fusion."""
+        return next(iter(self.validation))
+
+    @property
+    def chosen(self) -> Fusion:
+        """The best by `score`; the first of equals, so a tie keeps the config's."""
+        return max(self.validation, key=self.score)
 
 
 def candidates(model: MALA, weights: tuple[float, ...] = MEMORY_WEIGHTS,
@@ -87,20 +96,18 @@ def choose_fusion(model: MALA, cache: ImageCache, parts: MapParts, fusions: list
                   ) -> dict[str, CategoryChoice]:
     """Per category of the validation `cache` (with its `parts`): every candidate's (`fusions`, the config's first;
     None: `candidates`) pixel AUROC and AUPRO, and the best by their mean."""
-    model = model.cpu()
-    default, choices = Fusion(model.cfg.memory_weight, model.cfg.score_map_share), {}
+    model, choices = model.cpu(), {}
     for category, indices in cache.indices_by_category().items():
         labels = np.array([cache.samples[i].label for i in indices])
         if labels.all() or not labels.any():
             raise ValueError(f"validation of category '{category}' needs normal and anomalous images")
         masks = np.stack([cache.mask(i) for i in indices])
-        category_parts, choice = part_of(parts, indices), CategoryChoice(default, default)
+        category_parts, figures = part_of(parts, indices), {}
         for fusion in fusions or candidates(model):
             maps = model.fused_maps(category_parts, fusion.memory_weight, fusion.score_map_share)[:, 0]
             row = compute_metrics(labels, image_score(maps, 1).numpy(), masks, maps.numpy())
-            choice.validation[fusion] = (100 * row["pixel_auroc"], 100 * row["pixel_aupro"])
-        choice.chosen = max(choice.validation, key=choice.score)  # the first of equals: the config's
-        choices[category] = choice
+            figures[fusion] = (100 * row["pixel_auroc"], 100 * row["pixel_aupro"])
+        choices[category] = CategoryChoice(figures)
     return choices
 
 

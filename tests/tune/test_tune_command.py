@@ -112,8 +112,6 @@ def test_a_model_without_a_memory_or_without_the_categories_data_is_refused(tune
 
 
 def test_train_with_tune_trains_then_tunes_in_the_run_folder(tmp_path, capsys):
-    run = train_quick(tmp_path / "run", "stage2.epochs=1")
-    capsys.readouterr()
     overrides = [arg for item in QUICK_HYBRID for arg in ("--set", item)]
     fresh = tmp_path / "fresh"
     assert main(["train", "--config", "tiny", "--data", str(shared_data("metal_plate")), "--accelerator", "cpu",
@@ -121,7 +119,8 @@ def test_train_with_tune_trains_then_tunes_in_the_run_folder(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "| metal_plate | memory weight" in printed and str(fresh / "tune" / "tuning.json") in printed
     assert load_trained_model(fresh)[0].section_fusion.shape == (1, 2)
-    assert load_trained_model(run)[0].section_fusion.shape == (0, 2)  # without --tune: the config's fusion
+    protocol = fresh / "tune" / "protocol"  # trained without --tune: the config's fusion
+    assert load_trained_model(protocol)[0].section_fusion.shape == (0, 2)
 
 
 def test_a_protocol_model_of_another_config_is_not_reused(tuned, tmp_path, capsys):
