@@ -119,6 +119,8 @@ def _request(args: argparse.Namespace) -> ConfigRequest:
 
     run = {key: getattr(args, key) for key in RUN_FLAGS if getattr(args, key, None) is not None}
     overrides = list(args.set or [])
+    if getattr(args, "no_tune", False):
+        overrides.append("run.tune=false")
     if getattr(args, "epochs", None) is not None:  # pretrain --epochs
         overrides.append(f"stage1.epochs={args.epochs}")
     return ConfigRequest(args.config, overrides, args.image_size, args.tile, args.tile_stride, args.tile_source,
@@ -147,8 +149,6 @@ def cmd_train(args: argparse.Namespace) -> None:
     model_path = engine.train(_request(args), _data(args), args.out, _csv(args.categories), resume=args.resume,
                               cache_dir=args.cache_dir, init=args.init)
     print(f"model saved to {model_path}")
-    if args.tune:
-        _print_tuning(engine.tune(model_path, _data(args), args.out / "tune", cache_dir=args.cache_dir))
     print(f"test it with: mala test --checkpoint {model_path} {_data_options(args)}")
 
 
@@ -295,9 +295,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "dict or a mala model/pretrain output (README.md, Initialisation) [random]")
     _add_image_size_argument(train)
     _add_tiling_arguments(train)
-    train.add_argument("--tune", action="store_true",
-                       help="then choose each category's map fusion on the training images (`mala tune`: one more "
-                            "training run, on 80 %% of them, in RUN/tune)")
+    train.add_argument("--no-tune", action="store_true",
+                       help="train on all images with the config's map fusion (the same as --set run.tune=false); "
+                            "by default 20 %% of each category's images are held out of training to choose its "
+                            "fusion, then the memory holds all (RUN/tune)")
     train.add_argument("--dry-run", action="store_true",
                        help="print what the run would say as it starts (its choices and warnings), parameters, "
                             "steps, learning rates and an estimated time; train nothing")

@@ -373,6 +373,10 @@ class RunConfig(_Section):
     keep_checkpoints: int = 1  # resumable checkpoints kept in checkpoints/ besides last.safetensors
     score_kernel: int = 21  # image score = max(avg_pool_k x k(map)), as DRAEM at 256 px
     pipeline: Literal["end_to_end", "reconstruction"] = "end_to_end"
+    # hold 20 % of each category's normal images out of training, choose each category's map fusion on them with
+    # small synthetic defects (`mala tune`'s protocol, without its second training run), then fill the memory
+    # from all images; only a model with a normal-feature memory has a fusion to choose
+    tune: bool = False
 
     def __post_init__(self) -> None:
         if type(self.precision) is int:  # YAML reads `precision: 32` and `--precision 16` as ints; Fabric's "32", "16"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -34,11 +35,11 @@ from mala.train.plan import describe_plan
 from mala.train.logs import tensorboard_note
 from mala.train.setup import (ConfigRequest, ResolvedConfig, TrainingData, pretraining_config, resolve_config,
                               start_lines, training_data)
-from mala.train.trainer import LAST_CHECKPOINT, MODEL_FILE, Trainer, make_fabric
+from mala.train.trainer import LAST_CHECKPOINT, MODEL_FILE, HeldOut, Trainer, make_fabric
 from mala.tune.figure import draw_choices
 from mala.tune.protocol import (VALIDATION_ANOMALIES, CategoryChoice, choice_table, choose_fusion, section_fusion,
                                 tuned_fusion_line, validation_parts)
-from mala.tune.split import validation_split
+from mala.tune.split import MIN_IMAGES, held_out_count, validation_split
 
 
 def decode_images(samples: list[Sample], cfg: MalaConfig, desc: str, cache_dir: Path | None = None) -> ImageCache:
@@ -107,7 +108,55 @@ def train(config: MalaConfig | ConfigRequest | None, roots: list, run_dir: Path,
         trainer = Trainer(cfg, run_dir, make_fabric(cfg), init=init)
         objects = cfg.synth.object_categories
     cache = decode_images(samples, trainer.cfg, "decoding training images", cache_dir)
-    return trainer.fit(training_data(cache, objects, trainer.cfg.synth.objects))
+    fit, held_out = _tuning_split(trainer.cfg, cache, Path(run_dir) / "tune")
+    return trainer.fit(training_data(fit, objects, trainer.cfg.synth.objects), held_out)
+
+
+def _tuning_split(cfg: MalaConfig, cache: ImageCache, out: Path) -> tuple[ImageCache, HeldOut | None]:
+    """With `run.tune` on a model with a memory: the images the stages train on (80 % of each category's) and the
+    tuning on the rest (`validation_split`, the split of `mala tune`: the same for a resumed run); otherwise all
+    images and none."""
+    if not _tunes(cfg):
+        return cache, None
+    counts = {category: len(indices) for category, indices in cache.indices_by_category().items()}
+    refusal = _tuning_refusal(cfg, counts)
+    print(f"mala: {refusal or _tuning_line(counts)}", file=sys.stderr)
+    if refusal is not None:
+        return cache, None
+    fit, validation = validation_split(cache, cfg.input_shape, VALIDATION_ANOMALIES)
+    categories = sorted(cache.indices_by_category())
+
+    def choose(model: MALA, report: bool) -> torch.Tensor:
+        choices = _choose_fusion(model, validation, categories, out if report else None)
+        if report:
+            print(f"mala: map fusion per category, chosen on held-out training images ({out / 'tuning.md'}):\n"
+                  f"{choice_table(choices)}", file=sys.stderr)
+        return section_fusion(choices, categories)
+
+    return fit, HeldOut(cache, choose)
+
+
+def _tunes(cfg: MalaConfig) -> bool:
+    """Whether a run of `cfg` tunes its fusion in training (`run.tune`, on a model with a normal-feature memory)."""
+    return cfg.run.tune and cfg.model.backbone != "none" and cfg.model.memory_weight > 0
+
+
+def _tuning_line(counts: dict[str, int]) -> str:
+    """What a tuning run says it trains on and holds out (training images per category in `counts`)."""
+    held, total = sum(held_out_count(n) for n in counts.values()), sum(counts.values())
+    return (f"training on {total - held} of the {total} training images; each category's map fusion is chosen on the "
+            f"other {held} (run.tune), then the memory holds all")
+
+
+def _tuning_refusal(cfg: MalaConfig, counts: dict[str, int]) -> str | None:
+    """Why a tuning run cannot hold images out (training images per category in `counts`); None when it can."""
+    few = {category: n for category, n in counts.items() if n < MIN_IMAGES}
+    if cfg.tile_grid is None and not few:
+        return None
+    why = ("a tiled model's fusion cannot be tuned yet" if cfg.tile_grid is not None else
+           f"{', '.join(f'{c} has {n}' for c, n in few.items())} training image(s), fewer than the {MIN_IMAGES} a "
+           "category needs to hold some out")
+    return f"the map fusion is not tuned ({why}): training on all images with the config's fusion"
 
 
 def pretrain(config: MalaConfig | ConfigRequest | None, folders: list[Path], run_dir: Path, resume: bool = False,
@@ -146,9 +195,17 @@ def _planned_start_lines(cfg: MalaConfig, samples: list[Sample]) -> list[str]:
     shape = cfg.input_shape
     probes = training_data(ImageCache.build(probe_samples(samples), shape, desc="decoding probe images"),
                            cfg.synth.object_categories, cfg.synth.objects)
-    lines = [upscaled_note(enlarged_count(samples, shape), len(samples), shape), *start_lines(cfg, probes),
-             tensorboard_note()]
+    lines = [upscaled_note(enlarged_count(samples, shape), len(samples), shape), _planned_tuning(cfg, samples),
+             *start_lines(cfg, probes), tensorboard_note()]
     return [line for line in lines if line is not None]
+
+
+def _planned_tuning(cfg: MalaConfig, samples: list[Sample]) -> str | None:
+    """What `run.tune` will do with these training images, or None where it does not apply."""
+    if not _tunes(cfg):
+        return None
+    counts = dict(Counter(sample.category for sample in samples))
+    return _tuning_refusal(cfg, counts) or _tuning_line(counts)
 
 
 def test(checkpoint: Path, roots: list[Path], categories: list[str] | None = None,
@@ -294,12 +351,23 @@ def tune(checkpoint: Path, roots: list, out: Path, device: str = "cpu", cache_di
     fit, validation = validation_split(decode_images(samples, cfg, "decoding training images", cache_dir),
                                        cfg.input_shape, VALIDATION_ANOMALIES)
     out = Path(out)
-    protocol = _protocol_model(cfg, fit, out / "protocol", info.get("object_categories"))
-    parts = validation_parts(protocol, validation, known_sections(validation, categories), device=device)
-    choices = choose_fusion(protocol, validation, parts)
-    report = _write_tuning_report(choices, out)
-    draw_choices(out / "tuning.png", protocol, validation, parts, choices)
-    return Tuning(choices, _store_fusion(checkpoint, section_fusion(choices, categories), out), report)
+    protocol = _protocol_model(cfg, fit, out / "protocol", info.get("object_categories")).to(device)
+    choices = _choose_fusion(protocol, validation, categories, out)
+    return Tuning(choices, _store_fusion(checkpoint, section_fusion(choices, categories), out), out / "tuning.md")
+
+
+def _choose_fusion(model: MALA, validation: ImageCache, categories: list[str], out: Path | None
+                   ) -> dict[str, CategoryChoice]:
+    """Each category's fusion chosen on the `validation` images (maps on the model's device), with the report and
+    picture written to `out` (None: not written); the model stays on its device."""
+    device = next(model.parameters()).device
+    parts = validation_parts(model, validation, known_sections(validation, categories), device=str(device))
+    choices = choose_fusion(model, validation, parts)
+    if out is not None:
+        _write_tuning_report(choices, out)
+        draw_choices(out / "tuning.png", model, validation, parts, choices)
+    model.to(device)
+    return choices
 
 
 def _protocol_model(cfg: MalaConfig, fit: ImageCache, run_dir: Path, objects: list[str] | None) -> MALA:
@@ -334,7 +402,7 @@ def _store_fusion(checkpoint: Path, fusion: torch.Tensor, out: Path) -> Path:
     return path
 
 
-def _write_tuning_report(choices: dict[str, CategoryChoice], out: Path) -> Path:
+def _write_tuning_report(choices: dict[str, CategoryChoice], out: Path) -> None:
     """`out/tuning.md` (the choice table) and `out/tuning.json` (every candidate's validation figures); the picture
     `tuning.png` is drawn beside them."""
     out.mkdir(parents=True, exist_ok=True)
@@ -344,7 +412,6 @@ def _write_tuning_report(choices: dict[str, CategoryChoice], out: Path) -> Path:
                                          for fusion, (auroc, aupro) in choice.validation.items()]}
                for category, choice in choices.items()}
     (out / "tuning.json").write_text(json.dumps(figures, indent=1))
-    return out / "tuning.md"
 
 
 def export(checkpoint: Path, out: Path, category: str | None = None, opset: int = 18) -> Path:

@@ -358,3 +358,15 @@ def test_the_tune_check_compares_the_protocols_choice_with_the_config_and_the_te
     assert rows["c"]["best_test"] == [95.0, 85.0] and rows["mean"]["chosen_test"] == [94.0, 84.0]
     read_back = from_rows(as_rows({"c": validation}))["c"]
     assert (read_back.default, read_back.chosen, read_back.validation) == (default, other, validation.validation)
+
+
+def test_the_reconstruction_benchs_linear_attention_is_kernel_attention_normalised_over_the_keys():
+    import torch.nn.functional as F
+
+    from bench.feature_reconstruction import LinearAttention
+
+    attention, tokens = LinearAttention(8, 2), torch.randn(2, 5, 8)
+    q, k, v = attention.qkv(tokens).reshape(2, 5, 3, 2, 4).permute(2, 0, 3, 1, 4)
+    weights = (F.elu(q) + 1) @ (F.elu(k) + 1).transpose(-2, -1)  # the N x N matrix linear attention never forms
+    expected = attention.proj(((weights / weights.sum(-1, keepdim=True)) @ v).transpose(1, 2).reshape(2, 5, 8))
+    torch.testing.assert_close(attention(tokens), expected)

@@ -71,3 +71,15 @@ def test_a_category_set_by_hand_that_is_not_in_the_data_stops_the_dry_run_as_it_
     assert main(["train", "--dry-run", "--data", strips(tmp_path), "--set", "synth.objects={strip: true}"]) == 2
     assert capsys.readouterr().err.splitlines()[-1] == ("mala: error: synth.objects names strip, not among the "
                                                         "training categories (strips)")
+
+
+def test_tuning_in_training_is_said_as_the_run_says_it(tmp_path, capsys):
+    from tests.tune.test_tune_command import QUICK_HYBRID
+
+    flags = ["--data", str(shared_data("metal_plate")), *_overrides(QUICK_HYBRID)]
+    planned = dry_run_start(capsys, flags)
+    said = run_start(capsys, flags, tmp_path / "run")
+    assert said[:len(planned)] == planned
+    assert ("training on 43 of the 54 training images; each category's map fusion is chosen on the other 11 "
+            "(run.tune), then the memory holds all") in planned
+    assert said[len(planned)].startswith("map fusion per category, chosen on held-out training images")

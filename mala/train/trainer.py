@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -18,6 +18,7 @@ from lightning_fabric import Fabric
 
 from mala.checkpoint import load_checkpoint, save_checkpoint
 from mala.config import MalaConfig, config_from_dict
+from mala.data.dataset import ImageCache
 from mala.errors import CheckpointError, ConfigError, MalaError
 from mala.model import MALA
 from mala.model.load import load_model_state
@@ -71,6 +72,16 @@ def grouped(batches: Iterable, size: int) -> Iterator[list]:
         yield group
 
 
+@dataclass
+class HeldOut:
+    """Tuning in training (`run.tune`): the stages train on part of the images; `choose` picks each memory section's
+    fusion (S, 2) on images they never saw, with the memory of the images they did (it writes its report where the
+    flag says); then the memory is filled from `every_image`."""
+
+    every_image: ImageCache
+    choose: Callable[[MALA, bool], torch.Tensor]
+
+
 class Trainer:
     def __init__(self, cfg: MalaConfig, run_dir: Path, fabric: Fabric | None = None, init: Path | None = None):
         """`init`: a file to take the starting encoder (and decoder) from (`mala.model.starting_weights`); `resume` passes none."""
@@ -107,8 +118,9 @@ class Trainer:
 
     # ----- the two stages ----------------------------------------------------------------------------------
 
-    def fit(self, data: TrainingData) -> Path:
-        """Train what is left of both stages; returns the path of the final model."""
+    def fit(self, data: TrainingData, held_out: HeldOut | None = None) -> Path:
+        """Train what is left of both stages (then tune the fusion on the `held_out` images); returns the path of the
+        final model."""
         if self.fabric.is_global_zero:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self.cfg.save(self.run_dir / "config.yaml")
@@ -121,6 +133,10 @@ class Trainer:
             self.logger.close()
         if self.model.hybrid and self.cfg.model.memory_weight > 0:
             fill_memory(self.model, data.cache, self.cfg.run.seed, self.cfg.tile_grid, self.fabric)
+            if held_out is not None:
+                fusion = held_out.choose(self.model, self.fabric.is_global_zero)
+                self.model.section_fusion = fusion.to(self.model.section_fusion.device)
+                fill_memory(self.model, held_out.every_image, self.cfg.run.seed, self.cfg.tile_grid, self.fabric)
         return self._save_model(data)
 
     def _train_stages(self, data: TrainingData) -> None:

@@ -128,9 +128,10 @@ def choice_table(choices: dict[str, CategoryChoice]) -> str:
 
 
 def tuned_fusion_line(model: MALA, categories: list[str]) -> str | None:
-    """One line naming each category's fusion as `mala tune` stored it in the model; None for an untuned model."""
+    """One line naming each category's fusion as tuning (`run.tune` or `mala tune`) stored it in the model; None for
+    an untuned model."""
     if not model.hybrid or model.section_fusion.shape[0] == 0:
         return None
     chosen = "; ".join(f"{category} w {weight:g} share {share:g}"
                        for category, (weight, share) in zip(categories, model.section_fusion.tolist()))
-    return f"map fusion chosen by `mala tune`: {chosen}"
+    return f"map fusion tuned on training images: {chosen}"

@@ -24,6 +24,11 @@ VALIDATION_KINDS = ("draem", "cut-paste", "crack", "speck")  # large in turn, sm
 SEED = 0
 
 
+def held_out_count(images: int) -> int:
+    """How many of a category's `images` normal training images the split holds out."""
+    return max(MIN_HELD_OUT, int(round(VALIDATION_SHARE * images)))
+
+
 def validation_split(train: ImageCache, size: int | ImageShape, anomalies: tuple[str, ...] = ("large",),
                      crack_contrast: tuple[float, float] = CRACK_CONTRAST) -> tuple[ImageCache, ImageCache]:
     """Per category: the model's training images and a validation cache of normals plus synthetic anomalies of each:
@@ -38,7 +43,7 @@ def validation_split(train: ImageCache, size: int | ImageShape, anomalies: tuple
             raise DataError(f"category '{category}' has {len(indices)} normal training image(s): a validation split "
                             f"needs at least {MIN_IMAGES}")
         shuffled = rng.permutation(indices)
-        held = shuffled[:max(MIN_HELD_OUT, int(round(VALIDATION_SHARE * len(indices))))]
+        held = shuffled[:held_out_count(len(indices))]
         rest = shuffled[len(held):]
         fit += sorted(rest.tolist())
         for k, index in enumerate(held):

@@ -74,7 +74,7 @@ def test_mala_test_says_which_fusion_each_category_was_tested_with(tuned, tmp_pa
     chosen = json.loads((tuned / "tune" / "tuning.json").read_text())["metal_plate"]["chosen"]
     assert main(["test", "--checkpoint", str(tuned), "--data", str(shared_data("metal_plate")), "--figures", "0",
                  "--out", str(tmp_path / "report")]) == 0
-    expected = f"map fusion chosen by `mala tune`: metal_plate w {chosen['memory_weight']:g} share " \
+    expected = f"map fusion tuned on training images: metal_plate w {chosen['memory_weight']:g} share " \
                f"{chosen['score_map_share']:g}"
     assert expected in capsys.readouterr().err
 
@@ -109,18 +109,6 @@ def test_a_model_without_a_memory_or_without_the_categories_data_is_refused(tune
     assert "only a model with a normal-feature memory has a map fusion to tune" in capsys.readouterr().err
     assert main(["tune", "--checkpoint", str(tuned), "--data", str(shared_data("magnetic_tile"))]) != 0
     assert "categories not found: metal_plate (found: magnetic_tile)" in capsys.readouterr().err
-
-
-def test_train_with_tune_trains_then_tunes_in_the_run_folder(tmp_path, capsys):
-    overrides = [arg for item in QUICK_HYBRID for arg in ("--set", item)]
-    fresh = tmp_path / "fresh"
-    assert main(["train", "--config", "tiny", "--data", str(shared_data("metal_plate")), "--accelerator", "cpu",
-                 "--out", str(fresh), "--tune", *overrides]) == 0
-    printed = capsys.readouterr().out
-    assert "| metal_plate | memory weight" in printed and str(fresh / "tune" / "tuning.json") in printed
-    assert load_trained_model(fresh)[0].section_fusion.shape == (1, 2)
-    protocol = fresh / "tune" / "protocol"  # trained without --tune: the config's fusion
-    assert load_trained_model(protocol)[0].section_fusion.shape == (0, 2)
 
 
 def test_a_protocol_model_of_another_config_is_not_reused(tuned, tmp_path, capsys):

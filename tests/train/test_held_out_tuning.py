@@ -1,0 +1,91 @@
+"""Tuning in training (`run.tune`, on in `tiny`): the stages train on 80 % of each category's images, each category's
+fusion is chosen on the rest with the memory of the 80 %, then the memory is filled from all; a killed run resumes
+to the same choice; too few images or `--no-tune` train on all with the config's fusion."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from mala.cli import main
+from mala.data.dataset import ImageCache
+from mala.data.sources import scan_roots, train_samples
+from mala.eval.evaluate import known_sections
+from mala.model.load import load_trained_model
+from mala.train.fill_memory import fill_memory
+from mala.tune.protocol import VALIDATION_ANOMALIES, choose_fusion, validation_parts
+from mala.tune.split import validation_split
+from tests.conftest import shared_data
+from tests.tune.test_tune_command import QUICK_HYBRID
+
+METAL = shared_data("metal_plate")
+
+
+def train(run: Path, data: Path = METAL, *flags: str) -> int:
+    overrides = [arg for item in QUICK_HYBRID for arg in ("--set", item)]
+    return main(["train", "--config", "tiny", "--data", str(data), "--accelerator", "cpu", "--out", str(run),
+                 *overrides, *flags])
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("held_out") / "run"
+    assert train(run) == 0
+    return run
+
+
+def test_the_fusion_is_chosen_with_the_memory_of_the_training_split_and_the_memory_then_holds_every_image(run):
+    model, cfg, _ = load_trained_model(run)
+    cache = ImageCache.build(train_samples(scan_roots([METAL])), cfg.input_shape)
+    assert model.memory.image_sections.numel() == len(cache.samples)  # all 54, not the 43 stage 2 trained on
+    stored = json.loads((run / "tune" / "tuning.json").read_text())["metal_plate"]
+    chosen = stored["chosen"]
+    torch.testing.assert_close(model.section_fusion, torch.tensor([[chosen["memory_weight"],
+                                                                    chosen["score_map_share"]]]))
+    fit, validation = validation_split(cache, cfg.input_shape, VALIDATION_ANOMALIES)
+    assert len(fit.samples) < len(cache.samples)
+    fill_memory(model, fit, cfg.run.seed)  # the memory at choosing time: the validation images are not in it
+    redone = choose_fusion(model, validation, validation_parts(model, validation, known_sections(
+        validation, ["metal_plate"])))["metal_plate"]
+    for candidate in stored["candidates"]:
+        figures = redone.validation[next(f for f in redone.validation if (f.memory_weight, f.score_map_share) == (
+            candidate["memory_weight"], candidate["score_map_share"]))]
+        assert figures == pytest.approx((candidate["pixel_auroc"], candidate["pixel_aupro"]), abs=1e-6)
+    assert (redone.chosen.memory_weight, redone.chosen.score_map_share) == (chosen["memory_weight"],
+                                                                            chosen["score_map_share"])
+    assert max(c["pixel_auroc"] for c in stored["candidates"]) > 70  # the held-out defects are found
+    assert (run / "tune" / "tuning.png").stat().st_size > 10_000
+
+
+def test_a_run_killed_after_its_last_epoch_resumes_to_the_same_choice(run, capsys):
+    before = (run / "tune" / "tuning.json").read_text()
+    fusion = load_trained_model(run)[0].section_fusion
+    (run / "model.safetensors").unlink()  # as if killed while tuning
+    assert main(["train", "--resume", "--data", str(METAL), "--out", str(run)]) == 0
+    assert "training on 43 of the 54 training images" in capsys.readouterr().err
+    assert (run / "tune" / "tuning.json").read_text() == before
+    torch.testing.assert_close(load_trained_model(run)[0].section_fusion, fusion)
+
+
+def test_no_tune_trains_on_every_image_with_the_configs_fusion(tmp_path, capsys):
+    assert train(tmp_path / "run", METAL, "--no-tune") == 0
+    assert "training on" not in capsys.readouterr().err
+    model, cfg, _ = load_trained_model(tmp_path / "run")
+    assert model.section_fusion.shape == (0, 2) and not cfg.run.tune
+    assert model.memory.image_sections.numel() == 54
+    assert not (tmp_path / "run" / "tune").exists()
+
+
+def test_a_category_too_small_to_hold_images_out_trains_on_all_and_says_why(tmp_path, capsys):
+    small = tmp_path / "small" / "plate" / "train" / "good"
+    small.mkdir(parents=True)
+    for picture in sorted((METAL / "train" / "good").iterdir())[:3]:
+        shutil.copy(picture, small)
+    assert train(tmp_path / "run", tmp_path / "small") == 0
+    assert ("the map fusion is not tuned (plate has 3 training image(s), fewer than the 4 a category needs to hold "
+            "some out)") in capsys.readouterr().err
+    assert load_trained_model(tmp_path / "run")[0].section_fusion.shape == (0, 2)
