@@ -22,11 +22,11 @@ from mala.tune.split import validation_split
 from tests.conftest import shared_data
 from tests.tune.test_tune_command import QUICK_HYBRID
 
-METAL = shared_data("metal_plate")
 
-
-def train(run: Path, data: Path = METAL, *flags: str) -> int:
+def train(run: Path, data: Path | None = None, *flags: str) -> int:
+    """A quick hybrid (tests/tune's) trained on `data` [metal_plate's training images]."""
     overrides = [arg for item in QUICK_HYBRID for arg in ("--set", item)]
+    data = data or shared_data("metal_plate")
     return main(["train", "--config", "tiny", "--data", str(data), "--accelerator", "cpu", "--out", str(run),
                  *overrides, *flags])
 
@@ -40,7 +40,7 @@ def run(tmp_path_factory) -> Path:
 
 def test_the_fusion_is_chosen_with_the_memory_of_the_training_split_and_the_memory_then_holds_every_image(run):
     model, cfg, _ = load_trained_model(run)
-    cache = ImageCache.build(train_samples(scan_roots([METAL])), cfg.input_shape)
+    cache = ImageCache.build(train_samples(scan_roots([shared_data("metal_plate")])), cfg.input_shape)
     assert model.memory.image_sections.numel() == len(cache.samples)  # all 54, not the 43 stage 2 trained on
     stored = json.loads((run / "tune" / "tuning.json").read_text())["metal_plate"]
     chosen = stored["chosen"]
@@ -65,14 +65,14 @@ def test_a_run_killed_after_its_last_epoch_resumes_to_the_same_choice(run, capsy
     before = (run / "tune" / "tuning.json").read_text()
     fusion = load_trained_model(run)[0].section_fusion
     (run / "model.safetensors").unlink()  # as if killed while tuning
-    assert main(["train", "--resume", "--data", str(METAL), "--out", str(run)]) == 0
+    assert main(["train", "--resume", "--data", str(shared_data("metal_plate")), "--out", str(run)]) == 0
     assert "training on 43 of the 54 training images" in capsys.readouterr().err
     assert (run / "tune" / "tuning.json").read_text() == before
     torch.testing.assert_close(load_trained_model(run)[0].section_fusion, fusion)
 
 
 def test_no_tune_trains_on_every_image_with_the_configs_fusion(tmp_path, capsys):
-    assert train(tmp_path / "run", METAL, "--no-tune") == 0
+    assert train(tmp_path / "run", None, "--no-tune") == 0
     assert "training on" not in capsys.readouterr().err
     model, cfg, _ = load_trained_model(tmp_path / "run")
     assert model.section_fusion.shape == (0, 2) and not cfg.run.tune
@@ -83,7 +83,7 @@ def test_no_tune_trains_on_every_image_with_the_configs_fusion(tmp_path, capsys)
 def test_a_category_too_small_to_hold_images_out_trains_on_all_and_says_why(tmp_path, capsys):
     small = tmp_path / "small" / "plate" / "train" / "good"
     small.mkdir(parents=True)
-    for picture in sorted((METAL / "train" / "good").iterdir())[:3]:
+    for picture in sorted((shared_data("metal_plate", "train", "good")).iterdir())[:3]:
         shutil.copy(picture, small)
     assert train(tmp_path / "run", tmp_path / "small") == 0
     assert ("the map fusion is not tuned (plate has 3 training image(s), fewer than the 4 a category needs to hold "
