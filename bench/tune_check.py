@@ -4,7 +4,8 @@ scored per category on the protocol's validation images (small synthetic defects
 test set (outcome only); prints per category the rank correlation of the two, and the test figures of the config's
 fusion, of the protocol's choice and of the test-best. `--weights` / `--shares` score a wider grid than `mala tune`'s;
 the report has `mala tune`'s grid and the wider one. `--crack-contrast` tries fainter validation cracks, and
-`--test-figures` reuses an earlier run's test figures (they do not depend on validation).
+`--test-figures` reuses an earlier run's test figures (they do not depend on validation); `--memory-sigma` blurs the
+memory's maps.
 
     python bench/tune_check.py --checkpoint runs/tune_seed0/tune/protocol \
         --data D/magnetic_tile D/metal_plate D/deeppcb D/pv_el_cells --out runs/tune_check_seed0.json
@@ -86,11 +87,15 @@ def main() -> None:
                         help="the validation cracks' contrast range (mala/synth/validation.py)")
     parser.add_argument("--test-figures", type=Path, help="an earlier run's JSON (same checkpoint and grid): its test "
                         "figures are kept")
+    parser.add_argument("--memory-sigma", type=float, help="blur the memory's maps by this sigma (px) instead of "
+                        "the model's `memory_sigma`")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model, cfg, info = load_trained_model(args.checkpoint)
+    if args.memory_sigma is not None:
+        model.cfg.memory_sigma = args.memory_sigma
     categories, samples = info["categories"], scan_roots(args.data, info["categories"])
     train = ImageCache.build(train_samples(samples), cfg.input_shape, desc="decoding training images")
     validation = validation_split(train, cfg.input_shape, VALIDATION_ANOMALIES, tuple(args.crack_contrast))[1]
@@ -113,6 +118,7 @@ def main() -> None:
                   f"{cells} |")
     if args.out is not None:
         args.out.write_text(json.dumps({"checkpoint": str(args.checkpoint), "crack_contrast": args.crack_contrast,
+                                        "memory_sigma": model.cfg.memory_sigma,
                                         **report, "figures": {k: as_rows(v) for k, v in figures.items()}}, indent=1))
 
 

@@ -370,3 +370,19 @@ def test_the_reconstruction_benchs_linear_attention_is_kernel_attention_normalis
     weights = (F.elu(q) + 1) @ (F.elu(k) + 1).transpose(-2, -1)  # the N x N matrix linear attention never forms
     expected = attention.proj(((weights / weights.sum(-1, keepdim=True)) @ v).transpose(1, 2).reshape(2, 5, 8))
     torch.testing.assert_close(attention(tokens), expected)
+
+
+def test_the_blur_check_merges_runs_of_several_sigmas_into_one_grid_the_models_own_first():
+    from bench.blur_check import blurred_grid
+    from mala.tune.protocol import Fusion
+
+    def run(sigma, figures):  # tune_check's JSON: rows (weight, share, pixel AUROC, AUPRO), the config's first
+        rows = {"c": [[0.5, 0.33, *figures[0]], [0.75, 0.0, *figures[1]], [0.25, 0.0, 99.0, 99.0]]}
+        return {"memory_sigma": sigma, "figures": {"validation": rows, "test": rows}}
+
+    grid = blurred_grid([run(0.0, [(90.0, 80.0), (91.0, 81.0)]), run(4.0, [(93.0, 83.0), (89.0, 79.0)])],
+                        "validation")["c"]
+    assert list(grid.validation) == ["sigma 0, " + str(Fusion(0.5, 0.33)), "sigma 0, " + str(Fusion(0.75, 0.0)),
+                                     "sigma 4, " + str(Fusion(0.5, 0.33)), "sigma 4, " + str(Fusion(0.75, 0.0))]
+    assert grid.default == "sigma 0, " + str(Fusion(0.5, 0.33))  # the weight 0.25 is outside mala tune's grid
+    assert grid.chosen == "sigma 4, " + str(Fusion(0.5, 0.33))
