@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.tune_check import compare, from_rows  # noqa: E402
+from bench.tune_check import compare, from_rows, print_comparison  # noqa: E402
 from mala.tune.protocol import MEMORY_WEIGHTS, SCORE_MAP_SHARES, CategoryChoice  # noqa: E402
 
 
@@ -40,14 +40,7 @@ def main() -> None:
     parser.add_argument("runs", type=Path, nargs="+", help="tune_check.py JSON files, the model's own sigma first")
     runs = [json.loads(path.read_text()) for path in parser.parse_args().runs]
     for name, chosen_from in (("the model's sigma only", runs[:1]), ("every sigma", runs)):
-        rows = compare(*(blurred_grid(chosen_from, split) for split in ("validation", "test")))
-        print(f"{name}\n| category | rho | chosen (sigma, fusion) | test-best | test: config's | chosen | test-best |\n"
-              "|---|---|---|---|---|---|---|")
-        for category, row in rows.items():
-            cells = " | ".join("{:.1f} / {:.1f}".format(*row[k]) for k in ("default_test", "chosen_test", "best_test"))
-            print(f"| {category} | {row.get('rho', '')} | {row.get('chosen', '')} | {row.get('test_best', '')} | "
-                  f"{cells} |")
-
+        print_comparison(name, compare(*(blurred_grid(chosen_from, split) for split in ("validation", "test"))))
 
 if __name__ == "__main__":
     main()

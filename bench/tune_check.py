@@ -77,6 +77,15 @@ def compare(validation: dict[str, CategoryChoice], test: dict[str, CategoryChoic
     return rows
 
 
+def print_comparison(title: str, rows: dict) -> None:
+    """`compare`'s rows as a markdown table under `title`."""
+    print(f"{title}\n| category | rho | chosen | test-best | test: config's | chosen | test-best |\n"
+          "|---|---|---|---|---|---|---|")
+    for category, row in rows.items():
+        cells = " | ".join("{:.1f} / {:.1f}".format(*row[k]) for k in ("default_test", "chosen_test", "best_test"))
+        print(f"| {category} | {row.get('rho', '')} | {row.get('chosen', '')} | {row.get('test_best', '')} | {cells} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", type=Path, required=True, help="the protocol's model (TUNE_DIR/protocol)")
@@ -110,12 +119,7 @@ def main() -> None:
     report = {}
     for name, fusions in grids.items():
         report[name] = rows = compare(*(within(figures[split], fusions) for split in ("validation", "test")))
-        print(f"{name} ({len(fusions)} candidates)\n| category | rho | chosen | test-best | test: config's | chosen | "
-              "test-best |\n|---|---|---|---|---|---|---|")
-        for category, row in rows.items():
-            cells = " | ".join("{:.1f} / {:.1f}".format(*row[k]) for k in ("default_test", "chosen_test", "best_test"))
-            print(f"| {category} | {row.get('rho', '')} | {row.get('chosen', '')} | {row.get('test_best', '')} | "
-                  f"{cells} |")
+        print_comparison(f"{name} ({len(fusions)} candidates)", rows)
     if args.out is not None:
         args.out.write_text(json.dumps({"checkpoint": str(args.checkpoint), "crack_contrast": args.crack_contrast,
                                         "memory_sigma": model.cfg.memory_sigma,
