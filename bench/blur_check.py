@@ -42,5 +42,6 @@ def main() -> None:
     for name, chosen_from in (("the model's sigma only", runs[:1]), ("every sigma", runs)):
         print_comparison(name, compare(*(blurred_grid(chosen_from, split) for split in ("validation", "test"))))
 
+
 if __name__ == "__main__":
     main()

@@ -229,6 +229,11 @@ class ModelConfig(_Section):
         return self._grid(self.patch_size)
 
     @property
+    def has_memory(self) -> bool:
+        """Whether the model keeps a normal-feature memory (a hybrid with `memory_weight` > 0)."""
+        return self.backbone != "none" and self.memory_weight > 0
+
+    @property
     def memory_token_stride(self) -> int:
         """The stride of the memory's token grid (`memory_stride`, or the patch size for 0)."""
         return self.memory_stride or self.patch_size

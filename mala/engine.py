@@ -124,7 +124,7 @@ def _tuning_split(cfg: MalaConfig, cache: ImageCache, out: Path) -> tuple[ImageC
     if refusal is not None:
         return cache, None
     fit, validation = validation_split(cache, cfg.input_shape, VALIDATION_ANOMALIES)
-    categories = sorted(cache.indices_by_category())
+    categories = sorted(counts)
 
     def choose(model: MALA, report: bool) -> torch.Tensor:
         choices = _choose_fusion(model, validation, categories, out if report else None)
@@ -138,7 +138,7 @@ def _tuning_split(cfg: MalaConfig, cache: ImageCache, out: Path) -> tuple[ImageC
 
 def _tunes(cfg: MalaConfig) -> bool:
     """Whether a run of `cfg` tunes its fusion in training (`run.tune`, on a model with a normal-feature memory)."""
-    return cfg.run.tune and cfg.model.backbone != "none" and cfg.model.memory_weight > 0
+    return cfg.run.tune and cfg.model.has_memory
 
 
 def _tuning_line(counts: dict[str, int]) -> str:
@@ -342,7 +342,7 @@ def tune(checkpoint: Path, roots: list, out: Path, device: str = "cpu", cache_di
     training images (a killed run resumes there; a finished one is reused). Thresholds stored with the model were
     chosen on the old maps: they move to `out/previous_thresholds.json` and must be chosen again (`mala calibrate`)."""
     model, cfg, info = load_trained_model(checkpoint)
-    if not (model.hybrid and cfg.model.memory_weight > 0 and not model.memory.empty):
+    if not (cfg.model.has_memory and not model.memory.empty):
         raise ConfigError(f"{checkpoint}: only a model with a normal-feature memory has a map fusion to tune")
     if cfg.tile_grid is not None:
         raise ConfigError(f"{checkpoint}: a tiled model's fusion cannot be tuned yet (its maps are stitched)")

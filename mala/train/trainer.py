@@ -131,7 +131,7 @@ class Trainer:
             self._train_stages(data)
         finally:
             self.logger.close()
-        if self.model.hybrid and self.cfg.model.memory_weight > 0:
+        if self.cfg.model.has_memory:
             fill_memory(self.model, data.cache, self.cfg.run.seed, self.cfg.tile_grid, self.fabric)
             if held_out is not None:
                 fusion = held_out.choose(self.model, self.fabric.is_global_zero)
