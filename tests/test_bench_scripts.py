@@ -386,3 +386,46 @@ def test_the_blur_check_merges_runs_of_several_sigmas_into_one_grid_the_models_o
                                      "sigma 4, " + str(Fusion(0.5, 0.33)), "sigma 4, " + str(Fusion(0.75, 0.0))]
     assert grid.default == "sigma 0, " + str(Fusion(0.5, 0.33))  # the weight 0.25 is outside mala tune's grid
     assert grid.chosen == "sigma 4, " + str(Fusion(0.5, 0.33))
+
+
+def test_the_position_bench_tells_a_token_from_its_double_elsewhere_only_when_the_place_is_weighted():
+    from bench.position_memory import category_distances, grid_places
+
+    places = grid_places((2, 2))
+    assert torch.equal(places, torch.tensor([[0.25, 0.25], [0.25, 0.75], [0.75, 0.25], [0.75, 0.75]]))
+    fit = torch.randn(6, 4, 3, generator=torch.Generator().manual_seed(0))
+    queries = {"same": fit[:1], "moved": fit[:1].roll(1, dims=1)}  # the first image, and its tokens shifted a place
+    unplaced = category_distances(fit, queries, places, 0.0, 1.0, 0.0, 0, 0, "c")[0]
+    placed = category_distances(fit, queries, places, 4.0, 1.0, 0.0, 0, 0, "c")[0]
+    assert unplaced["moved"].abs().max() < 1e-3 and placed["same"].abs().max() < 1e-3
+    assert placed["moved"].min() > 0.1  # each token's double lies elsewhere: its place counts
+
+
+def test_the_tuning_summary_reads_the_score_of_the_fusion_each_run_chose(tmp_path):
+    from bench.tuning_summary import chosen_scores
+    from mala.engine import _write_tuning_report
+    from mala.tune.protocol import CategoryChoice, Fusion
+
+    choice = CategoryChoice({Fusion(0.5, 0.33): (90.0, 80.0), Fusion(0.75, 0.0): (92.0, 84.0)})
+    _write_tuning_report({"c": choice}, tmp_path / "tune")
+    assert chosen_scores(tmp_path) == {"c": 88.0}
+
+
+def test_the_score_bench_weighs_the_stage2_map_against_the_memorys_in_the_image_score():
+    from types import SimpleNamespace
+
+    from bench.score_check import score_auroc
+    from mala.model.mala import MapParts
+
+    labels = [0, 0, 1, 1]
+    cache = SimpleNamespace(samples=[SimpleNamespace(label=label) for label in labels],
+                            indices_by_category=lambda: {"c": np.arange(4)})
+    model = SimpleNamespace(image_shape=(8, 8), cfg=SimpleNamespace(memory_sigma=0.0))
+    learned = torch.zeros(4, 8, 8)
+    learned[:2, 3, 3] = 0.9  # the stage-2 map marks the normal images
+    coarse, fine = torch.zeros(4, 1, 2, 2), torch.zeros(4, 1, 4, 4)
+    coarse[2:, 0, 1, 1] = 3.0  # the score memory marks the anomalous ones
+    parts = MapParts(learned, torch.zeros(4, dtype=torch.long), fine, coarse)
+    assert score_auroc(model, cache, parts, 1.0, 0.0, 1) == {"c": 100.0}
+    assert score_auroc(model, cache, parts, 0.0, 0.0, 1) == {"c": 0.0}
+    assert score_auroc(model, cache, parts, 1.0, 1.0, 1) == {"c": 50.0}  # the fine memory alone sees nothing
