@@ -36,7 +36,7 @@ from mala.data.sources import scan_roots, test_samples, train_samples  # noqa: E
 from mala.eval.evaluate import known_sections  # noqa: E402
 from mala.model.load import load_trained_model  # noqa: E402
 from mala.model.memory import FeatureMemory  # noqa: E402
-from mala.train.fill_memory import cover, held_out_scale, normal_feature_tokens  # noqa: E402
+from mala.train.fill_memory import category_section, held_out_scale, normal_feature_tokens, random_rows  # noqa: E402
 from mala.tune.protocol import VALIDATION_ANOMALIES, candidates, choose_fusion, validation_parts  # noqa: E402
 from mala.tune.split import validation_split  # noqa: E402
 
@@ -57,18 +57,19 @@ def joined(tokens: torch.Tensor, places: torch.Tensor, weight: float) -> torch.T
 
 
 def category_distances(fit_tokens, queries: dict[str, torch.Tensor], places, lam: float, base_scale: float,
-                       radius: float, section_size: int, seed: int, category: str) -> dict[str, torch.Tensor]:
-    """Scaled nearest distances (images, N) of each query set to a memory of the joined fit tokens."""
+                       radius: float, section_size: int, seed: int, category: str
+                       ) -> tuple[dict[str, torch.Tensor], int]:
+    """Scaled nearest distances (images, N) of each query set to a memory section of the joined fit tokens, built
+    as `fill_memory` builds one (`category_section`, cut to `section_size` rows by `random_rows`), and its rows."""
     rng = np.random.default_rng([seed, zlib.crc32(category.encode())])
     fit = joined(fit_tokens, places, lam * base_scale)
-    scale = held_out_scale(fit, rng)
-    kept = cover(fit.flatten(0, 1), radius * scale, seed)
-    if section_size and len(kept) > section_size:
-        kept = kept[torch.from_numpy(np.sort(rng.permutation(len(kept))[:section_size]))]
-    memory = FeatureMemory(kept.shape[1])
-    memory.fill(kept, scale)
-    return {name: memory.scaled_distance(joined(q, places, lam * base_scale), 0) for name, q in queries.items()}, \
-        len(kept)
+    section = category_section(fit, fit.shape[1], radius, rng, seed)
+    if section_size and len(section.tokens) > section_size:
+        section = random_rows(section, section_size, rng)
+    memory = FeatureMemory(fit.shape[-1])
+    memory.fill(section.tokens, section.scale)
+    return ({name: memory.scaled_distance(joined(q, places, lam * base_scale), 0) for name, q in queries.items()},
+            len(section.tokens))
 
 
 def protocol_splits(checkpoint: Path, data: list[str]):
@@ -100,14 +101,15 @@ def main() -> None:
     parts = {name: validation_parts(model, cache, known_sections(cache, categories)) for name, cache in splits.items()}
     grid, places = model.memory_grid, grid_places(model.memory_grid)
     distances = {lam: {name: p.distance.clone() for name, p in parts.items()} for lam in args.lams}
+    radius = cfg.model.memory_radius if args.radius is None else args.radius
+    by_category = {name: cache.indices_by_category() for name, cache in splits.items()}
     sizes: dict[str, dict[float, int]] = {}
     for category, indices in fit.indices_by_category().items():
         fit_tokens = normal_feature_tokens(model, fit, indices, desc=f"fit: {category}")[0]
-        in_splits = {name: cache.indices_by_category()[category] for name, cache in splits.items()}
+        in_splits = {name: rows[category] for name, rows in by_category.items()}
         queries = {name: normal_feature_tokens(model, splits[name], rows, desc=f"{name}: {category}")[0]
                    for name, rows in in_splits.items()}
         base_scale = held_out_scale(fit_tokens, np.random.default_rng(0))
-        radius = cfg.model.memory_radius if args.radius is None else args.radius
         sizes[category] = {}
         for lam in args.lams:
             found, sizes[category][lam] = category_distances(
