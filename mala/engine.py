@@ -108,19 +108,21 @@ def train(config: MalaConfig | ConfigRequest | None, roots: list, run_dir: Path,
         trainer = Trainer(cfg, run_dir, make_fabric(cfg), init=init)
         objects = cfg.synth.object_categories
     cache = decode_images(samples, trainer.cfg, "decoding training images", cache_dir)
-    fit, held_out = _tuning_split(trainer.cfg, cache, Path(run_dir) / "tune")
+    fit, held_out = _tuning_split(trainer.cfg, cache, Path(run_dir) / "tune", trainer.fabric.is_global_zero)
     return trainer.fit(training_data(fit, objects, trainer.cfg.synth.objects), held_out)
 
 
-def _tuning_split(cfg: MalaConfig, cache: ImageCache, out: Path) -> tuple[ImageCache, HeldOut | None]:
+def _tuning_split(cfg: MalaConfig, cache: ImageCache, out: Path, announce: bool
+                  ) -> tuple[ImageCache, HeldOut | None]:
     """With `run.tune` on a model with a memory: the images the stages train on (80 % of each category's) and the
     tuning on the rest (`validation_split`, the split of `mala tune`: the same for a resumed run); otherwise all
-    images and none."""
+    images and none. `announce`: say which (one rank of several says it)."""
     if not _tunes(cfg):
         return cache, None
     counts = {category: len(indices) for category, indices in cache.indices_by_category().items()}
     refusal = _tuning_refusal(cfg, counts)
-    print(f"mala: {refusal or _tuning_line(counts)}", file=sys.stderr)
+    if announce:
+        print(f"mala: {refusal or _tuning_line(counts)}", file=sys.stderr)
     if refusal is not None:
         return cache, None
     fit, validation = validation_split(cache, cfg.input_shape, VALIDATION_ANOMALIES)
@@ -186,7 +188,8 @@ def plan_training(config: MalaConfig | ConfigRequest, roots: list, categories: l
     model = MALA(cfg.model)
     initialised = [initialise(model, init).summary()] if init is not None else []
     start = [*resolved.notes, *initialised, *_planned_start_lines(cfg, samples)]
-    return "\n".join([*start, describe_plan(cfg, model, categories_of(samples), len(samples))])
+    fills = 2 if _tunes(cfg) and _tuning_refusal(cfg, _category_counts(samples)) is None else 1
+    return "\n".join([*start, describe_plan(cfg, model, categories_of(samples), len(samples), fills)])
 
 
 def _planned_start_lines(cfg: MalaConfig, samples: list[Sample]) -> list[str]:
@@ -204,8 +207,12 @@ def _planned_tuning(cfg: MalaConfig, samples: list[Sample]) -> str | None:
     """What `run.tune` will do with these training images, or None where it does not apply."""
     if not _tunes(cfg):
         return None
-    counts = dict(Counter(sample.category for sample in samples))
+    counts = _category_counts(samples)
     return _tuning_refusal(cfg, counts) or _tuning_line(counts)
+
+
+def _category_counts(samples: list[Sample]) -> dict[str, int]:
+    return dict(Counter(sample.category for sample in samples))
 
 
 def test(checkpoint: Path, roots: list[Path], categories: list[str] | None = None,

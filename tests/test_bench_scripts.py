@@ -429,3 +429,20 @@ def test_the_score_bench_weighs_the_stage2_map_against_the_memorys_in_the_image_
     assert score_auroc(model, cache, parts, 1.0, 0.0, 1) == {"c": 100.0}
     assert score_auroc(model, cache, parts, 0.0, 0.0, 1) == {"c": 0.0}
     assert score_auroc(model, cache, parts, 1.0, 1.0, 1) == {"c": 50.0}  # the fine memory alone sees nothing
+
+
+def test_the_run_validation_refills_the_tuning_memory_and_reproduces_the_tunings_figures(tmp_path):
+    import json
+
+    from bench.run_validation import run_figures, validation_score
+    from tests.conftest import shared_data
+    from tests.tune.test_tune_command import train_quick
+
+    run = train_quick(tmp_path / "run")  # tiny tunes in training: metal_plate's fusion chosen on its held-out 20 %
+    tuning = json.loads((run / "tune" / "tuning.json").read_text())["metal_plate"]
+    chosen = next(row for row in tuning["candidates"] if all(row[k] == v for k, v in tuning["chosen"].items()))
+    figures = run_figures(run, [str(shared_data("metal_plate"))])["metal_plate"]
+    assert figures["pixel_auroc"] == pytest.approx(chosen["pixel_auroc"], abs=1e-6)
+    assert figures["pixel_aupro"] == pytest.approx(chosen["pixel_aupro"], abs=1e-6)
+    assert 0 <= figures["image_auroc"] <= 100
+    assert validation_score({"metal_plate": figures}) == pytest.approx(sum(figures.values()) / 3)

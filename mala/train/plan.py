@@ -105,6 +105,27 @@ def seconds_per_step(stage: int, cfg: MalaConfig, model: MALA, fabric: Fabric, b
     return (time.perf_counter() - started) * batch_size / timed, timed
 
 
+@torch.no_grad()
+def seconds_per_memory_image(cfg: MalaConfig, model: MALA, fabric: Fabric) -> float:
+    """Seconds of the backbone pass that puts one training image into the normal-feature memory (timed as
+    `seconds_per_step`, at most CPU_TIMING_BATCH images)."""
+    model = fabric.to_device(model).eval()
+    images = fabric.to_device(torch.rand(CPU_TIMING_BATCH, 3, *cfg.model.image_shape))
+    model.backbone_tokens(images)  # warm-up
+    started = time.perf_counter()
+    model.backbone_tokens(images)
+    if fabric.device.type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - started) / CPU_TIMING_BATCH
+
+
+def _memory_line(seconds_per_pass: float, passes: int, fills: int) -> str:
+    times = "twice (run.tune: once from the images stage 2 trains on, once from all)" if fills == 2 else "once"
+    return (f"memory: filled {times} after stage 2, one backbone pass per image (or tile) at {seconds_per_pass:.3f} s: "
+            f"{_duration(seconds_per_pass * passes * fills)} (its epsilon-net and, with run.tune, the held-out "
+            "images' maps come on top)")
+
+
 def _duration(seconds: float) -> str:
     if seconds < 120:
         return f"{seconds:.1f} s"
@@ -128,8 +149,10 @@ def _stage_lines(plan: StagePlan, seconds: float, timed: int, world_size: int) -
     ]
 
 
-def describe_plan(cfg: MalaConfig, model: MALA, categories: list[str], num_images: int) -> str:
-    """The dry run's report; times one step per stage on this machine (a few seconds; longer for `paper` on a CPU)."""
+def describe_plan(cfg: MalaConfig, model: MALA, categories: list[str], num_images: int, memory_fills: int = 1
+                  ) -> str:
+    """The dry run's report; times one step per stage on this machine (a few seconds; longer for `paper` on a CPU)
+    and, for a model with a memory, the backbone pass of its `memory_fills` fills."""
     counts = parameter_counts(model, cfg)
     lines = [
         "dry run: nothing is trained and no run folder is written",
@@ -145,6 +168,12 @@ def describe_plan(cfg: MalaConfig, model: MALA, categories: list[str], num_image
         seconds, timed = seconds_per_step(plan.stage, cfg, model, fabric, plan.batch_size)
         total_seconds += seconds * plan.steps
         lines += _stage_lines(plan, seconds, timed, _world_size(cfg))
+    if cfg.model.has_memory:
+        seconds = seconds_per_memory_image(cfg, model, fabric)
+        passes = num_images * (cfg.tile_grid.count if cfg.tile_grid is not None else 1)  # tiled: a pass per tile
+        total_seconds += seconds * passes * memory_fills
+        lines.append(_memory_line(seconds, passes, memory_fills))
     lines.append(f"estimated training time on {describe_device(str(fabric.device))}: {_duration(total_seconds)} "
-                 "(model steps only: image loading and anomaly synthesis come on top, unless workers hide them)")
+                 "(model steps and memory passes only: image loading and anomaly synthesis come on top, unless "
+                 "workers hide them)")
     return "\n".join(lines)

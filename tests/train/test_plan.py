@@ -36,3 +36,16 @@ def test_dry_run_at_a_rectangular_size_counts_its_tokens(tmp_path, capsys):
     assert main(["train", "--config", "tiny", "--dry-run", "--data", str(shared_data("metal_plate")),
                  "--image-size", "32x64", "--set", "stage1.enabled=true", "--out", str(tmp_path / "run")]) == 0
     assert "75% of patches masked (2 of 8 visible)" in capsys.readouterr().out
+
+
+def test_dry_run_counts_one_memory_fill_or_two_when_it_tunes(tmp_path, capsys):
+    base = ["train", "--config", "tiny", "--dry-run", "--data", str(shared_data("metal_plate")),
+            "--set", "model.image_size=64", "--out", str(tmp_path / "run")]
+    said = {}
+    for tune in ("true", "false"):
+        assert main([*base, "--set", f"run.tune={tune}"]) == 0
+        said[tune] = [line for line in capsys.readouterr().out.splitlines() if line.startswith("memory: ")]
+    assert len(said["true"]) == 1 and said["true"][0].startswith("memory: filled twice (run.tune")
+    assert len(said["false"]) == 1 and said["false"][0].startswith("memory: filled once after stage 2")
+    assert main([*base, "--set", "model.backbone=none"]) == 0  # a pixel ViT has no memory to fill
+    assert "memory: " not in capsys.readouterr().out
