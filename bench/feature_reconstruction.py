@@ -1,15 +1,21 @@
-"""Does a feature-reconstruction map in the style of Dinomaly earn a place beside the memory? (issue 22, item 4.)
+"""Does a feature-reconstruction map earn a place beside the memory? (issue 22, item 4.) Two networks: Dinomaly's
+kind (local: a noisy bottleneck per token, then linear attention) and EfficientAD's autoencoder (global: the whole
+token grid through a 1 x 1 latent, so what is normal only in another arrangement, a missing or misplaced part, cannot
+come back).
 
 On `mala tune`'s protocol model (`TUNE_DIR/protocol`: stage 2 and both memories of 80 % of each category's normal
-training images), a small network trained on those same 80 % only (no synthetic anomalies) reconstructs the memory's
-raw backbone tokens (stride 8) through a noisy bottleneck (an MLP with dropout) and linear-attention blocks, with a
-cosine loss, as Dinomaly does (one network for all categories; no loose grouping, no hard mining). Its map is 1 - cos
-per token, in units of its category's 99 % quantile on those images. Every candidate map is then scored on the
-protocol's validation images (held-out normals with small synthetic defects: `mala tune`'s score, mean of pixel AUROC
-and AUPRO) and on the real test sets (outcome only), per category:
+training images), the network, trained on those same 80 % only (no synthetic anomalies), reconstructs the memory's
+raw backbone tokens (stride 8), with a cosine loss (one network for all categories; Dinomaly's: no loose grouping, no
+hard mining; EfficientAD's: no student, the autoencoder's own error is the map). Its map is 1 - cos per token, in
+units of its category's 99 % quantile on those images. Every candidate map is then scored on the protocol's
+validation images (held-out normals with small synthetic defects, and with `--anomalies large small` also a
+self-texture or another image's pasted rectangle: `mala tune`'s score, mean of pixel AUROC and AUPRO) and on the
+real test sets (outcome only), per category:
 
     python bench/feature_reconstruction.py --checkpoint runs/tune_seed0/tune/protocol \
         --data D/magnetic_tile D/metal_plate D/deeppcb D/pv_el_cells --out runs/reconstruction_seed0.json
+    python bench/feature_reconstruction.py ... --network autoencoder --anomalies large small \
+        --out runs/autoencoder_seed0.json
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ from mala.model.maps import distance_map, fuse_maps, image_score  # noqa: E402
 from mala.model.vit import Mlp, sincos_pos_embed  # noqa: E402
 from mala.progress import progress  # noqa: E402
 from mala.tune.protocol import VALIDATION_ANOMALIES, validation_parts  # noqa: E402
-from mala.tune.split import validation_split  # noqa: E402
+from mala.tune.split import VALIDATION_KINDS, validation_split  # noqa: E402
 
 QUANTILE = 0.99
 
@@ -93,14 +99,42 @@ class FeatureReconstructor(nn.Module):
         return self.head(self.norm(x))
 
 
-def token_errors(net: FeatureReconstructor, tokens: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
+class GlobalAutoencoder(nn.Module):
+    """Standardised tokens (B, N, C) on `grid` -> their reconstruction from one latent vector per image, as
+    EfficientAD's autoencoder: strided convolutions down to 1 x 1, then upsampling and convolutions back, with
+    dropout. Every token is rebuilt from the whole image, so only the arrangements normal images share come back."""
+
+    def __init__(self, channels: int, grid: tuple[int, int], dim: int, latent: int, dropout: float):
+        super().__init__()
+        self.grid = grid
+        self.encoder = nn.Sequential(
+            nn.Conv2d(channels, dim, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(dim, dim, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(dim, dim, 3, stride=2, padding=1), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1), nn.Conv2d(dim, latent, 1))
+        sizes = [tuple(max(1, -(-side // 2 ** k)) for side in grid) for k in (3, 2, 1, 0)]
+        self.sizes = sizes
+        self.decoder = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(latent if k == 0 else dim, dim, 3, padding=1), nn.ReLU(), nn.Dropout(dropout))
+            for k in range(len(sizes)))
+        self.head = nn.Conv2d(dim, channels, 1)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        x = tokens.transpose(1, 2).unflatten(2, self.grid)
+        x = self.encoder(x)
+        for size, layer in zip(self.sizes, self.decoder):
+            x = layer(F.interpolate(x, size=size, mode="bilinear", align_corners=False))
+        return self.head(x).flatten(2).transpose(1, 2)
+
+
+def token_errors(net: nn.Module, tokens: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
     """1 - cos of each token (B, N) and its reconstruction."""
     net.eval()
     with torch.no_grad():
         return torch.cat([1 - F.cosine_similarity(net(chunk), chunk, dim=-1) for chunk in tokens.split(batch_size)])
 
 
-def train(net: FeatureReconstructor, tokens: torch.Tensor, steps: int, batch_size: int, lr: float, seed: int
+def train(net: nn.Module, tokens: torch.Tensor, steps: int, batch_size: int, lr: float, seed: int
           ) -> list[float]:
     """AdamW with a cosine schedule on random batches of standardised tokens; the loss per 100 steps."""
     generator = torch.Generator().manual_seed(seed)
@@ -162,6 +196,17 @@ def figures(cache: ImageCache, maps: dict[str, torch.Tensor]) -> dict[str, dict[
     return out
 
 
+def kind_groups(cache: ImageCache) -> dict[str, np.ndarray | None]:
+    """The validation as a whole ("validation": None, all of it) and, where it holds both sizes of synthetic
+    anomalies, each size with the normals ("validation small", "validation large")."""
+    kinds = [sample.path.stem.split("_", 1)[1] for sample in cache.samples]
+    groups: dict[str, np.ndarray | None] = {"validation": None}
+    for size, names in (("small", VALIDATION_KINDS[2:]), ("large", VALIDATION_KINDS[:2])):
+        if any(kind in names for kind in kinds) and len(set(kinds) - {"normal"}) > len(names):
+            groups[f"validation {size}"] = np.array([i for i, kind in enumerate(kinds) if kind in ("normal", *names)])
+    return groups
+
+
 def reconstruction_map(net, tokens: torch.Tensor, sections: np.ndarray, scales: torch.Tensor, grid, size
                        ) -> torch.Tensor:
     """The reconstruction map (B, H, W) in [0, 1): errors in units of the section's scale, squashed as the memory's."""
@@ -179,6 +224,10 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=128)
     parser.add_argument("--depth", type=int, default=3)
     parser.add_argument("--dropout", type=float, default=0.2)
+    parser.add_argument("--network", choices=("dinomaly", "autoencoder"), default="dinomaly")
+    parser.add_argument("--latent", type=int, default=64, help="the autoencoder's latent size")
+    parser.add_argument("--anomalies", nargs="+", choices=("small", "large"), default=list(VALIDATION_ANOMALIES),
+                        help="the validation's synthetic anomalies (mala tune's: small)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, required=True)
@@ -189,13 +238,16 @@ def main() -> None:
     model.eval()
     categories, samples = info["categories"], scan_roots(args.data, info["categories"])
     train_cache = ImageCache.build(train_samples(samples), cfg.input_shape, desc="decoding training images")
-    fit, validation = validation_split(train_cache, cfg.input_shape, VALIDATION_ANOMALIES)
+    fit, validation = validation_split(train_cache, cfg.input_shape, tuple(args.anomalies))
     test = ImageCache.build(test_samples(samples), cfg.input_shape, desc="decoding test images")
 
     fit_tokens = memory_tokens(model, fit)
     mean, std = fit_tokens.mean(dim=(0, 1)), fit_tokens.std(dim=(0, 1)).clamp_min(1e-6)
     fit_tokens = (fit_tokens - mean) / std
-    net = FeatureReconstructor(fit_tokens.shape[-1], model.memory_grid, args.dim, args.depth, args.dropout)
+    channels = fit_tokens.shape[-1]
+    net = (FeatureReconstructor(channels, model.memory_grid, args.dim, args.depth, args.dropout)
+           if args.network == "dinomaly" else
+           GlobalAutoencoder(channels, model.memory_grid, args.dim, args.latent, args.dropout))
     started = time.perf_counter()
     losses = train(net, fit_tokens, args.steps, args.batch_size, args.lr, args.seed)
     train_seconds = time.perf_counter() - started
@@ -212,7 +264,10 @@ def main() -> None:
         parts = validation_parts(model, cache, sections)
         recon = reconstruction_map(net, (memory_tokens(model, cache) - mean) / std, sections, scales,
                                    model.memory_grid, model.image_shape)
-        report[name] = figures(cache, candidate_maps(model, parts, recon))
+        maps = candidate_maps(model, parts, recon)
+        for group, chosen in (kind_groups(cache) if name == "validation" else {name: None}).items():
+            report[group] = figures(cache, maps) if chosen is None else figures(
+                cache.subset(chosen), {key: value[torch.from_numpy(chosen)] for key, value in maps.items()})
     summarise(report)
     args.out.write_text(json.dumps(report, indent=1))
 
@@ -221,13 +276,14 @@ def summarise(report: dict) -> None:
     """Per candidate: validation score (mean of pixel AUROC and AUPRO) and test figures, means over categories; per
     category the rank correlation of validation and test scores."""
     validation, test = report["validation"], report["test"]
+    groups = [group for group in report if group.startswith("validation")]
     names = list(next(iter(validation.values())))
-    print(f"loss per 100 steps: {report['losses'][0]:.4f} -> {report['losses'][-1]:.4f} "
-          f"({report['train_seconds']} s)\n| candidate | validation | test image / pixel AUROC / AUPRO |\n|---|---|---|")
+    print(f"loss per 100 steps: {report['losses'][0]:.4f} -> {report['losses'][-1]:.4f} ({report['train_seconds']} s)\n"
+          f"| candidate | {' | '.join(groups)} | test image / pixel AUROC / AUPRO |\n|---|{'---|' * len(groups)}---|")
     for name in names:
-        score = np.mean([(validation[c][name][1] + validation[c][name][2]) / 2 for c in validation])
+        scores = [np.mean([(report[g][c][name][1] + report[g][c][name][2]) / 2 for c in report[g]]) for g in groups]
         outcome = np.mean([test[c][name] for c in test], axis=0)
-        print(f"| {name} | {score:.1f} | {' / '.join(f'{v:.1f}' for v in outcome)} |")
+        print(f"| {name} | {' | '.join(f'{v:.1f}' for v in scores)} | {' / '.join(f'{v:.1f}' for v in outcome)} |")
     for category in test:
         rho = spearmanr([sum(validation[category][n][1:]) for n in names], [sum(test[category][n][1:]) for n in names])[0]
         cells = "; ".join(f"{n}: {' / '.join(f'{v:.1f}' for v in test[category][n])}" for n in names)

@@ -446,3 +446,32 @@ def test_the_run_validation_refills_the_tuning_memory_and_reproduces_the_tunings
     assert figures["pixel_aupro"] == pytest.approx(chosen["pixel_aupro"], abs=1e-6)
     assert 0 <= figures["image_auroc"] <= 100
     assert validation_score({"metal_plate": figures}) == pytest.approx(sum(figures.values()) / 3)
+
+
+def test_the_global_autoencoder_rebuilds_every_token_from_the_whole_grid():
+    from bench.feature_reconstruction import GlobalAutoencoder
+
+    torch.manual_seed(0)
+    net = GlobalAutoencoder(6, (7, 5), dim=8, latent=4, dropout=0.0).eval()
+    tokens = torch.randn(1, 35, 6)
+    moved = tokens.clone()
+    moved[0, 0] += 50.0  # one corner token
+    out, out_moved = net(tokens), net(moved)
+    assert out.shape == tokens.shape
+    assert (out_moved[0, -1] - out[0, -1]).abs().max() > 1e-5  # the far corner comes back changed
+
+
+def test_the_reconstruction_bench_scores_each_size_of_validation_anomaly_with_the_normals():
+    from types import SimpleNamespace
+
+    from bench.feature_reconstruction import kind_groups
+
+    def cache(names):
+        return SimpleNamespace(samples=[SimpleNamespace(path=Path(f"validation/c/{name}.png")) for name in names])
+
+    both = cache(["0_normal", "0_draem", "0_crack", "1_normal", "1_cut-paste", "1_speck"])
+    groups = kind_groups(both)
+    assert groups["validation"] is None
+    assert groups["validation small"].tolist() == [0, 2, 3, 5]
+    assert groups["validation large"].tolist() == [0, 1, 3, 4]
+    assert list(kind_groups(cache(["0_normal", "0_crack", "1_normal", "1_speck"]))) == ["validation"]
