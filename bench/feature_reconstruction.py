@@ -21,6 +21,8 @@ real test sets (outcome only), per category:
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import itertools
 import json
 import math
 import sys
@@ -45,7 +47,7 @@ from mala.model.load import load_trained_model  # noqa: E402
 from mala.model.maps import distance_map, fuse_maps, image_score  # noqa: E402
 from mala.model.vit import Mlp, sincos_pos_embed  # noqa: E402
 from mala.progress import progress  # noqa: E402
-from mala.tune.protocol import VALIDATION_ANOMALIES, validation_parts  # noqa: E402
+from mala.tune.protocol import VALIDATION_ANOMALIES, candidates, validation_parts  # noqa: E402
 from mala.tune.split import VALIDATION_KINDS, validation_split  # noqa: E402
 
 QUANTILE = 0.99
@@ -167,18 +169,26 @@ def memory_tokens(model, cache: ImageCache, batch_size: int = 16) -> torch.Tenso
     return torch.cat(out)
 
 
+GLOBAL_SHARES = (0.5,)  # of the reconstruction map in the stage-2 map's place: (1 - g) x stage 2 + g x it
+
+
 def candidate_maps(model, parts, reconstructed: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Every candidate anomaly map (B, H, W) from the protocol model's parts and the reconstruction map."""
+    """Every candidate anomaly map (B, H, W) from the protocol model's parts and the reconstruction map: `mala tune`'s
+    grid as it is ("tune: ..."), the same grid with the stage-2 map shared with the reconstruction ("tune + global
+    g: ..."), and the maps alone or in pairs."""
     size, cfg = model.image_shape, model.cfg
     memory = distance_map(parts.distance, size, cfg.memory_sigma)
-    shipped = model.fused_maps(parts, cfg.memory_weight, cfg.score_map_share)[:, 0]
     recon = reconstructed
-    maps = {"shipped (stage 2 + memory, w 0.5, share 0.33)": shipped,
-            "stage 2 + memory, w 0.75, share 0": model.fused_maps(parts, 0.75, 0.0)[:, 0],
-            "memory alone": memory, "stage-2 map alone": parts.learned, "reconstruction alone": recon}
+    maps = {}
+    for fusion in candidates(model):
+        maps[f"tune: {fusion}"] = model.fused_maps(parts, fusion.memory_weight, fusion.score_map_share)[:, 0]
+    for g, fusion in itertools.product(GLOBAL_SHARES, candidates(model)):
+        shared = dataclasses.replace(parts, learned=(1 - g) * parts.learned + g * recon)
+        maps[f"tune + global {g:g}: {fusion}"] = model.fused_maps(shared, fusion.memory_weight,
+                                                                  fusion.score_map_share)[:, 0]
+    maps |= {"memory alone": memory, "stage-2 map alone": parts.learned, "reconstruction alone": recon}
     for w in (0.5, 0.75):
         maps[f"reconstruction + memory, w {w}"] = fuse_maps(recon, memory, w)
-        maps[f"(stage 2 + reconstruction) / 2 + memory, w {w}"] = fuse_maps((parts.learned + recon) / 2, memory, w)
     return maps
 
 
@@ -272,6 +282,16 @@ def main() -> None:
     args.out.write_text(json.dumps(report, indent=1))
 
 
+def tune_picks(validation: dict, prefix: str) -> dict[str, str]:
+    """Per category, the candidate named with `prefix` of the best validation score (mean of pixel AUROC and AUPRO),
+    the first of equals (the config's fusion comes first): what `mala tune` would choose among them."""
+    picks = {}
+    for category, rows in validation.items():
+        names = [name for name in rows if name.startswith(prefix)]
+        picks[category] = max(names, key=lambda name: rows[name][1] + rows[name][2])
+    return picks
+
+
 def summarise(report: dict) -> None:
     """Per candidate: validation score (mean of pixel AUROC and AUPRO) and test figures, means over categories; per
     category the rank correlation of validation and test scores."""
@@ -284,6 +304,11 @@ def summarise(report: dict) -> None:
         scores = [np.mean([(report[g][c][name][1] + report[g][c][name][2]) / 2 for c in report[g]]) for g in groups]
         outcome = np.mean([test[c][name] for c in test], axis=0)
         print(f"| {name} | {' | '.join(f'{v:.1f}' for v in scores)} | {' / '.join(f'{v:.1f}' for v in outcome)} |")
+    for label, prefix in (("`mala tune` as it is", "tune: "), ("`mala tune` with the global map too", "tune")):
+        picks = tune_picks(report["validation small" if "validation small" in report else "validation"], prefix)
+        outcome = np.mean([test[c][name] for c, name in picks.items()], axis=0)
+        print(f"{label}: {'; '.join(f'{c}: {n}' for c, n in picks.items())} -> test "
+              f"{' / '.join(f'{v:.1f}' for v in outcome)}")
     for category in test:
         rho = spearmanr([sum(validation[category][n][1:]) for n in names], [sum(test[category][n][1:]) for n in names])[0]
         cells = "; ".join(f"{n}: {' / '.join(f'{v:.1f}' for v in test[category][n])}" for n in names)

@@ -475,3 +475,12 @@ def test_the_reconstruction_bench_scores_each_size_of_validation_anomaly_with_th
     assert groups["validation small"].tolist() == [0, 2, 3, 5]
     assert groups["validation large"].tolist() == [0, 1, 3, 4]
     assert list(kind_groups(cache(["0_normal", "0_crack", "1_normal", "1_speck"]))) == ["validation"]
+
+
+def test_the_reconstruction_bench_picks_as_mala_tune_among_the_candidates_of_a_prefix():
+    from bench.feature_reconstruction import tune_picks
+
+    validation = {"c": {"tune: a": [0, 90.0, 80.0], "tune: b": [0, 80.0, 90.0], "tune + global 0.5: a": [0, 95.0, 90.0],
+                        "memory alone": [0, 99.0, 99.0]}}
+    assert tune_picks(validation, "tune: ") == {"c": "tune: a"}  # a tie keeps the first, the config's
+    assert tune_picks(validation, "tune") == {"c": "tune + global 0.5: a"}
