@@ -114,11 +114,10 @@ class GlobalAutoencoder(nn.Module):
             nn.Conv2d(dim, dim, 3, stride=2, padding=1), nn.ReLU(),
             nn.Conv2d(dim, dim, 3, stride=2, padding=1), nn.ReLU(),
             nn.AdaptiveAvgPool2d(1), nn.Conv2d(dim, latent, 1))
-        sizes = [tuple(max(1, -(-side // 2 ** k)) for side in grid) for k in (3, 2, 1, 0)]
-        self.sizes = sizes
+        self.sizes = [tuple(max(1, -(-side // 2 ** k)) for side in grid) for k in (3, 2, 1, 0)]  # up to the grid
         self.decoder = nn.ModuleList(
             nn.Sequential(nn.Conv2d(latent if k == 0 else dim, dim, 3, padding=1), nn.ReLU(), nn.Dropout(dropout))
-            for k in range(len(sizes)))
+            for k in range(len(self.sizes)))
         self.head = nn.Conv2d(dim, channels, 1)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:

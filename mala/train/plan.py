@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -91,6 +92,16 @@ def _timing_runner(stage: int, cfg: MalaConfig, model: MALA, fabric: Fabric) -> 
     return Stage2(cfg, model, fabric, empty, synthesize=None, foregrounds={})
 
 
+def _seconds_of_second_call(call: Callable[[], object], device: torch.device) -> float:
+    """Seconds of `call` run after one warm-up call (first-call allocations and kernel choice), the device waited for."""
+    call()
+    started = time.perf_counter()
+    call()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - started
+
+
 def seconds_per_step(stage: int, cfg: MalaConfig, model: MALA, fabric: Fabric, batch_size: int) -> tuple[float, int]:
     """Seconds of one optimizer step of `stage` at `batch_size` (random images; data loading not included), and
     the batch actually timed: on a CPU at most CPU_TIMING_BATCH images, the time scaled linearly to `batch_size`."""
@@ -99,10 +110,8 @@ def seconds_per_step(stage: int, cfg: MalaConfig, model: MALA, fabric: Fabric, b
     shape = cfg.model.image_shape
     images = fabric.to_device(torch.rand(timed, 3, *shape))
     batch = images if stage == 1 else (images, fabric.to_device((torch.rand(timed, *shape) > 0.9).float()))
-    runner.step(batch, 1.0)  # warm-up: first-call allocations and kernel choice
-    started = time.perf_counter()
-    runner.step(batch, 1.0)  # step() ends with .item(), which waits for the device
-    return (time.perf_counter() - started) * batch_size / timed, timed
+    seconds = _seconds_of_second_call(lambda: runner.step(batch, 1.0), fabric.device)
+    return seconds * batch_size / timed, timed
 
 
 @torch.no_grad()
@@ -111,12 +120,7 @@ def seconds_per_memory_image(cfg: MalaConfig, model: MALA, fabric: Fabric) -> fl
     `seconds_per_step`, at most CPU_TIMING_BATCH images)."""
     model = fabric.to_device(model).eval()
     images = fabric.to_device(torch.rand(CPU_TIMING_BATCH, 3, *cfg.model.image_shape))
-    model.backbone_tokens(images)  # warm-up
-    started = time.perf_counter()
-    model.backbone_tokens(images)
-    if fabric.device.type == "cuda":
-        torch.cuda.synchronize()
-    return (time.perf_counter() - started) / CPU_TIMING_BATCH
+    return _seconds_of_second_call(lambda: model.backbone_tokens(images), fabric.device) / CPU_TIMING_BATCH
 
 
 def _memory_line(seconds_per_pass: float, passes: int, fills: int) -> str:
