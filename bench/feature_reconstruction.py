@@ -43,6 +43,7 @@ from mala.data.dataset import ImageCache, to_tensor  # noqa: E402
 from mala.data.sources import scan_roots, test_samples, train_samples  # noqa: E402
 from mala.eval.evaluate import known_sections  # noqa: E402
 from mala.eval.metrics import compute_metrics  # noqa: E402
+from mala.model.global_map import GlobalAutoencoder  # noqa: E402
 from mala.model.load import load_trained_model  # noqa: E402
 from mala.model.maps import distance_map, fuse_maps, image_score  # noqa: E402
 from mala.model.vit import Mlp, sincos_pos_embed  # noqa: E402
@@ -99,33 +100,6 @@ class FeatureReconstructor(nn.Module):
         for block in self.blocks:
             x = block(x)
         return self.head(self.norm(x))
-
-
-class GlobalAutoencoder(nn.Module):
-    """Standardised tokens (B, N, C) on `grid` -> their reconstruction from one latent vector per image, as
-    EfficientAD's autoencoder: strided convolutions down to 1 x 1, then upsampling and convolutions back, with
-    dropout. Every token is rebuilt from the whole image, so only the arrangements normal images share come back."""
-
-    def __init__(self, channels: int, grid: tuple[int, int], dim: int, latent: int, dropout: float):
-        super().__init__()
-        self.grid = grid
-        self.encoder = nn.Sequential(
-            nn.Conv2d(channels, dim, 3, stride=2, padding=1), nn.ReLU(),
-            nn.Conv2d(dim, dim, 3, stride=2, padding=1), nn.ReLU(),
-            nn.Conv2d(dim, dim, 3, stride=2, padding=1), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(1), nn.Conv2d(dim, latent, 1))
-        self.sizes = [tuple(max(1, -(-side // 2 ** k)) for side in grid) for k in (3, 2, 1, 0)]  # up to the grid
-        self.decoder = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(latent if k == 0 else dim, dim, 3, padding=1), nn.ReLU(), nn.Dropout(dropout))
-            for k in range(len(self.sizes)))
-        self.head = nn.Conv2d(dim, channels, 1)
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        x = tokens.transpose(1, 2).unflatten(2, self.grid)
-        x = self.encoder(x)
-        for size, layer in zip(self.sizes, self.decoder):
-            x = layer(F.interpolate(x, size=size, mode="bilinear", align_corners=False))
-        return self.head(x).flatten(2).transpose(1, 2)
 
 
 def token_errors(net: nn.Module, tokens: torch.Tensor, batch_size: int = 32) -> torch.Tensor:

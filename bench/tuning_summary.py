@@ -18,8 +18,7 @@ def chosen_scores(run: Path) -> dict[str, float]:
     scores = {}
     for category, entry in tuning.items():
         chosen = entry["chosen"]
-        row = next(c for c in entry["candidates"] if c["memory_weight"] == chosen["memory_weight"]
-                   and c["score_map_share"] == chosen["score_map_share"])
+        row = next(c for c in entry["candidates"] if all(c.get(k, 0.0) == v for k, v in chosen.items()))
         scores[category] = (row["pixel_auroc"] + row["pixel_aupro"]) / 2
     return scores
 

@@ -130,7 +130,7 @@ class ModelConfig(_Section):
              "memory_radius": NON_NEGATIVE,
              "memory_stride": NON_NEGATIVE, "memory_sigma": NON_NEGATIVE, "memory_pool": ODD,
              "score_memory_weight": UNIT_INTERVAL, "score_memory_stride": NON_NEGATIVE,
-             "score_map_share": UNIT_INTERVAL}
+             "score_map_share": UNIT_INTERVAL, "global_share": UNIT_INTERVAL}
 
     image_size: int | list[int] = 224  # square side, or [height, width]; read it as `image_shape`
     patch_size: int = 16
@@ -176,6 +176,11 @@ class ModelConfig(_Section):
     # coarser grid's distances mixed into a fine grid's see broad defects the fine tokens miss (BENCHMARKS.md, "A map
     # from two grids")
     score_map_share: float = 0.0
+    # the global map (`mala.model.global_map`): an autoencoder of the memory's tokens through one latent per image,
+    # trained after stage 2 (section `global_map`); its map takes `global_share` of the stage-2 map's place in the
+    # anomaly map (the image score's map does not read it). `run.tune` chooses the share per category.
+    global_map: bool = False
+    global_share: float = 0.0
 
     def __post_init__(self) -> None:
         if is_aspect(self.image_size):  # resolved from the data by the command line, before a config exists
@@ -318,6 +323,22 @@ class Stage2Config(_Section):
 
 
 @dataclass
+class GlobalMapConfig(_Section):
+    """Training of the global map's autoencoder (`model.global_map`), after stage 2, on the memory's tokens of the
+    normal training images (no synthetic anomalies): AdamW, 100 warm-up steps, cosine decay."""
+
+    SECTION = "global_map"
+    RULES = {"steps": POSITIVE, "batch_size": POSITIVE, "lr": NON_NEGATIVE, "weight_decay": NON_NEGATIVE,
+             "images_per_category": POSITIVE}
+
+    steps: int = 3000
+    batch_size: int = 8
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    images_per_category: int = 1000  # model inputs (images, or tiles) of a category it trains on: a random subset
+
+
+@dataclass
 class SynthConfig(_Section):
     """DRAEM-style synthetic anomalies used by stage 2."""
 
@@ -417,6 +438,7 @@ class MalaConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     stage1: Stage1Config = field(default_factory=Stage1Config)
     stage2: Stage2Config = field(default_factory=Stage2Config)
+    global_map: GlobalMapConfig = field(default_factory=GlobalMapConfig)
     synth: SynthConfig = field(default_factory=SynthConfig)
     run: RunConfig = field(default_factory=RunConfig)
     tiling: TilingConfig = field(default_factory=TilingConfig)

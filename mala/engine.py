@@ -386,7 +386,7 @@ def _protocol_model(cfg: MalaConfig, fit: ImageCache, run_dir: Path, objects: li
               f"images in {run_dir}", file=sys.stderr)
         trainer.fit(training_data(fit, objects, trainer.cfg.synth.objects))
     model, protocol_cfg, info = load_trained_model(run_dir / MODEL_FILE)
-    tuned = {"memory_weight": 0.0, "score_map_share": 0.0}  # what the protocol chooses may differ
+    tuned = {"memory_weight": 0.0, "score_map_share": 0.0, "global_share": 0.0}  # the protocol chooses them
     if (dataclasses.replace(protocol_cfg.model, **tuned) != dataclasses.replace(cfg.model, **tuned)
             or info.get("categories") != categories_of(fit.samples)):
         raise ConfigError(f"{run_dir}: a protocol model of another model config or other categories; remove it or "

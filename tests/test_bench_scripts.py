@@ -448,19 +448,6 @@ def test_the_run_validation_refills_the_tuning_memory_and_reproduces_the_tunings
     assert validation_score({"metal_plate": figures}) == pytest.approx(sum(figures.values()) / 3)
 
 
-def test_the_global_autoencoder_rebuilds_every_token_from_the_whole_grid():
-    from bench.feature_reconstruction import GlobalAutoencoder
-
-    torch.manual_seed(0)
-    net = GlobalAutoencoder(6, (7, 5), dim=8, latent=4, dropout=0.0).eval()
-    tokens = torch.randn(1, 35, 6)
-    moved = tokens.clone()
-    moved[0, 0] += 50.0  # one corner token
-    out, out_moved = net(tokens), net(moved)
-    assert out.shape == tokens.shape
-    assert (out_moved[0, -1] - out[0, -1]).abs().max() > 1e-5  # the far corner comes back changed
-
-
 def test_the_reconstruction_bench_scores_each_size_of_validation_anomaly_with_the_normals():
     from types import SimpleNamespace
 

@@ -18,6 +18,7 @@ SHORT_RUN = [
     "stage2.lr=1e-3",
     "run.score_kernel=11",
     "run.accelerator=cpu",
+    "global_map.steps=300",
 ]
 
 

@@ -14,6 +14,7 @@ from torch import nn
 
 from mala.config import ModelConfig
 from mala.model.backbone import VIT_RECIPE, FeatureEmbed, FeatureTokens, TokenRecipe, layer_normed, pretrained_backbone
+from mala.model.global_map import GlobalAutoencoder
 from mala.model.maps import distance_map, fuse_maps, mixed_distance_map
 from mala.model.memory import FeatureMemory, Sections
 from mala.model.tbm import TokenBalanceModule
@@ -34,12 +35,14 @@ class MaskedReconstruction:
 
 @dataclass
 class MapParts:
-    """What `MALA.maps` fuses: the stage-2 map and the memories' scaled distances (None where there is none)."""
+    """What `MALA.maps` fuses: the stage-2 map, the memories' scaled distances and the global map's scaled errors
+    (None where there is none)."""
 
     learned: torch.Tensor  # (B, H, W) the stage-2 anomaly map
     sections: Sections = None  # the memory sections the distances were read in (resolved)
     distance: torch.Tensor | None = None  # (B, 1, rows, columns) on the memory's grid
     score_distance: torch.Tensor | None = None  # the same on the score memory's grid
+    global_distance: torch.Tensor | None = None  # the global map's errors on the memory's grid
 
 
 def visible_patch_count(num_patches: int, mask_ratio: float) -> int:
@@ -79,9 +82,12 @@ class MALA(nn.Module):
             self.memory = FeatureMemory(self.feature_tokens.channels)
             # the image score's memory (`score_memory`): the memory's tokens, layer-normed, on its own grid
             self.score_memory = FeatureMemory(self.feature_tokens.channels) if cfg.score_memory else None
-            # per memory section (S, 2): memory_weight and score_map_share as `mala tune` chose them for the
-            # section's category on its training images; empty: the config's for every section
-            self.register_buffer("section_fusion", torch.zeros(0, 2))
+            # the global map (`global_map`): the memory's tokens rebuilt from the whole image
+            self.global_map = (GlobalAutoencoder(self.feature_tokens.channels, self.memory_grid)
+                               if cfg.global_map else None)
+            # per memory section (S, 3): memory_weight, score_map_share and global_share as `mala tune` chose them
+            # for the section's category on its training images; empty: the config's for every section
+            self.register_buffer("section_fusion", torch.zeros(0, 3))
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + 1, cfg.embed_dim), requires_grad=False)
         self.blocks = nn.ModuleList(Block(cfg.embed_dim, cfg.num_heads, cfg.mlp_ratio) for _ in range(cfg.depth))
@@ -200,14 +206,17 @@ class MALA(nn.Module):
     def prepare_to_load(self, state: dict[str, torch.Tensor]) -> None:
         """Make room for the normal-feature memory a state dict holds (its size is known only after training), and
         give a hybrid saved before the stage-1 feature head existed a fresh one (inference never uses it); a model
-        saved before `mala tune` existed has no per-section fusion (the config's holds)."""
+        saved before `mala tune` existed has no per-section fusion (the config's holds), one saved before the global
+        map none of its share (0)."""
         if self.hybrid:
-            fusion = state.setdefault("section_fusion", torch.zeros(0, 2))
-            self.section_fusion = self.section_fusion.new_zeros(fusion.shape)
+            upgrade_fusion(state)
+            self.section_fusion = self.section_fusion.new_zeros(state["section_fusion"].shape)
             upgrade_single_memory(state)
             self.memory.make_room(state, "memory.")
             if self.score_memory is not None:
                 self.score_memory.make_room(state, "score_memory.")
+            if self.global_map is not None:
+                self.global_map.make_room(state, "global_map.")
         if self.hybrid and "decoder_feature_pred.weight" not in state:
             state.update({f"decoder_feature_pred.{k}": v for k, v in self.decoder_feature_pred.state_dict().items()})
 
@@ -339,48 +348,61 @@ class MALA(nn.Module):
 
     def map_parts(self, images: torch.Tensor, sections: Sections = None) -> MapParts:
         """What the maps are fused from: the stage-2 map and, when the hybrid's memory is on (`memory_weight` > 0),
-        each memory's scaled distances on its grid, read in the images' categories' sections (`sections`: their
-        indices; None: routed)."""
+        each memory's scaled distances on its grid and the trained global map's scaled errors, read in the images'
+        categories' sections (`sections`: their indices; None: routed)."""
         logits, features, for_score = self.logits_and_features(images)
         learned = torch.softmax(logits, dim=1)[:, 0]
         if features is None or self.cfg.memory_weight == 0 or self.memory.empty:
             return MapParts(learned)
-        sections = self.memory.resolve(features, sections)  # routed once: both memories read the same category
-        distance = self.memory.grid_distance(features, self.memory_grid, sections)
-        if self.score_memory is None or self.score_memory.empty:
-            return MapParts(learned, sections, distance)
-        return MapParts(learned, sections, distance,
-                        self.score_memory.grid_distance(for_score, self.score_memory_grid, sections))
+        sections = self.memory.resolve(features, sections)  # routed once: every part reads the same category
+        parts = MapParts(learned, sections, self.memory.grid_distance(features, self.memory_grid, sections))
+        if self.score_memory is not None and not self.score_memory.empty:
+            parts.score_distance = self.score_memory.grid_distance(for_score, self.score_memory_grid, sections)
+        if self.global_map is not None and self.global_map.trained:
+            parts.global_distance = self.global_map.grid_distance(features, sections)
+        return parts
 
-    def fused_maps(self, parts: MapParts, weight: float | torch.Tensor, share: float | torch.Tensor
-                   ) -> torch.Tensor:
+    def fused_maps(self, parts: MapParts, weight: float | torch.Tensor, share: float | torch.Tensor,
+                   global_share: float | torch.Tensor = 0.0) -> torch.Tensor:
         """`maps` from its parts: the stage-2 map fused with the memory's map (`weight` of it), the memory's distances
-        taking `share` of the score memory's; the score's map is the stage-2 map fused with the score memory's map
-        (`score_memory_weight`), or the anomaly map without a score memory."""
+        taking `share` of the score memory's, the stage-2 map taking `global_share` of the global map's; the score's
+        map is the stage-2 map fused with the score memory's map (`score_memory_weight`), or the anomaly map without a
+        score memory."""
         learned, sigma, size = parts.learned, self.cfg.memory_sigma, self.image_shape
         if parts.distance is None:
             return torch.stack([learned, learned], dim=1)
+        seen = learned
+        if parts.global_distance is not None:  # unblurred: its errors are already smooth, from one latent
+            seen = fuse_maps(learned, distance_map(parts.global_distance, size, 0.0), global_share)
         if parts.score_distance is None:
-            anomaly = fuse_maps(learned, distance_map(parts.distance, size, sigma), weight)
+            anomaly = fuse_maps(seen, distance_map(parts.distance, size, sigma), weight)
             return torch.stack([anomaly, anomaly], dim=1)
         remembered = mixed_distance_map([(parts.distance, 1 - share), (parts.score_distance, share)], size, sigma)
         scored = fuse_maps(learned, distance_map(parts.score_distance, size, sigma), self.cfg.score_memory_weight)
-        return torch.stack([fuse_maps(learned, remembered, weight), scored], dim=1)
+        return torch.stack([fuse_maps(seen, remembered, weight), scored], dim=1)
 
-    def fusion_of(self, sections: Sections) -> tuple[float | torch.Tensor, float | torch.Tensor]:
-        """`memory_weight` and `score_map_share` of images in `sections` (resolved: one index, or one per image, then
-        shaped (B, 1, 1) and (B, 1, 1, 1) to weigh maps and grid distances; None: no memory read): the section's own
-        where `mala tune` set them, else the config's."""
+    def fusion_of(self, sections: Sections) -> tuple[float | torch.Tensor, ...]:
+        """`memory_weight`, `score_map_share` and `global_share` of images in `sections` (resolved: one index, or one
+        per image, then shaped (B, 1, 1), (B, 1, 1, 1) and (B, 1, 1) to weigh maps and grid distances; None: no
+        memory read): the section's own where `mala tune` set them, else the config's."""
         if sections is None or self.section_fusion.shape[0] == 0:
-            return self.cfg.memory_weight, self.cfg.score_map_share
-        weight, share = self.section_fusion[sections].unbind(-1)
+            return self.cfg.memory_weight, self.cfg.score_map_share, self.cfg.global_share
+        weight, share, global_share = self.section_fusion[sections].unbind(-1)
         if isinstance(sections, int):
-            return weight, share
-        return weight.view(-1, 1, 1), share.view(-1, 1, 1, 1)
+            return weight, share, global_share
+        return weight.view(-1, 1, 1), share.view(-1, 1, 1, 1), global_share.view(-1, 1, 1)
 
     def memory_map(self, features: torch.Tensor, sections: Sections = None) -> torch.Tensor:
         """The normal-feature memory's map (B, H, W) of backbone feature tokens (B, N, C) on the memory's grid."""
         return self.memory(features, self.memory_grid, self.image_shape, self.cfg.memory_sigma, sections)
+
+
+def upgrade_fusion(state: dict[str, torch.Tensor]) -> None:
+    """A state dict's per-section fusion as (S, 3): none before `mala tune` existed, no global share (0) before the
+    global map."""
+    fusion = state.setdefault("section_fusion", torch.zeros(0, 3))
+    if fusion.shape[1] == 2:
+        state["section_fusion"] = torch.cat([fusion, fusion.new_zeros(len(fusion), 1)], dim=1)
 
 
 def upgrade_single_memory(state: dict[str, torch.Tensor]) -> None:

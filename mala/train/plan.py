@@ -3,6 +3,7 @@ of how long it would take on this machine, from one timed training step per stag
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import time
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from mala.data.dataset import ImageCache
 from mala.eval.cost import describe_device, parameter_counts
 from mala.model import MALA
 from mala.model.mala import visible_patch_count
+from mala.train.global_map import optimiser_of, training_step
 from mala.train.runner import batches_per_epoch, optimizer_steps
 from mala.train.stage1 import Stage1
 from mala.train.stage2 import Stage2
@@ -123,6 +125,20 @@ def seconds_per_memory_image(cfg: MalaConfig, model: MALA, fabric: Fabric) -> fl
     return _seconds_of_second_call(lambda: model.backbone_tokens(images), fabric.device) / CPU_TIMING_BATCH
 
 
+def seconds_per_global_map_step(cfg: MalaConfig, model: MALA, fabric: Fabric) -> float:
+    """Seconds of one training step of the global map's autoencoder (a copy: the model is not changed)."""
+    net = copy.deepcopy(model.global_map).to(fabric.device)
+    batch = torch.randn(cfg.global_map.batch_size, model.num_memory_tokens, net.token_mean.shape[0], device=fabric.device)
+    optimiser = optimiser_of(net, cfg.global_map)
+    return _seconds_of_second_call(lambda: training_step(net, batch, optimiser), fabric.device)
+
+
+def _global_map_line(seconds_per_step: float, steps: int) -> str:
+    return (f"global map: {steps} autoencoder steps after stage 2 at {seconds_per_step:.3f} s: "
+            f"{_duration(seconds_per_step * steps)} (its own backbone pass over up to global_map.images_per_category "
+            "images of each category comes on top)")
+
+
 def _memory_line(seconds_per_pass: float, passes: int, fills: int) -> str:
     times = "twice (run.tune: once from the images stage 2 trains on, once from all)" if fills == 2 else "once"
     return (f"memory: filled {times} after stage 2, one backbone pass per image (or tile) at {seconds_per_pass:.3f} s: "
@@ -177,6 +193,10 @@ def describe_plan(cfg: MalaConfig, model: MALA, categories: list[str], num_image
         passes = num_images * (cfg.tile_grid.count if cfg.tile_grid is not None else 1)  # tiled: a pass per tile
         total_seconds += seconds * passes * memory_fills
         lines.append(_memory_line(seconds, passes, memory_fills))
+        if model.global_map is not None:
+            step_seconds = seconds_per_global_map_step(cfg, model, fabric)
+            total_seconds += step_seconds * cfg.global_map.steps
+            lines.append(_global_map_line(step_seconds, cfg.global_map.steps))
     lines.append(f"estimated training time on {describe_device(str(fabric.device))}: {_duration(total_seconds)} "
                  "(model steps and memory passes only: image loading and anomaly synthesis come on top, unless "
                  "workers hide them)")

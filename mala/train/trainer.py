@@ -26,6 +26,7 @@ from mala.model.starting_weights import initialise
 from mala.progress import ProgressBar, progress
 from mala.synth import AnomalySynthesizer
 from mala.train.fill_memory import fill_memory
+from mala.train.global_map import train_global_map
 from mala.train.logs import RunLogger
 from mala.train.resumable import CHECKPOINT_DIR, LAST_NAME, checkpoint_name, save_rotating
 from mala.train.setup import TrainingData, start_lines
@@ -132,12 +133,22 @@ class Trainer:
         finally:
             self.logger.close()
         if self.cfg.model.has_memory:
+            if self.model.global_map is not None:
+                self._train_global_map(data.cache)
             fill_memory(self.model, data.cache, self.cfg.run.seed, self.cfg.tile_grid, self.fabric)
             if held_out is not None:
                 fusion = held_out.choose(self.model, self.fabric.is_global_zero)
                 self.model.section_fusion = fusion.to(self.model.section_fusion.device)
                 fill_memory(self.model, held_out.every_image, self.cfg.run.seed, self.cfg.tile_grid, self.fabric)
         return self._save_model(data)
+
+    def _train_global_map(self, cache: ImageCache) -> None:
+        """The global map's autoencoder on `cache`'s normal images (retrained in full by a resumed run)."""
+        started = time.perf_counter()
+        losses = train_global_map(self.model, cache, self.cfg.global_map, self.cfg.run.seed, self.cfg.tile_grid,
+                                  self.fabric)
+        self.fabric.print(f"mala: global map trained, loss {losses[0]:.4f} -> {losses[-1]:.4f} in "
+                          f"{time.perf_counter() - started:.0f} s", file=sys.stderr)
 
     def _train_stages(self, data: TrainingData) -> None:
         if self.position.stage == 1:

@@ -39,14 +39,14 @@ def draw_choices(path: Path, model: MALA, cache: ImageCache, parts: MapParts,
             if index is None:
                 continue
             grid_part = part_of(parts, np.array([index]))
-            maps = {fusion: model.fused_maps(grid_part, fusion.memory_weight, fusion.score_map_share)[0, 0].numpy()
+            maps = {fusion: model.fused_maps(grid_part, *fusion.values)[0, 0].numpy()
                     for fusion in (choice.default, choice.chosen)}
             panels[0].imshow(cache.images[index])
             panels[0].contour(cache.mask(index), levels=[0.5], colors="red", linewidths=0.6)
             panels[0].set_title(f"{category}: {kind}", fontsize=8)
             for axes, (label, fusion) in zip(panels[1:], (("config's", choice.default), ("chosen", choice.chosen))):
                 axes.imshow(overlay(cache.images[index], maps[fusion]))
-                axes.set_title(f"{label}: w {fusion.memory_weight:g}, share {fusion.score_map_share:g}", fontsize=8)
+                axes.set_title(f"{label}: {fusion.label}", fontsize=8)
     for axes in grid.flat:
         axes.set_xticks([])
         axes.set_yticks([])

@@ -3,12 +3,15 @@ held-out 20 %, each also with a small synthetic anomaly (`split.validation_split
 scored there by the mean of its pixel AUROC and AUPRO. No test image is read.
 
 The candidates are the grid the protocol was validated on (BENCHMARKS.md, "A map from two grids"): the memory map's
-weight 0.5 or 0.75, and the share of the score memory's coarse distances in it, 0, 0.33 or 0.5. Small anomalies
-(thin cracks, pasted specks) were the validation kind whose ranking of these candidates predicted the test's best.
+weight 0.5 or 0.75, and the share of the score memory's coarse distances in it, 0, 0.33 or 0.5; with a trained global
+map each also with the stage-2 map's place shared half-and-half with it (BENCHMARKS.md, "A global map"). Small
+anomalies (thin cracks, pasted specks) were the validation kind whose ranking of these candidates predicted the test's
+best.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import dataclass
 
@@ -24,6 +27,7 @@ from mala.progress import progress
 
 MEMORY_WEIGHTS = (0.5, 0.75)
 SCORE_MAP_SHARES = (0.0, 0.33, 0.5)
+GLOBAL_SHARES = (0.0, 0.5)
 VALIDATION_ANOMALIES = ("small",)
 
 
@@ -33,9 +37,22 @@ class Fusion:
 
     memory_weight: float
     score_map_share: float
+    global_share: float = 0.0
 
     def __str__(self) -> str:
-        return f"memory weight {self.memory_weight:g}, coarse share {self.score_map_share:g}"
+        named = f"memory weight {self.memory_weight:g}, coarse share {self.score_map_share:g}"
+        return named + (f", global share {self.global_share:g}" if self.global_share else "")
+
+    @property
+    def label(self) -> str:
+        """Short, for a picture's titles."""
+        return f"w {self.memory_weight:g}, share {self.score_map_share:g}" + (
+            f", global {self.global_share:g}" if self.global_share else "")
+
+    @property
+    def values(self) -> tuple[float, float, float]:
+        """The three numbers, in `MALA.fused_maps`' order (a row of `section_fusion`)."""
+        return self.memory_weight, self.score_map_share, self.global_share
 
 
 @dataclass
@@ -61,12 +78,14 @@ class CategoryChoice:
 
 def candidates(model: MALA, weights: tuple[float, ...] = MEMORY_WEIGHTS,
                shares: tuple[float, ...] = SCORE_MAP_SHARES) -> list[Fusion]:
-    """The config's fusion first (a tie keeps it), then the grid; without a score memory there is no share to
-    choose."""
+    """The config's fusion first (a tie keeps it), then the grid; without a score memory there is no coarse share to
+    choose, without a trained global map no global share."""
     cfg = model.cfg
     shares = shares if model.score_memory is not None else (cfg.score_map_share,)
-    grid = [Fusion(w, s) for w, s in itertools.product(weights, shares)]
-    default = Fusion(cfg.memory_weight, cfg.score_map_share)
+    trained = model.global_map is not None and model.global_map.trained
+    global_shares = GLOBAL_SHARES if trained else (cfg.global_share,)
+    grid = [Fusion(w, s, g) for g, w, s in itertools.product(global_shares, weights, shares)]
+    default = Fusion(cfg.memory_weight, cfg.score_map_share, cfg.global_share)
     return [default] + [fusion for fusion in grid if fusion != default]
 
 
@@ -81,7 +100,7 @@ def validation_parts(model: MALA, cache: ImageCache, sections: np.ndarray, batch
         chosen = torch.from_numpy(sections[start:start + batch_size]).to(device)
         parts.append(model.map_parts(images, chosen))
     joined = {name: torch.cat([getattr(p, name).cpu() for p in parts]) if getattr(parts[0], name) is not None
-              else None for name in ("learned", "distance", "score_distance")}
+              else None for name in ("learned", "distance", "score_distance", "global_distance")}
     return MapParts(sections=torch.from_numpy(sections), **joined)
 
 
@@ -89,7 +108,7 @@ def part_of(parts: MapParts, indices: np.ndarray) -> MapParts:
     """The parts of the images `indices`."""
     chosen = torch.from_numpy(indices)
     return MapParts(*(None if value is None else value[chosen]
-                      for value in (parts.learned, parts.sections, parts.distance, parts.score_distance)))
+                      for value in (getattr(parts, f.name) for f in dataclasses.fields(parts))))
 
 
 def choose_fusion(model: MALA, cache: ImageCache, parts: MapParts, fusions: list[Fusion] | None = None
@@ -104,7 +123,7 @@ def choose_fusion(model: MALA, cache: ImageCache, parts: MapParts, fusions: list
         masks = np.stack([cache.mask(i) for i in indices])
         category_parts, figures = part_of(parts, indices), {}
         for fusion in fusions or candidates(model):
-            maps = model.fused_maps(category_parts, fusion.memory_weight, fusion.score_map_share)[:, 0]
+            maps = model.fused_maps(category_parts, *fusion.values)[:, 0]
             row = compute_metrics(labels, image_score(maps, 1).numpy(), masks, maps.numpy())
             figures[fusion] = (100 * row["pixel_auroc"], 100 * row["pixel_aupro"])
         choices[category] = CategoryChoice(figures)
@@ -112,8 +131,8 @@ def choose_fusion(model: MALA, cache: ImageCache, parts: MapParts, fusions: list
 
 
 def section_fusion(choices: dict[str, CategoryChoice], categories: list[str]) -> torch.Tensor:
-    """The model's `section_fusion` buffer (S, 2) for its categories in section order."""
-    return torch.tensor([[choices[c].chosen.memory_weight, choices[c].chosen.score_map_share] for c in categories])
+    """The model's `section_fusion` buffer (S, 3) for its categories in section order."""
+    return torch.tensor([choices[c].chosen.values for c in categories])
 
 
 def choice_table(choices: dict[str, CategoryChoice]) -> str:
@@ -132,6 +151,6 @@ def tuned_fusion_line(model: MALA, categories: list[str]) -> str | None:
     an untuned model."""
     if not model.hybrid or model.section_fusion.shape[0] == 0:
         return None
-    chosen = "; ".join(f"{category} w {weight:g} share {share:g}"
-                       for category, (weight, share) in zip(categories, model.section_fusion.tolist()))
+    chosen = "; ".join(f"{category} {Fusion(*values).label}"
+                       for category, values in zip(categories, model.section_fusion.tolist()))
     return f"map fusion tuned on training images: {chosen}"

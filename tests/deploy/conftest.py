@@ -42,6 +42,8 @@ def save_random_model(path: Path, categories: list[str], seed: int = 0, hybrid: 
         model.memory.fill_sections(real_sections(model, categories))
         if model.score_memory is not None:  # its own tokens (layer-normed, on its grid), as `fill_memory` fills it
             model.score_memory.fill_sections(real_sections(model, categories, model.score_memory_features))
+        if model.global_map is not None:  # "trained": a scale per section, as `train_global_map` sets them
+            model.global_map.scales = 0.5 + torch.rand(len(categories))
     state = {"kind": "model", "config": cfg.to_dict(), "data": {"categories": categories, "object_categories": []},
              "model": model.state_dict()}
     save_checkpoint(path, state)

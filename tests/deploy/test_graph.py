@@ -59,7 +59,10 @@ def test_onnx_outputs_match_torch_on_real_images(calibrated, batch):
                                          {"memory_pool": 1, "memory_norm": "none"},
                                          {"memory_pool": 1, "memory_norm": "none", "score_memory": True},
                                          {"memory_stride": 8, "memory_pool": 1, "memory_norm": "none",
-                                          "score_memory": True, "score_memory_stride": 16, "score_map_share": 0.33}])
+                                          "score_memory": True, "score_memory_stride": 16, "score_map_share": 0.33},
+                                         {"memory_stride": 8, "memory_pool": 1, "memory_norm": "none",
+                                          "score_memory": True, "score_memory_stride": 16, "global_map": True,
+                                          "global_share": 0.5}])
 def test_the_hybrid_with_its_memory_exports_to_the_same_outputs(tmp_path, memory_keys):
     checkpoint = save_random_model(tmp_path / "model.safetensors", ["metal_plate"], hybrid=True, **memory_keys)
     graph, _ = load_graph(checkpoint)
@@ -148,12 +151,12 @@ def test_an_onnx_file_from_elsewhere_is_refused(tmp_path):
 
 def test_each_categorys_tuned_fusion_exports_with_the_routing_that_chooses_it(tmp_path):
     keys = {"memory_stride": 8, "memory_pool": 1, "memory_norm": "none", "score_memory": True,
-            "score_memory_stride": 16, "score_map_share": 0.33}
+            "score_memory_stride": 16, "score_map_share": 0.33, "global_map": True}
     checkpoint = save_random_model(tmp_path / "model.safetensors", ["metal_plate", "magnetic_tile"], hybrid=True,
                                    **keys)
     untuned, _ = load_graph(checkpoint)
     state = load_checkpoint(checkpoint)
-    state["model"]["section_fusion"] = torch.tensor([[0.5, 0.33], [0.9, 0.0]])  # the plate as before, the tile not
+    state["model"]["section_fusion"] = torch.tensor([[0.5, 0.33, 0.0], [0.9, 0.0, 0.5]])  # the plate as before
     save_checkpoint(checkpoint, state)
     graph, _ = load_graph(checkpoint)
     images = real_images(64, 4)  # two of each category, routed to their own

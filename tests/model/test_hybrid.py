@@ -238,9 +238,9 @@ def test_each_section_fuses_its_map_with_its_own_tuned_weight_and_share(tmp_path
     model = MALA(cfg.model).eval()
     cache = two_category_cache()
     fill_memory(model, cache, seed=0)
-    tuned = {0: (0.75, 0.0), 1: (0.5, 0.5)}
+    tuned = {0: (0.75, 0.0, 0.0), 1: (0.5, 0.5, 0.0)}  # no global map: its share changes nothing
     references = {}
-    for section, (weight, share) in tuned.items():  # the same weights and memories, the fusion in the config
+    for section, (weight, share, _) in tuned.items():  # the same weights and memories, the fusion in the config
         references[section] = MALA(dataclasses.replace(cfg.model, memory_weight=weight, score_map_share=share)).eval()
         state = model.state_dict()
         references[section].prepare_to_load(state)

@@ -4,6 +4,7 @@ to the same choice; too few images or `--no-tune` train on all with the config's
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -44,19 +45,18 @@ def test_the_fusion_is_chosen_with_the_memory_of_the_training_split_and_the_memo
     assert model.memory.image_sections.numel() == len(cache.samples)  # all 54, not the 43 stage 2 trained on
     stored = json.loads((run / "tune" / "tuning.json").read_text())["metal_plate"]
     chosen = stored["chosen"]
-    torch.testing.assert_close(model.section_fusion, torch.tensor([[chosen["memory_weight"],
-                                                                    chosen["score_map_share"]]]))
+    torch.testing.assert_close(model.section_fusion, torch.tensor([[chosen["memory_weight"], chosen["score_map_share"],
+                                                                    chosen["global_share"]]]))
     fit, validation = validation_split(cache, cfg.input_shape, VALIDATION_ANOMALIES)
     assert len(fit.samples) < len(cache.samples)
     fill_memory(model, fit, cfg.run.seed)  # the memory at choosing time: the validation images are not in it
     redone = choose_fusion(model, validation, validation_parts(model, validation, known_sections(
         validation, ["metal_plate"])))["metal_plate"]
     for candidate in stored["candidates"]:
-        figures = redone.validation[next(f for f in redone.validation if (f.memory_weight, f.score_map_share) == (
-            candidate["memory_weight"], candidate["score_map_share"]))]
+        figures = redone.validation[next(f for f in redone.validation if dataclasses.asdict(f) == {
+            k: candidate[k] for k in ("memory_weight", "score_map_share", "global_share")})]
         assert figures == pytest.approx((candidate["pixel_auroc"], candidate["pixel_aupro"]), abs=1e-6)
-    assert (redone.chosen.memory_weight, redone.chosen.score_map_share) == (chosen["memory_weight"],
-                                                                            chosen["score_map_share"])
+    assert dataclasses.asdict(redone.chosen) == chosen
     assert max(c["pixel_auroc"] for c in stored["candidates"]) > 70  # the held-out defects are found
     assert (run / "tune" / "tuning.png").stat().st_size > 10_000
 
@@ -75,7 +75,7 @@ def test_no_tune_trains_on_every_image_with_the_configs_fusion(tmp_path, capsys)
     assert train(tmp_path / "run", None, "--no-tune") == 0
     assert "training on" not in capsys.readouterr().err
     model, cfg, _ = load_trained_model(tmp_path / "run")
-    assert model.section_fusion.shape == (0, 2) and not cfg.run.tune
+    assert model.section_fusion.shape == (0, 3) and not cfg.run.tune
     assert model.memory.image_sections.numel() == 54
     assert not (tmp_path / "run" / "tune").exists()
 
@@ -88,4 +88,4 @@ def test_a_category_too_small_to_hold_images_out_trains_on_all_and_says_why(tmp_
     assert train(tmp_path / "run", tmp_path / "small") == 0
     assert ("the map fusion is not tuned (plate has 3 training image(s), fewer than the 4 a category needs to hold "
             "some out)") in capsys.readouterr().err
-    assert load_trained_model(tmp_path / "run")[0].section_fusion.shape == (0, 2)
+    assert load_trained_model(tmp_path / "run")[0].section_fusion.shape == (0, 3)

@@ -49,3 +49,14 @@ def test_dry_run_counts_one_memory_fill_or_two_when_it_tunes(tmp_path, capsys):
     assert len(said["false"]) == 1 and said["false"][0].startswith("memory: filled once after stage 2")
     assert main([*base, "--set", "model.backbone=none"]) == 0  # a pixel ViT has no memory to fill
     assert "memory: " not in capsys.readouterr().out
+
+
+def test_dry_run_counts_the_global_maps_steps_when_the_model_has_one(tmp_path, capsys):
+    base = ["train", "--config", "tiny", "--dry-run", "--data", str(shared_data("metal_plate")),
+            "--set", "model.image_size=64", "--out", str(tmp_path / "run")]
+    said = {}
+    for on in ("true", "false"):
+        assert main([*base, "--set", f"model.global_map={on}", "--set", "global_map.steps=1234"]) == 0
+        said[on] = [line for line in capsys.readouterr().out.splitlines() if line.startswith("global map: ")]
+    assert len(said["true"]) == 1 and said["true"][0].startswith("global map: 1234 autoencoder steps after stage 2")
+    assert said["false"] == []

@@ -12,12 +12,13 @@ import torch
 from mala.checkpoint import load_checkpoint, read_metadata, save_checkpoint
 from mala.cli import main
 from mala.model.load import load_trained_model
-from mala.tune.protocol import MEMORY_WEIGHTS, SCORE_MAP_SHARES
+from mala.tune.protocol import GLOBAL_SHARES, MEMORY_WEIGHTS, SCORE_MAP_SHARES
 from tests.conftest import shared_data
 
 QUICK_HYBRID = ["model.image_size=64", "model.decoder_embed_dim=32", "model.decoder_depth=1",
                 "model.decoder_num_heads=2", "model.backbone=efficientnet_lite0", "stage2.epochs=1",
-                "stage2.images_per_category=4", "stage2.anomalous_per_category=2", "stage2.batch_size=4"]
+                "stage2.images_per_category=4", "stage2.anomalous_per_category=2", "stage2.batch_size=4",
+                "model.global_map=true", "global_map.steps=100"]
 CALIBRATION = {"chosen_by": "a test", "entries": {}}
 
 
@@ -42,19 +43,19 @@ def tuned(tmp_path_factory) -> Path:
 
 def test_tune_stores_the_fusion_with_the_best_validation_figures_and_that_fusion_makes_the_maps(tuned):
     figures = json.loads((tuned / "tune" / "tuning.json").read_text())["metal_plate"]
-    grid = {(w, s) for w in MEMORY_WEIGHTS for s in SCORE_MAP_SHARES}
-    assert {(c["memory_weight"], c["score_map_share"]) for c in figures["candidates"]} == grid
+    grid = {(w, s, g) for w in MEMORY_WEIGHTS for s in SCORE_MAP_SHARES for g in GLOBAL_SHARES}
+    assert {(c["memory_weight"], c["score_map_share"], c["global_share"]) for c in figures["candidates"]} == grid
     best = max(figures["candidates"], key=lambda c: c["pixel_auroc"] + c["pixel_aupro"])
     chosen = figures["chosen"]
     assert (chosen["memory_weight"], chosen["score_map_share"]) == (best["memory_weight"], best["score_map_share"])
     assert best["pixel_auroc"] > 70  # the held-out cracks and specks are found: the protocol can tell candidates apart
     model, cfg, _ = load_trained_model(tuned)
-    torch.testing.assert_close(model.section_fusion, torch.tensor([[chosen["memory_weight"],
-                                                                    chosen["score_map_share"]]]))
+    torch.testing.assert_close(model.section_fusion, torch.tensor([[chosen["memory_weight"], chosen["score_map_share"],
+                                                                    chosen["global_share"]]]))
     images = torch.rand(2, 3, 64, 64)
     with torch.no_grad():
         parts = model.map_parts(images, 0)
-        expected = model.fused_maps(parts, chosen["memory_weight"], chosen["score_map_share"])
+        expected = model.fused_maps(parts, chosen["memory_weight"], chosen["score_map_share"], chosen["global_share"])
         torch.testing.assert_close(model.maps(images, 0), expected)
         assert cfg.model.memory_weight == 0.5  # the config still says what the preset said; the file says what holds
 
@@ -74,7 +75,7 @@ def test_mala_test_says_which_fusion_each_category_was_tested_with(tuned, tmp_pa
     chosen = json.loads((tuned / "tune" / "tuning.json").read_text())["metal_plate"]["chosen"]
     assert main(["test", "--checkpoint", str(tuned), "--data", str(shared_data("metal_plate")), "--figures", "0",
                  "--out", str(tmp_path / "report")]) == 0
-    expected = f"map fusion tuned on training images: metal_plate w {chosen['memory_weight']:g} share " \
+    expected = f"map fusion tuned on training images: metal_plate w {chosen['memory_weight']:g}, share " \
                f"{chosen['score_map_share']:g}"
     assert expected in capsys.readouterr().err
 
