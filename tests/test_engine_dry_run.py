@@ -82,4 +82,5 @@ def test_tuning_in_training_is_said_as_the_run_says_it(tmp_path, capsys):
     assert said[:len(planned)] == planned
     assert ("training on 43 of the 54 training images; each category's map fusion is chosen on the other 11 "
             "(run.tune), then the memory holds all") in planned
-    assert said[len(planned)].startswith("map fusion per category, chosen on held-out training images")
+    assert said[len(planned)].startswith("global map trained, loss ")  # QUICK_HYBRID has one
+    assert said[len(planned) + 1].startswith("map fusion per category, chosen on held-out training images")

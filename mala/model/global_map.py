@@ -40,7 +40,7 @@ class GlobalAutoencoder(nn.Module):
             nn.Sequential(nn.Conv2d(latent if k == 0 else width, width, 3, padding=1), nn.ReLU(), nn.Dropout(dropout))
             for k in range(len(self.sizes)))
         self.head = nn.Conv2d(width, channels, 1)
-        # set by training (`mala.train.global_map`): the training tokens' per-channel statistics, and per memory
+        # set by training (`mala.train.fit_global_map`): the training tokens' per-channel statistics, and per memory
         # section the 99 % quantile of its training tokens' errors; no scales: untrained, the model makes no map
         self.register_buffer("token_mean", torch.zeros(channels))
         self.register_buffer("token_std", torch.ones(channels))

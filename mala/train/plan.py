@@ -18,7 +18,7 @@ from mala.data.dataset import ImageCache
 from mala.eval.cost import describe_device, parameter_counts
 from mala.model import MALA
 from mala.model.mala import visible_patch_count
-from mala.train.global_map import optimiser_of, training_step
+from mala.train.fit_global_map import optimiser_of, training_step
 from mala.train.runner import batches_per_epoch, optimizer_steps
 from mala.train.stage1 import Stage1
 from mala.train.stage2 import Stage2

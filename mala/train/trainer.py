@@ -26,7 +26,7 @@ from mala.model.starting_weights import initialise
 from mala.progress import ProgressBar, progress
 from mala.synth import AnomalySynthesizer
 from mala.train.fill_memory import fill_memory
-from mala.train.global_map import train_global_map
+from mala.train.fit_global_map import train_global_map
 from mala.train.logs import RunLogger
 from mala.train.resumable import CHECKPOINT_DIR, LAST_NAME, checkpoint_name, save_rotating
 from mala.train.setup import TrainingData, start_lines

@@ -13,7 +13,8 @@ from tests.conftest import shared_data
 
 TINY_MODEL = ["model.image_size=64", "model.patch_size=8", "model.embed_dim=64", "model.depth=2", "model.num_heads=2",
               "model.decoder_embed_dim=32", "model.decoder_depth=1", "model.decoder_num_heads=2", "model.plpm_width=8",
-              "synth.object_categories=[]", "model.backbone=none", "stage1.enabled=true"]
+              "synth.object_categories=[]", "model.backbone=none", "stage1.enabled=true",
+              "global_map.steps=20"]  # the hybrids' global map: a few steps
 
 
 def train_command(out: Path, settings: list[str], *flags: str) -> list[str]:

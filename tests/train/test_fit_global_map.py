@@ -12,7 +12,7 @@ from mala.config import GlobalMapConfig, MalaConfig
 from mala.model import MALA
 from mala.model.load import load_trained_model
 from mala.train.fill_memory import fill_memory
-from mala.train.global_map import train_global_map
+from mala.train.fit_global_map import train_global_map
 from tests.model.test_hybrid import hybrid_config, two_category_cache
 
 MODEL = hybrid_config(memory_weight=0.5, memory_stride=8, memory_norm="none", memory_pool=1, score_memory=True,
