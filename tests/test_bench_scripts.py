@@ -471,3 +471,12 @@ def test_the_reconstruction_bench_picks_as_mala_tune_among_the_candidates_of_a_p
                         "memory alone": [0, 99.0, 99.0]}}
     assert tune_picks(validation, "tune: ") == {"c": "tune: a"}  # a tie keeps the first, the config's
     assert tune_picks(validation, "tune") == {"c": "tune + global 0.5: a"}
+
+
+def test_the_fusion_without_the_global_map_is_the_best_row_of_share_zero():
+    from bench.without_global import fusion_without_global
+
+    row = {"memory_weight": 0.5, "score_map_share": 0.33, "global_share": 0.0, "pixel_auroc": 90.0, "pixel_aupro": 80.0}
+    tuning = {"c": {"candidates": [row, {**row, "memory_weight": 0.75, "pixel_aupro": 85.0},
+                                   {**row, "global_share": 0.5, "pixel_aupro": 99.0}]}}
+    torch.testing.assert_close(fusion_without_global(tuning, ["c"]), torch.tensor([[0.75, 0.33, 0.0]]))
