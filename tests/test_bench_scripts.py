@@ -480,3 +480,17 @@ def test_the_fusion_without_the_global_map_is_the_best_row_of_share_zero():
     tuning = {"c": {"candidates": [row, {**row, "memory_weight": 0.75, "pixel_aupro": 85.0},
                                    {**row, "global_share": 0.5, "pixel_aupro": 99.0}]}}
     torch.testing.assert_close(fusion_without_global(tuning, ["c"]), torch.tensor([[0.75, 0.33, 0.0]]))
+
+
+def test_a_padded_section_has_the_rows_asked_for_and_the_others_stay():
+    from bench.padded_section import pad_section
+    from mala.model.memory import FeatureMemory, MemorySection
+
+    memory = FeatureMemory(4)
+    sections = [MemorySection(torch.randn(n, 4), 1.0 + k, torch.randn(2, 4)) for k, n in enumerate((5, 7))]
+    memory.fill_sections(sections)
+    pad_section(memory, 1, 20)
+    assert [len(memory.section_rows(k)) for k in range(2)] == [5, 20]
+    torch.testing.assert_close(memory.section_rows(0), sections[0].tokens)
+    torch.testing.assert_close(memory.section_rows(1)[:7], sections[1].tokens)
+    assert memory.scales.tolist() == [1.0, 2.0]

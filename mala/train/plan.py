@@ -128,7 +128,8 @@ def seconds_per_memory_image(cfg: MalaConfig, model: MALA, fabric: Fabric) -> fl
 def seconds_per_global_map_step(cfg: MalaConfig, model: MALA, fabric: Fabric) -> float:
     """Seconds of one training step of the global map's autoencoder (a copy: the model is not changed)."""
     net = copy.deepcopy(model.global_map).to(fabric.device)
-    batch = torch.randn(cfg.global_map.batch_size, model.num_memory_tokens, net.token_mean.shape[0], device=fabric.device)
+    channels = net.token_mean.shape[0]
+    batch = torch.randn(cfg.global_map.batch_size, model.num_memory_tokens, channels, device=fabric.device)
     optimiser = optimiser_of(net, cfg.global_map)
     return _seconds_of_second_call(lambda: training_step(net, batch, optimiser), fabric.device)
 
