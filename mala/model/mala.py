@@ -346,10 +346,11 @@ class MALA(nn.Module):
         parts = self.map_parts(images, sections)
         return self.fused_maps(parts, *self.fusion_of(parts.sections))
 
-    def map_parts(self, images: torch.Tensor, sections: Sections = None) -> MapParts:
+    def map_parts(self, images: torch.Tensor, sections: Sections = None, every_part: bool = False) -> MapParts:
         """What the maps are fused from: the stage-2 map and, when the hybrid's memory is on (`memory_weight` > 0),
         each memory's scaled distances on its grid and the trained global map's scaled errors, read in the images'
-        categories' sections (`sections`: their indices; None: routed)."""
+        categories' sections (`sections`: their indices; None: routed). The global map is left out where every
+        image's fusion gives it share 0 (the maps are the same), unless `every_part` (tuning weighs every share)."""
         logits, features, for_score = self.logits_and_features(images)
         learned = torch.softmax(logits, dim=1)[:, 0]
         if features is None or self.cfg.memory_weight == 0 or self.memory.empty:
@@ -358,9 +359,18 @@ class MALA(nn.Module):
         parts = MapParts(learned, sections, self.memory.grid_distance(features, self.memory_grid, sections))
         if self.score_memory is not None and not self.score_memory.empty:
             parts.score_distance = self.score_memory.grid_distance(for_score, self.score_memory_grid, sections)
-        if self.global_map is not None and self.global_map.trained:
+        if self._reads_global_map(sections, every_part):
             parts.global_distance = self.global_map.grid_distance(features, sections)
         return parts
+
+    def _reads_global_map(self, sections: Sections, every_part: bool) -> bool:
+        """Whether images in `sections` (resolved) need the trained global map: for `every_part`, or where their
+        fusion gives it a share; an exported graph always computes it (its shares are weights, not branches)."""
+        if self.global_map is None or not self.global_map.trained:
+            return False
+        if every_part or torch.compiler.is_exporting():
+            return True
+        return bool(torch.as_tensor(self.fusion_of(sections)[2]).ne(0).any())
 
     def fused_maps(self, parts: MapParts, weight: float | torch.Tensor, share: float | torch.Tensor,
                    global_share: float | torch.Tensor = 0.0) -> torch.Tensor:

@@ -98,7 +98,7 @@ def validation_parts(model: MALA, cache: ImageCache, sections: np.ndarray, batch
     for start in progress(range(0, len(cache.samples), batch_size), desc="validation maps", unit="batch"):
         images = torch.stack([to_tensor(image) for image in cache.images[start:start + batch_size]]).to(device)
         chosen = torch.from_numpy(sections[start:start + batch_size]).to(device)
-        parts.append(model.map_parts(images, chosen))
+        parts.append(model.map_parts(images, chosen, every_part=True))
     joined = {name: torch.cat([getattr(p, name).cpu() for p in parts]) if getattr(parts[0], name) is not None
               else None for name in ("learned", "distance", "score_distance", "global_distance")}
     return MapParts(sections=torch.from_numpy(sections), **joined)

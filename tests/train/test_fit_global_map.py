@@ -49,7 +49,7 @@ def test_the_autoencoder_learns_the_normal_images_and_scales_each_category(train
 def test_parts_in_the_wrong_place_raise_the_global_map(trained):
     model, _ = trained
     with torch.no_grad():
-        parts = model.map_parts(ramp_and_swapped(), 0)
+        parts = model.map_parts(ramp_and_swapped(), 0, every_part=True)
     errors = parts.global_distance.mean(dim=(1, 2, 3))
     assert errors[0] < 1.0  # in units of the category's 99 % training quantile: a normal image stays below
     assert errors[1] > 1.5 * errors[0]
@@ -58,12 +58,12 @@ def test_parts_in_the_wrong_place_raise_the_global_map(trained):
 def test_the_global_share_moves_the_anomaly_map_only(trained):
     model, _ = trained
     with torch.no_grad():
-        parts = model.map_parts(ramp_and_swapped(), 0)
+        parts = model.map_parts(ramp_and_swapped(), 0, every_part=True)
         without, shared = model.fused_maps(parts, 0.5, 0.0, 0.0), model.fused_maps(parts, 0.5, 0.0, 0.5)
         model.section_fusion = torch.tensor([[0.5, 0.0, 0.5], [0.5, 0.0, 0.0]])
         torch.testing.assert_close(model.maps(ramp_and_swapped(), 0), shared)
         torch.testing.assert_close(model.maps(ramp_and_swapped(), 1)[:, 1], model.fused_maps(
-            model.map_parts(ramp_and_swapped(), 1), 0.5, 0.0, 0.0)[:, 1])
+            model.map_parts(ramp_and_swapped(), 1, every_part=True), 0.5, 0.0, 0.0)[:, 1])
         model.section_fusion = torch.zeros(0, 3)
     assert not torch.allclose(without[:, 0], shared[:, 0])
     torch.testing.assert_close(without[:, 1], shared[:, 1])  # the image score's map does not read it
@@ -82,4 +82,17 @@ def test_a_saved_model_keeps_its_global_map_and_older_files_load_with_share_zero
     save_checkpoint(path, {"kind": "model", "config": cfg.to_dict(), "data": {}, "model": older})
     loaded = load_trained_model(path)[0]
     torch.testing.assert_close(loaded.section_fusion, torch.tensor([[0.5, 0.0, 0.0], [0.75, 0.33, 0.0]]))
+    model.section_fusion = torch.zeros(0, 3)
+
+
+def test_images_whose_share_is_zero_skip_the_global_map_with_the_same_maps(trained):
+    model, _ = trained
+    images = ramp_and_swapped()
+    model.section_fusion = torch.tensor([[0.5, 0.0, 0.0], [0.5, 0.0, 0.5]])
+    with torch.no_grad():
+        skipped, every = model.map_parts(images, 0), model.map_parts(images, 0, every_part=True)
+        assert skipped.global_distance is None and every.global_distance is not None
+        torch.testing.assert_close(model.fused_maps(skipped, 0.5, 0.0, 0.0), model.fused_maps(every, 0.5, 0.0, 0.0))
+        assert model.map_parts(images, torch.tensor([0, 1])).global_distance is not None  # one image reads it
+        assert model.map_parts(images, 1).global_distance is not None
     model.section_fusion = torch.zeros(0, 3)
