@@ -27,10 +27,9 @@ def training_tokens(model: MALA, cache: ImageCache, settings: GlobalMapConfig, s
     """The memory's tokens (inputs, N, C) of at most `images_per_category` model inputs (images or tiles) of each
     category, in half precision to bound the memory they take, with the section (category index) of each input."""
     rng = np.random.default_rng(seed)
-    per_input = model.num_memory_tokens
+    per_input, tiles = model.num_memory_tokens, grid.count if grid is not None else 1
     pools, sections = [], []
     for section, (category, indices) in enumerate(cache.indices_by_category().items()):
-        tiles = grid.count if grid is not None else 1
         chosen = np.sort(rng.permutation(indices)[:max(1, settings.images_per_category // tiles)])
         tokens = category_tokens(model, cache, chosen, grid, fabric, desc=f"global map: {category}")[0]
         pools.append(tokens.reshape(-1, per_input, tokens.shape[-1]).half())
@@ -46,11 +45,9 @@ def train_global_map(model: MALA, cache: ImageCache, settings: GlobalMapConfig, 
     net = model.global_map
     tokens, sections = training_tokens(model, cache, settings, seed, grid, fabric)
     device = net.token_mean.device
-    with torch.no_grad():
-        flat = tokens.flatten(0, 1).float()
-        net.token_mean.copy_(flat.mean(dim=0).to(device))
-        net.token_std.copy_(flat.std(dim=0).clamp_min(1e-6).to(device))
-        del flat
+    mean, std = channel_statistics(tokens)
+    net.token_mean.copy_(mean.to(device))
+    net.token_std.copy_(std.clamp_min(1e-6).to(device))
     torch.manual_seed(seed)  # dropout's draws: one seed, one autoencoder
     losses = fit(net, tokens, settings, seed)
     net.scales = error_scales(net, tokens, sections).to(device)
@@ -58,6 +55,19 @@ def train_global_map(model: MALA, cache: ImageCache, settings: GlobalMapConfig, 
         state = fabric.broadcast({k: v.cpu() for k, v in net.state_dict().items()}, src=0)
         net.load_state_dict(state)
     return losses
+
+
+@torch.no_grad()
+def channel_statistics(tokens: torch.Tensor, inputs_at_once: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and (unbiased) standard deviation of tokens (inputs, N, C), summed in float64 a few inputs at a
+    time: no float32 copy of the whole half-precision pool (gigabytes for many categories)."""
+    count, total, squares = 0, 0.0, 0.0
+    for part in tokens.split(inputs_at_once):
+        flat = part.flatten(0, 1).double()
+        count, total, squares = count + len(flat), total + flat.sum(dim=0), squares + (flat * flat).sum(dim=0)
+    mean = total / count
+    variance = (squares - count * mean * mean) / max(count - 1, 1)
+    return mean.float(), variance.clamp_min(0).sqrt().float()
 
 
 def optimiser_of(net: torch.nn.Module, settings: GlobalMapConfig) -> torch.optim.Optimizer:

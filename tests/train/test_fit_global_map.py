@@ -96,3 +96,13 @@ def test_images_whose_share_is_zero_skip_the_global_map_with_the_same_maps(train
         assert model.map_parts(images, torch.tensor([0, 1])).global_distance is not None  # one image reads it
         assert model.map_parts(images, 1).global_distance is not None
     model.section_fusion = torch.zeros(0, 3)
+
+
+def test_the_channel_statistics_match_torch_on_the_whole_pool_without_copying_it():
+    from mala.train.fit_global_map import channel_statistics
+
+    tokens = (3.0 + 2.0 * torch.randn(600, 49, 8, generator=torch.Generator().manual_seed(0))).half()
+    mean, std = channel_statistics(tokens, inputs_at_once=64)
+    flat = tokens.flatten(0, 1).float()
+    torch.testing.assert_close(mean, flat.mean(dim=0), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(std, flat.std(dim=0), rtol=1e-5, atol=1e-5)
