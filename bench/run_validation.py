@@ -24,6 +24,7 @@ if str(ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from mala.config import MalaConfig  # noqa: E402
 from mala.data.dataset import ImageCache  # noqa: E402
 from mala.data.sources import scan_roots, train_samples  # noqa: E402
 from mala.eval.evaluate import known_sections  # noqa: E402
@@ -52,12 +53,19 @@ def category_figures(model: MALA, validation: ImageCache, categories: list[str],
     return figures
 
 
-def run_figures(run: Path, data: list[str]) -> dict[str, dict[str, float]]:
-    """`category_figures` of a run's model, its memory refilled from the images its stage 2 trained on."""
+def refilled_model(run: Path, data: list[str]) -> tuple[MALA, MalaConfig, dict, ImageCache]:
+    """A run's model with its memory refilled from the images its stage 2 trained on, its config and info, and the
+    tuning's validation images."""
     model, cfg, info = load_trained_model(run)
     train = ImageCache.build(train_samples(scan_roots(data)), cfg.input_shape, desc="decoding training images")
     fit, validation = validation_split(train, cfg.input_shape, VALIDATION_ANOMALIES)
     fill_memory(model, fit, cfg.run.seed, cfg.tile_grid)
+    return model, cfg, info, validation
+
+
+def run_figures(run: Path, data: list[str]) -> dict[str, dict[str, float]]:
+    """`category_figures` of a run's model, its memory refilled from the images its stage 2 trained on."""
+    model, cfg, info, validation = refilled_model(run, data)
     return category_figures(model, validation, info["categories"], cfg.run.score_kernel)
 
 

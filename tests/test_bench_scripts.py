@@ -494,3 +494,24 @@ def test_a_padded_section_has_the_rows_asked_for_and_the_others_stay():
     torch.testing.assert_close(memory.section_rows(0), sections[0].tokens)
     torch.testing.assert_close(memory.section_rows(1)[:7], sections[1].tokens)
     assert memory.scales.tolist() == [1.0, 2.0]
+
+
+def test_leave_one_out_scores_each_rules_pick_on_the_held_out_datasets_test_only():
+    from bench.leave_one_out import held_out_scores
+
+    def row(validation, test):
+        return {"validation": validation, "test": test}
+
+    # "wide" wins every validation and the other sets' tests; el_mono's own test prefers "narrow"; the two solar-cell
+    # categories are one dataset, held out together
+    table = {"el_mono": {"wide": row(90, 70), "narrow": row(80, 90)},
+             "el_multi": {"wide": row(90, 80), "narrow": row(95, 60)},
+             "pcb": {"wide": row(90, 80), "narrow": row(85, 70)},
+             "metal_plate": {"wide": row(90, 95), "narrow": row(80, 85)}}
+    scores = held_out_scores(table)
+    assert set(scores) == {"pv_el_cells", "deeppcb", "metal_plate"}
+    cells = scores["pv_el_cells"]
+    assert cells["others' test"] == cells["others' validation"] == (70 + 80) / 2  # "wide", read on the cells' test
+    assert cells["own validation"] == (70 + 60) / 2  # el_mono picks wide, el_multi narrow, each on its own validation
+    assert cells["test-best"] == (90 + 80) / 2
+    assert scores["metal_plate"]["own validation"] == scores["metal_plate"]["test-best"] == 95

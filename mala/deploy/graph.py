@@ -94,6 +94,13 @@ def memory_section(model: MALA, categories: list[str], category: str | None, che
     return categories.index(category)
 
 
+def drop_unread_global_map(model: MALA, section: int | None) -> None:
+    """A graph of one category whose fusion gives the global map no share leaves it out: the maps are the same, and an
+    exported graph would otherwise compute it for every image (its shares are weights there, not branches)."""
+    if section is not None and model.global_map is not None and float(model.fusion_of(section)[2]) == 0:
+        model.global_map = None
+
+
 def load_graph(checkpoint: Path, category: str | None = None) -> tuple[InferenceGraph, dict]:
     """The inference graph of a trained model and the description an export stores beside it (`category`: the
     memory section it reads and the thresholds it names by default)."""
@@ -107,6 +114,7 @@ def _load(checkpoint: Path, category: str | None) -> tuple[InferenceGraph, dict,
     thresholds = _thresholds_of(calibration, category)  # an unknown category stops before the model
     model, cfg, info = load_trained_model(checkpoint)
     section = memory_section(model, info.get("categories", []), category, checkpoint)
+    drop_unread_global_map(model, section)
     description = {
         "image_size": stored_size(cfg.input_shape),  # what callers resize to: the source size of a tiled model
         "tiling": {"tile": cfg.model.image_size, "stride": cfg.tiling.stride} if cfg.tiling.enabled else None,

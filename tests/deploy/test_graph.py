@@ -169,3 +169,26 @@ def test_each_categorys_tuned_fusion_exports_with_the_routing_that_chooses_it(tm
                                            providers=["CPUExecutionProvider"])
     for name, got, want in zip(OUTPUT_NAMES, session.run(None, {"images": images}), expected):
         np.testing.assert_allclose(got, want, atol=1e-4, err_msg=name)
+
+
+def test_a_category_graph_leaves_out_a_global_map_its_fusion_gives_no_share(tmp_path):
+    keys = {"memory_stride": 8, "memory_pool": 1, "memory_norm": "none", "score_memory": True,
+            "score_memory_stride": 16, "score_map_share": 0.33, "global_map": True}
+    checkpoint = save_random_model(tmp_path / "model.safetensors", ["metal_plate", "magnetic_tile"], hybrid=True,
+                                   **keys)
+    state = load_checkpoint(checkpoint)
+    state["model"]["section_fusion"] = torch.tensor([[0.5, 0.33, 0.0], [0.9, 0.0, 0.5]])  # the plate takes none
+    save_checkpoint(checkpoint, state)
+    routed, _ = load_graph(checkpoint)
+    plate, _ = load_graph(checkpoint, "metal_plate")
+    tile, _ = load_graph(checkpoint, "magnetic_tile")
+    assert plate.model.global_map is None and tile.model.global_map is not None
+    images = real_images(64, 4)[:2]  # the plate's two, routed to it
+    with torch.no_grad():
+        expected = [t.numpy() for t in routed(torch.from_numpy(images))]
+    plate_file = export_onnx(checkpoint, tmp_path / "plate.onnx", category="metal_plate")
+    tile_file = export_onnx(checkpoint, tmp_path / "tile.onnx", category="magnetic_tile")
+    session = onnxruntime.InferenceSession(str(plate_file), providers=["CPUExecutionProvider"])
+    for name, got, want in zip(OUTPUT_NAMES, session.run(None, {"images": images}), expected):
+        np.testing.assert_allclose(got, want, atol=1e-4, err_msg=name)
+    assert plate_file.stat().st_size < tile_file.stat().st_size  # the autoencoder's weights are not in it
