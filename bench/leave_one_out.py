@@ -50,12 +50,13 @@ def from_position_rows(figures: dict) -> Table:
 
 
 def from_tune_rows(figures: dict, sigma: float) -> Table:
-    """`tune_check.py`: split -> category -> rows of (weight, share, pixel AUROC, AUPRO) in %, at one memory blur."""
+    """`tune_check.py`, `wider_fusion.py`: split -> category -> rows of (weight, share[, global share], pixel AUROC,
+    AUPRO) in %, at one memory blur."""
     table: Table = {}
     for split in SPLITS:
         for category, rows in figures[split].items():
-            for weight, share, pixel, aupro in rows:
-                name = f"sigma {sigma:g}, w {weight:g}, share {share:g}"
+            for *fusion, pixel, aupro in rows:
+                name = f"sigma {sigma:g}, " + ", ".join(f"{value:g}" for value in fusion)
                 table.setdefault(category, {}).setdefault(name, {})[split] = (pixel + aupro) / 2
     return table
 

@@ -53,12 +53,13 @@ def category_figures(model: MALA, validation: ImageCache, categories: list[str],
     return figures
 
 
-def refilled_model(run: Path, data: list[str]) -> tuple[MALA, MalaConfig, dict, ImageCache]:
+def refilled_model(run: Path, data: list[str], anomalies: tuple[str, ...] = VALIDATION_ANOMALIES
+                   ) -> tuple[MALA, MalaConfig, dict, ImageCache]:
     """A run's model with its memory refilled from the images its stage 2 trained on, its config and info, and the
-    tuning's validation images."""
+    tuning's validation images (with `anomalies`: the tuning's own by default)."""
     model, cfg, info = load_trained_model(run)
     train = ImageCache.build(train_samples(scan_roots(data)), cfg.input_shape, desc="decoding training images")
-    fit, validation = validation_split(train, cfg.input_shape, VALIDATION_ANOMALIES)
+    fit, validation = validation_split(train, cfg.input_shape, anomalies)
     fill_memory(model, fit, cfg.run.seed, cfg.tile_grid)
     return model, cfg, info, validation
 

@@ -6,7 +6,7 @@ The candidates are the grid the protocol was validated on (BENCHMARKS.md, "A map
 weight 0.5 or 0.75, and the share of the score memory's coarse distances in it, 0, 0.33 or 0.5; with a trained global
 map each also with the stage-2 map's place shared half-and-half with it (BENCHMARKS.md, "A global map"). Small
 anomalies (thin cracks, pasted specks) were the validation kind whose ranking of these candidates predicted the test's
-best.
+best; large textured ones and broad faint shades ranked them worse (BENCHMARKS.md, "Broad, faint validation defects").
 """
 
 from __future__ import annotations

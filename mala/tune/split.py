@@ -14,13 +14,14 @@ from mala.data.samples import Sample
 from mala.errors import DataError
 from mala.sizes import ImageShape
 from mala.synth import AnomalySynthesizer
-from mala.synth.validation import CRACK_CONTRAST, SPECK_AREA, crack, cut_paste, visible
+from mala.synth.validation import CRACK_CONTRAST, SPECK_AREA, crack, cut_paste, shade, visible
 
 VALIDATION_SHARE = 0.2
 MIN_HELD_OUT = 2  # validation normals of a category at least
 MIN_IMAGES = 2 * MIN_HELD_OUT  # training images a category needs to be split
-VALIDATION_ANOMALIES = ("large", "small")
-VALIDATION_KINDS = ("draem", "cut-paste", "crack", "speck")  # large in turn, small in turn; a sample's name ends in it
+VALIDATION_ANOMALIES = ("large", "small", "broad")
+# large in turn, small in turn, broad; a sample's name ends in it
+VALIDATION_KINDS = ("draem", "cut-paste", "crack", "speck", "shade")
 SEED = 0
 
 
@@ -33,9 +34,9 @@ def validation_split(train: ImageCache, size: int | ImageShape, anomalies: tuple
                      crack_contrast: tuple[float, float] = CRACK_CONTRAST) -> tuple[ImageCache, ImageCache]:
     """Per category: the model's training images and a validation cache of normals plus synthetic anomalies of each:
     `large`, one of self-texture DRAEM and cut-paste in turn; `small`, one of a thin crack (of `crack_contrast`) and a
-    pasted speck in turn. The split is the same whichever anomalies are drawn (the small ones draw from a generator of
-    their own)."""
-    rng, small_rng = np.random.default_rng(SEED), np.random.default_rng([SEED, 1])
+    pasted speck in turn; `broad`, a shade. The split is the same whichever anomalies are drawn (the small and the broad
+    ones draw from generators of their own)."""
+    rng, small_rng, broad_rng = (np.random.default_rng(seed) for seed in (SEED, [SEED, 1], [SEED, 2]))
     synthesizer = AnomalySynthesizer(SynthConfig(texture_dir=None), size)
     fit, samples, images, masks = [], [], [], {}
     for category, indices in train.indices_by_category().items():
@@ -58,6 +59,8 @@ def validation_split(train: ImageCache, size: int | ImageShape, anomalies: tuple
                 drawn["small"] = (VALIDATION_KINDS[2 + k % 2], *visible(lambda: cut_paste(
                     normal, train.images[small_rng.choice(rest)], small_rng, SPECK_AREA) if k % 2 else crack(
                     normal, small_rng, crack_contrast)))
+            if "broad" in anomalies:
+                drawn["broad"] = (VALIDATION_KINDS[4], *visible(lambda: shade(normal, broad_rng)))
             pictures = [("normal", normal, None)] + [drawn[a] for a in VALIDATION_ANOMALIES if a in anomalies]
             for kind, picture, mask in pictures:
                 if mask is not None:

@@ -31,6 +31,18 @@ def test_small_validation_anomalies_leave_the_split_and_the_large_ones_as_they_w
         assert MIN_CHANGED <= both.mask(k).sum() <= 9 * CRACK_LENGTH[1]
 
 
+def test_broad_validation_anomalies_leave_the_split_and_the_others_as_they_were():
+    train = normal_cache(10)
+    fit, both = validation_split(train, 64, ("large", "small"))
+    fit_all, every = validation_split(train, 64, ("large", "small", "broad"))
+    assert [s.path for s in fit_all.samples] == [s.path for s in fit.samples]
+    kinds = [s.path.stem.split("_", 1)[1] for s in every.samples]
+    assert kinds == ["normal", "draem", "crack", "shade", "normal", "cut-paste", "speck", "shade"]
+    assert np.array_equal(every.images[[0, 1, 2, 4, 5, 6]], both.images)
+    for k in (3, 7):
+        assert every.mask(k).sum() >= MIN_CHANGED
+
+
 def test_the_split_holds_each_image_once_and_keeps_validation_images_out_of_the_models_training_set():
     train = normal_cache(20)
     fit, validation = validation_split(train, 64, ("small",))
