@@ -117,13 +117,11 @@ def _tuning_split(cfg: MalaConfig, cache: ImageCache, out: Path, announce: bool
     """With `run.tune` on a model with a memory: the images the stages train on (80 % of each category's) and the
     tuning on the rest (`validation_split`, the split of `mala tune`: the same for a resumed run); otherwise all
     images and none. `announce`: say which (one rank of several says it)."""
-    if not _tunes(cfg):
-        return cache, None
     counts = {category: len(indices) for category, indices in cache.indices_by_category().items()}
-    refusal = _tuning_refusal(cfg, counts)
-    if announce:
-        print(f"mala: {refusal or _tuning_line(counts)}", file=sys.stderr)
-    if refusal is not None:
+    holds_out, line = _tuning_decision(cfg, counts)
+    if announce and line is not None:
+        print(f"mala: {line}", file=sys.stderr)
+    if not holds_out:
         return cache, None
     fit, validation = validation_split(cache, cfg.input_shape, VALIDATION_ANOMALIES)
     categories = sorted(counts)
@@ -141,6 +139,15 @@ def _tuning_split(cfg: MalaConfig, cache: ImageCache, out: Path, announce: bool
 def _tunes(cfg: MalaConfig) -> bool:
     """Whether a run of `cfg` tunes its fusion in training (`run.tune`, on a model with a normal-feature memory)."""
     return cfg.run.tune and cfg.model.has_memory
+
+
+def _tuning_decision(cfg: MalaConfig, counts: dict[str, int]) -> tuple[bool, str | None]:
+    """Whether a run of `cfg` holds images out to tune its fusion (training images per category in `counts`), and
+    what it says about it (None where `run.tune` does not apply)."""
+    if not _tunes(cfg):
+        return False, None
+    refusal = _tuning_refusal(cfg, counts)
+    return refusal is None, refusal or _tuning_line(counts)
 
 
 def _tuning_line(counts: dict[str, int]) -> str:
@@ -187,32 +194,22 @@ def plan_training(config: MalaConfig | ConfigRequest, roots: list, categories: l
     cfg = resolved.config
     model = MALA(cfg.model)
     initialised = [initialise(model, init).summary()] if init is not None else []
-    start = [*resolved.notes, *initialised, *_planned_start_lines(cfg, samples)]
-    fills = 2 if _tunes(cfg) and _tuning_refusal(cfg, _category_counts(samples)) is None else 1
+    holds_out, tuning_line = _tuning_decision(cfg, dict(Counter(sample.category for sample in samples)))
+    start = [*resolved.notes, *initialised, *_planned_start_lines(cfg, samples, tuning_line)]
+    fills = 2 if holds_out else 1
     return "\n".join([*start, describe_plan(cfg, model, categories_of(samples), len(samples), fills)])
 
 
-def _planned_start_lines(cfg: MalaConfig, samples: list[Sample]) -> list[str]:
+def _planned_start_lines(cfg: MalaConfig, samples: list[Sample], tuning_line: str | None) -> list[str]:
     """What `train` says from decoding its images to its first epoch, in its order, without decoding them all:
-    the enlarged images counted from their headers, object or texture decided on each category's probe images."""
+    the enlarged images counted from their headers, what `run.tune` does (`tuning_line`), object or texture decided
+    on each category's probe images."""
     shape = cfg.input_shape
     probes = training_data(ImageCache.build(probe_samples(samples), shape, desc="decoding probe images"),
                            cfg.synth.object_categories, cfg.synth.objects)
-    lines = [upscaled_note(enlarged_count(samples, shape), len(samples), shape), _planned_tuning(cfg, samples),
+    lines = [upscaled_note(enlarged_count(samples, shape), len(samples), shape), tuning_line,
              *start_lines(cfg, probes), tensorboard_note()]
     return [line for line in lines if line is not None]
-
-
-def _planned_tuning(cfg: MalaConfig, samples: list[Sample]) -> str | None:
-    """What `run.tune` will do with these training images, or None where it does not apply."""
-    if not _tunes(cfg):
-        return None
-    counts = _category_counts(samples)
-    return _tuning_refusal(cfg, counts) or _tuning_line(counts)
-
-
-def _category_counts(samples: list[Sample]) -> dict[str, int]:
-    return dict(Counter(sample.category for sample in samples))
 
 
 def test(checkpoint: Path, roots: list[Path], categories: list[str] | None = None,
