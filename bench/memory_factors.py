@@ -4,16 +4,17 @@
     python bench/memory_factors.py --data ../shared/data/magnetic_tile ../shared/data/metal_plate \
         ../shared/data/deeppcb ../shared/data/pv_el_cells --out runs/memory_factors.json
 
-No training: the backbone is frozen. Per backbone (`--backbones`; stages 2 + 4), the raw stage maps of every image
-are computed once; each candidate turns them into tokens (`mala.model.backbone.TokenRecipe`) on a grid of stride 8
+No training: the backbone is frozen. Per backbone (`--backbones`), the raw stage maps of every image are computed once
+(every stage some `--stage-sets` entry names; `tiny`'s 2 + 4 by default); each candidate takes its stages' maps and
+turns them into tokens (`mala.model.backbone.TokenRecipe`) on a grid of stride 8
 or 16, with or without 3 x 3 pooling, normalised per token (layer norm), per image or not at all, and fills one
 memory per category with a bank:
 `random N` (N random tokens of the category, as bench/nearest_neighbour.py) or `net R` (the epsilon-net of radius
 R x the normal scale that `mala train` builds). Distances are divided by the category's normal scale
 (`held_out_scale`) as in `mala`, mapped with each blur sigma and scored with each kernel. Validation and test as
 bench/selection.py: the protocol's 80 % of the normal training images fill the memory for the validation images
-(the other 20 %, each also with a self-texture or cut-paste anomaly); all training images fill it for the test
-sets. Per category and on the mean, Spearman's rho between the validation and test rankings, the protocol's pick
+(the other 20 %, each also with a self-texture or cut-paste anomaly, or with `--validation-anomalies small` a crack
+or speck as `mala tune` has them); all training images fill it for the test sets. Per category and on the mean, Spearman's rho between the validation and test rankings, the protocol's pick
 and the test-best; every figure as JSON.
 """
 
@@ -42,7 +43,6 @@ from mala.progress import progress  # noqa: E402
 from mala.train.fill_memory import cover, held_out_scale  # noqa: E402
 from mala.tune.split import validation_split  # noqa: E402
 
-STAGES = (2, 4)
 SCALE_IMAGES = 60  # images per category whose held-out distances give its scale (a bounded cost at stride 8)
 SEED = 0
 NORM_NAMES = {"token": "layer norm", "image": "image norm", "none": "raw"}
@@ -53,20 +53,23 @@ class Candidate:
     stride: int
     recipe: TokenRecipe
     bank: str  # "random N" or "net R"
+    stages: tuple[int, ...] = (2, 4)
 
     @property
     def name(self) -> str:
-        return f"stride {self.stride}, pool {self.recipe.pool}, {NORM_NAMES[self.recipe.norm]}, {self.bank}"
+        stages = "" if self.stages == (2, 4) else f"stages {'+'.join(map(str, self.stages))}, "
+        return f"{stages}stride {self.stride}, pool {self.recipe.pool}, {NORM_NAMES[self.recipe.norm]}, {self.bank}"
 
 
 @torch.no_grad()
-def stage_maps(backbone: EfficientNetLite, cache: ImageCache, batch: int = 16) -> list[torch.Tensor]:
-    """The backbone's stage maps of every cached image, float16 (half the memory; distances barely move)."""
+def stage_maps(backbone: EfficientNetLite, cache: ImageCache, stages: tuple[int, ...], batch: int = 16
+               ) -> dict[int, torch.Tensor]:
+    """The backbone's maps of `stages` for every cached image, float16 (half the memory; distances barely move)."""
     chunks = []
     for start in progress(range(0, len(cache.images), batch), desc="stage maps", unit="batch", leave=False):
         images = torch.from_numpy(cache.images[start:start + batch]).permute(0, 3, 1, 2).float() / 255
-        chunks.append([m.half() for m in backbone.features(images, STAGES)])
-    return [torch.cat(parts) for parts in zip(*chunks)]
+        chunks.append([m.half() for m in backbone.features(images, stages)])
+    return {stage: torch.cat(parts) for stage, parts in zip(stages, zip(*chunks))}
 
 
 def tokens(maps: list[torch.Tensor], indices: np.ndarray, stride: int, size: int, recipe: TokenRecipe
@@ -87,10 +90,12 @@ def bank_rows(normal: torch.Tensor, bank: str, scale: float, rng: np.random.Gene
     return cover(every, float(value) * scale, SEED)
 
 
-def candidate_distances(candidate: Candidate, memory_maps: list[torch.Tensor], memory_groups: dict[str, np.ndarray],
-                     target_maps: list[torch.Tensor], target: ImageCache, size: int) -> torch.Tensor:
+def candidate_distances(candidate: Candidate, memory_maps: dict[int, torch.Tensor],
+                        memory_groups: dict[str, np.ndarray], target_maps: dict[int, torch.Tensor],
+                        target: ImageCache, size: int) -> torch.Tensor:
     """Each target image's tokens' nearest distances / scale in its category's memory, (N, rows, columns)."""
     rows = size // candidate.stride
+    memory_maps, target_maps = ([maps[s] for s in candidate.stages] for maps in (memory_maps, target_maps))
     out = torch.empty(len(target.images), rows, rows)
     for category, indices in target.indices_by_category().items():
         rng = np.random.default_rng(SEED)
@@ -112,16 +117,17 @@ def positions(cache: ImageCache, within: ImageCache) -> np.ndarray:
 
 
 def evaluate(train: ImageCache, test: ImageCache, size: int, backbones: list[str], candidates: list[Candidate],
-             sigmas: list[float], kernels: list[int], out: Path) -> dict:
-    fit, validation = validation_split(train, size)
+             sigmas: list[float], kernels: list[int], out: Path, anomalies: tuple[str, ...] = ("large",)) -> dict:
+    fit, validation = validation_split(train, size, anomalies)
+    stages = tuple(sorted({stage for candidate in candidates for stage in candidate.stages}))
     fit_in_train = positions(fit, train)
     groups = {"validation": {c: fit_in_train[i] for c, i in fit.indices_by_category().items()},
               "test": train.indices_by_category()}
     figures: dict = {}
     for name in backbones:
-        backbone = pretrained_backbone(name, last_stage=max(STAGES))
-        train_maps = stage_maps(backbone, train)
-        targets = {split: (cache, stage_maps(backbone, cache)) for split, cache in
+        backbone = pretrained_backbone(name, last_stage=max(stages))
+        train_maps = stage_maps(backbone, train, stages)
+        targets = {split: (cache, stage_maps(backbone, cache, stages)) for split, cache in
                    (("validation", validation), ("test", test))}
         for candidate in candidates:
             label = f"{name.removeprefix('efficientnet_')}, {candidate.name}"
@@ -147,6 +153,8 @@ def main() -> None:
     parser.add_argument("--banks", nargs="+", default=["random 20000"], help='"random N" and/or "net R"')
     parser.add_argument("--sigmas", type=float, nargs="+", default=[0.0, 2.0, 4.0])
     parser.add_argument("--kernels", type=int, nargs="+", default=[1, 21])
+    parser.add_argument("--stage-sets", nargs="+", default=["2,4"], help='backbone stages of the tokens, e.g. "2,3,4"')
+    parser.add_argument("--validation-anomalies", nargs="+", choices=("large", "small"), default=["large"])
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     for bank in args.banks:
@@ -154,13 +162,15 @@ def main() -> None:
         if kind not in ("random", "net") or not value.replace(".", "", 1).isdigit():
             parser.error(f'--banks: expected "random N" or "net R", got {bank!r}')
     torch.set_num_threads(2)
-    candidates = [Candidate(stride, TokenRecipe(pool, norm), bank) for stride, pool, norm, bank
-                  in itertools.product(args.strides, args.pools, args.norms, args.banks)]
+    stage_sets = [tuple(int(stage) for stage in entry.split(",")) for entry in args.stage_sets]
+    candidates = [Candidate(stride, TokenRecipe(pool, norm), bank, stages) for stages, stride, pool, norm, bank
+                  in itertools.product(stage_sets, args.strides, args.pools, args.norms, args.banks)]
     samples = scan_roots(args.data)
     train = ImageCache.build(train_samples(samples), args.size, desc="decoding training images")
     test = ImageCache.build(test_samples(samples), args.size, desc="decoding test images")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    figures = evaluate(train, test, args.size, args.backbones, candidates, args.sigmas, args.kernels, args.out)
+    figures = evaluate(train, test, args.size, args.backbones, candidates, args.sigmas, args.kernels, args.out,
+                       tuple(args.validation_anomalies))
     report = {"data": args.data, "size": args.size, "summary": summary(figures, None), "figures": figures}
     args.out.write_text(json.dumps(report, indent=1))
     print(json.dumps(report["summary"], indent=1))

@@ -206,17 +206,18 @@ def test_the_nearest_neighbour_peer_marks_what_its_training_images_lack():
     assert predictions.maps[1, 16:32, 16:32].mean() > 2 * predictions.maps[1, 48:, 48:].mean()
 
 
-@pytest.mark.parametrize("pool,norm,bank", [(1, "none", "random 10000"), (3, "token", "net 0.8"),
-                                           (1, "image", "random 10000")])
-def test_every_memory_factor_candidate_marks_what_the_training_images_lack(pool, norm, bank):
+@pytest.mark.parametrize("pool,norm,bank,stages", [(1, "none", "random 10000", (2, 4)), (3, "token", "net 0.8", (2, 4)),
+                                                  (1, "image", "random 10000", (2, 4)), (1, "none", "net 1.0", (3, 4))])
+def test_every_memory_factor_candidate_marks_what_the_training_images_lack(pool, norm, bank, stages):
     from bench.memory_factors import Candidate, candidate_distances, stage_maps
     from mala.model.backbone import TokenRecipe, pretrained_backbone
 
     train, test, _ = gradient_images_and_a_changed_square()
     backbone = pretrained_backbone("efficientnet_lite0", last_stage=4)
-    candidate = Candidate(8, TokenRecipe(pool, norm), bank)
-    distances = candidate_distances(candidate, stage_maps(backbone, train), train.indices_by_category(),
-                                 stage_maps(backbone, test), test, 64)
+    candidate = Candidate(8, TokenRecipe(pool, norm), bank, stages)
+    every = (2, 3, 4)  # the maps hold more stages than the candidate reads
+    distances = candidate_distances(candidate, stage_maps(backbone, train, every), train.indices_by_category(),
+                                    stage_maps(backbone, test, every), test, 64)
     assert distances.shape == (2, 8, 8)
     assert float(distances[0].max()) < 1.5  # a training image: its tokens are in the bank, or within the net's radius
     assert float(distances[1, 2:4, 2:4].mean()) > 2 * float(distances[1, 6:, 6:].mean())
