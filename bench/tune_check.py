@@ -42,14 +42,15 @@ def figures_of(model, cache: ImageCache, categories: list[str], fusions: list[Fu
 
 
 def as_rows(choices: dict[str, CategoryChoice]) -> dict[str, list[list[float]]]:
-    """Every candidate's figures per category, as JSON rows (weight, share, pixel AUROC, AUPRO), the config's first."""
-    return {category: [[f.memory_weight, f.score_map_share, *figures] for f, figures in choice.validation.items()]
+    """Every candidate's figures per category, as JSON rows (weight, share, global share, pixel AUROC, AUPRO), the
+    config's first."""
+    return {category: [[*fusion.values, *figures] for fusion, figures in choice.validation.items()]
             for category, choice in choices.items()}
 
 
 def from_rows(rows: dict[str, list[list[float]]]) -> dict[str, CategoryChoice]:
-    """`as_rows` read back."""
-    return {category: CategoryChoice({Fusion(w, s): (auroc, aupro) for w, s, auroc, aupro in entries})
+    """`as_rows` read back; rows written before the global share (weight, share, pixel AUROC, AUPRO) read as share 0."""
+    return {category: CategoryChoice({Fusion(*fusion): (auroc, aupro) for *fusion, auroc, aupro in entries})
             for category, entries in rows.items()}
 
 

@@ -30,7 +30,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from bench.run_validation import refilled_model  # noqa: E402
-from bench.tune_check import compare, figures_of, print_comparison  # noqa: E402
+from bench.tune_check import as_rows, compare, figures_of, print_comparison  # noqa: E402
 from mala.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from mala.data.dataset import ImageCache  # noqa: E402
 from mala.data.sources import scan_roots, test_samples  # noqa: E402
@@ -67,12 +67,6 @@ def test_choices(run: Path, data: list[str], fusions: list[Fusion]) -> dict[str,
     test = ImageCache.build(test_samples(scan_roots(data, info["categories"])), cfg.input_shape,
                             desc="decoding test images")
     return figures_of(model, test, info["categories"], fusions)
-
-
-def as_rows(choices: dict[str, CategoryChoice]) -> dict[str, list[list[float]]]:
-    """Per category, every candidate as a JSON row: weight, share, global share, pixel AUROC, AUPRO."""
-    return {category: [[*fusion.values, *figures] for fusion, figures in choice.validation.items()]
-            for category, choice in choices.items()}
 
 
 def main() -> None:

@@ -359,6 +359,8 @@ def test_the_tune_check_compares_the_protocols_choice_with_the_config_and_the_te
     assert rows["c"]["best_test"] == [95.0, 85.0] and rows["mean"]["chosen_test"] == [94.0, 84.0]
     read_back = from_rows(as_rows({"c": validation}))["c"]
     assert (read_back.default, read_back.chosen, read_back.validation) == (default, other, validation.validation)
+    written_before_the_global_share = {"c": [[0.5, 0.33, 90.0, 80.0], [0.75, 0.0, 92.0, 82.0]]}
+    assert from_rows(written_before_the_global_share)["c"].validation == {default: (90.0, 80.0), other: (92.0, 82.0)}
 
 
 def test_the_reconstruction_benchs_linear_attention_is_kernel_attention_normalised_over_the_keys():
