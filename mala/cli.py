@@ -185,6 +185,9 @@ def cmd_predict(args: argparse.Namespace) -> None:
     decided = ", ".join(f"{summary[key]} {key}" for key in ("anomalous", "normal") if summary[key])
     print(f"{summary['images']} images: {decided or 'no decisions'}, {summary['failed']} unreadable "
           f"({predictor.backend.kind}); results in {args.out / 'results.csv'} and results.json")
+    if args.category is None and any(name != "None" for name in summary["categories"]):
+        routed = ", ".join(f"{name} {count}" for name, count in sorted(summary["categories"].items()))
+        print(f"routed to the memory section of: {routed} (results.csv, column category)")
     if summary["failed"]:
         print("unreadable images are listed in results.csv with the reason", file=sys.stderr)
 
@@ -367,7 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--out", type=Path, default=Path("predictions"),
                          help="results.csv/.json, maps/ and overlays/ go here [predictions]")
     predict.add_argument("--category", help="the images' category: its memory section and thresholds [each image "
-                         "routed to its nearest category's section; the thresholds of all categories together]")
+                         "routed to its nearest category's section and decided with that category's thresholds]")
     predict.add_argument("--batch-size", type=_int_at_least(1), default=8, help="images per forward pass [8]")
     predict.add_argument("--device", default="cpu", help="torch device for a checkpoint [cpu]")
     predict.add_argument("--no-pictures", action="store_true", help="scores and decisions only, no map files")
@@ -402,7 +405,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--format", choices=["onnx"], default="onnx", help="[onnx]")
     export.add_argument("--out", type=Path, help="output file [the checkpoint's name with .onnx]")
     export.add_argument("--category", help="a graph for this category: its memory section and thresholds [each "
-                        "image routed to its nearest category's section; the thresholds of all categories together]")
+                        "image routed to its nearest category's section, named by the output 'category'; the "
+                        "normalised outputs with the thresholds of all categories together]")
     export.add_argument("--opset", type=_int_at_least(18), default=18, help="ONNX opset [18]")
     export.set_defaults(func=cmd_export)
 
@@ -412,7 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on [127.0.0.1]")
     serve.add_argument("--port", type=_int_at_least(1), default=8000, help="[8000]")
     serve.add_argument("--category", help="the images' category: its memory section and thresholds [each image "
-                       "routed to its nearest category's section; the thresholds of all categories together]")
+                       "routed to its nearest category's section and decided with that category's thresholds]")
     serve.add_argument("--device", default="cpu", help="torch device for a checkpoint [cpu]")
     serve.add_argument("--max-upload-mb", type=float, default=20.0, help="larger uploads get 413 [20]")
     serve.add_argument("--max-megapixels", type=float, default=40.0,

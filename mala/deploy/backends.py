@@ -1,6 +1,7 @@
 """What runs the inference graph: torch on a mala checkpoint, or onnxruntime on an exported ONNX file.
 
-Both take uint8 images (B, H, W, 3) and give the raw scores (B,) and maps (B, H, W) of `graph.InferenceGraph`.
+Both take uint8 images (B, H, W, 3) and give the raw scores (B,), maps (B, H, W) and categories (B,) of
+`graph.InferenceGraph`.
 This module imports neither torch nor onnxruntime until a backend of that kind is opened, so the ONNX path runs on
 a machine with only onnxruntime, numpy and Pillow.
 """
@@ -13,8 +14,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from mala.deploy.calibration import Calibration, Thresholds
-from mala.deploy.contract import INPUT_NAME, METADATA_KEY, RAW_OUTPUTS
+from mala.deploy.calibration import Calibration
+from mala.deploy.contract import (CATEGORY_OUTPUT, GRAPH_OUTPUTS, INPUT_NAME, METADATA_KEY, RAW_OUTPUTS,
+                                 UNKNOWN_CATEGORY)
 from mala.errors import CheckpointError, ConfigError
 from mala.sizes import ImageShape, image_shape
 
@@ -24,8 +26,9 @@ class Backend(Protocol):
     image_shape: ImageShape  # (height, width) the images must have
     description: dict[str, Any]  # image_size, categories, calibration, source (graph.load_graph)
 
-    def run(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Raw image scores (B,) and anomaly maps (B, H, W) for uint8 images (B, H, W, 3)."""
+    def run(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Raw image scores (B,), anomaly maps (B, H, W) and categories (B,: places in the description's
+        `categories`, `UNKNOWN_CATEGORY` where the model cannot tell) for uint8 images (B, H, W, 3)."""
         ...
 
 
@@ -35,10 +38,21 @@ def described_shape(description: dict[str, Any], path: Path) -> ImageShape:
     return image_shape(description.get("image_size"), f"{path}: image_size")
 
 
-def thresholds(backend: Backend, category: str | None) -> Thresholds | None:
-    """The stored thresholds for `category` (None: all categories); None for a model without thresholds."""
+def calibration(backend: Backend) -> Calibration | None:
+    """The stored thresholds; None for a model without any."""
     raw = backend.description.get("calibration")
-    return None if raw is None else Calibration.from_dict(raw).thresholds(category)
+    return None if raw is None else Calibration.from_dict(raw)
+
+
+def category_name(backend: Backend, place: int) -> str | None:
+    """The name of a category the backend gave (its place in the description's categories): for `UNKNOWN_CATEGORY`
+    the one the model was opened or exported for, or its only one; None where it cannot tell."""
+    categories = backend.description.get("categories", [])
+    if 0 <= place < len(categories):
+        return categories[place]
+    if backend.description.get("category"):
+        return backend.description["category"]
+    return categories[0] if len(categories) == 1 else None
 
 
 class OnnxBackend:
@@ -62,14 +76,17 @@ class OnnxBackend:
                                   "metadata)")
         self.description = json.loads(raw)
         self.image_shape = described_shape(self.description, path)
+        self.tells_category = CATEGORY_OUTPUT in {output.name for output in self.session.get_outputs()}
         exported_for = self.description.get("category")
         if category is not None and exported_for is not None and category != exported_for:
             raise ConfigError(f"{path}: exported for category '{exported_for}' (its memory section and thresholds); "
                               f"export one for '{category}' with `mala export --category {category}`")
 
-    def run(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        scores, maps = self.session.run(list(RAW_OUTPUTS), {INPUT_NAME: images})
-        return scores, maps
+    def run(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if not self.tells_category:
+            scores, maps = self.session.run(list(RAW_OUTPUTS), {INPUT_NAME: images})
+            return scores, maps, np.full(len(images), UNKNOWN_CATEGORY)
+        return tuple(self.session.run(list(GRAPH_OUTPUTS), {INPUT_NAME: images}))
 
 
 class TorchBackend:
@@ -85,10 +102,10 @@ class TorchBackend:
         self.graph = graph.to(device)
         self.image_shape = described_shape(self.description, path)
 
-    def run(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def run(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         with self.torch.inference_mode():
-            scores, maps = self.graph(self.torch.from_numpy(images).to(self.device))
-        return scores.float().cpu().numpy(), maps.float().cpu().numpy()
+            scores, maps, categories = self.graph(self.torch.from_numpy(images).to(self.device))
+        return scores.float().cpu().numpy(), maps.float().cpu().numpy(), categories.cpu().numpy()
 
 
 def open_backend(path: Path, device: str = "cpu", threads: int | None = None, category: str | None = None) -> Backend:

@@ -2,9 +2,10 @@
 
 The same module runs `mala predict` with torch and is what `mala export` writes, so both paths compute the same
 thing. Input: RGB images already resized to the model's input size, uint8 (B, H, W, 3), as any image decoder gives
-them (the only step left to the caller is the resize, bilinear as in training). Outputs: the raw image score (eq. 7)
-and anomaly map (B, H, W); the exported file adds both normalised with one category's stored thresholds (threshold at
-0.5; see calibration.py) for programs that run it without mala.
+them (the only step left to the caller is the resize, bilinear as in training). Outputs: the raw image score (eq. 7),
+the anomaly map (B, H, W) and each image's category (`contract.CATEGORY_OUTPUT`); the exported file adds score and map
+normalised with the stored thresholds it was exported with (one category's, or all categories' together for a routed
+file; threshold at 0.5, see calibration.py) for programs that run it without mala.
 A tiled model's input size is its source size: cutting the tiles and stitching their maps are inside the graph.
 """
 
@@ -26,26 +27,34 @@ from mala.checkpoint import load_checkpoint, model_file, read_metadata, save_che
 from mala.config import MalaConfig
 from mala.data.images import unit_range
 from mala.deploy.calibration import Calibration, Thresholds, normalize
-from mala.deploy.contract import INPUT_NAME, METADATA_KEY, OUTPUT_NAMES
+from mala.deploy.contract import INPUT_NAME, METADATA_KEY, OUTPUT_NAMES, UNKNOWN_CATEGORY
 from mala.errors import ConfigError
 from mala.model import MALA
 from mala.model.load import load_trained_model
-from mala.model.maps import scores_and_maps
+from mala.model.maps import image_sections, scores_and_maps
 from mala.sizes import stored_size
 
 IDENTITY = (0.5, 0.0, 1.0)  # threshold, low, high: normalised values equal the raw ones (clipped to [0, 1])
 
 
 class InferenceGraph(nn.Module):
-    """uint8 images (B, H, W, 3) to raw image scores (B,) and anomaly maps (B, H, W): what both backends run. The
-    memory is read in one category's section (`section`), or each image is routed to its nearest category's."""
+    """uint8 images (B, H, W, 3) to raw image scores (B,), anomaly maps (B, H, W) and categories (B,): what both
+    backends run. The memory is read in one category's section (`section`), or each whole image is routed to its
+    nearest category's (every tile of a tiled image then reads that one); the category is the section's index, or
+    `UNKNOWN_CATEGORY` for a model with one section or none."""
 
     def __init__(self, model: MALA, cfg: MalaConfig, section: int | None = None):
         super().__init__()
         self.model, self.cfg, self.section = model.eval(), cfg, section
 
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return scores_and_maps(self.model, unit_range(images.permute(0, 3, 1, 2).float()), self.cfg, self.section)
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        images = unit_range(images.permute(0, 3, 1, 2).float())
+        sections = image_sections(self.model, images, self.section)
+        scores, maps = scores_and_maps(self.model, images, self.cfg, sections)
+        if isinstance(sections, torch.Tensor):
+            return scores, maps, sections
+        known = UNKNOWN_CATEGORY if sections is None else sections
+        return scores, maps, torch.full_like(scores, known, dtype=torch.long)
 
 
 class ExportedGraph(InferenceGraph):
@@ -56,11 +65,11 @@ class ExportedGraph(InferenceGraph):
         super().__init__(model, cfg, section)
         self.thresholds = thresholds
 
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        scores, maps = super().forward(images)
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        scores, maps, categories = super().forward(images)
         if self.thresholds is None:  # threshold 0.5 on a [0, 1] range: the raw values, clipped
-            return scores, maps, normalize(scores, *IDENTITY), normalize(maps, *IDENTITY)
-        return scores, maps, self.thresholds.normalized_score(scores), self.thresholds.normalized_map(maps)
+            return scores, maps, normalize(scores, *IDENTITY), normalize(maps, *IDENTITY), categories
+        return scores, maps, self.thresholds.normalized_score(scores), self.thresholds.normalized_map(maps), categories
 
 
 def read_calibration(checkpoint: Path) -> Calibration | None:

@@ -13,7 +13,8 @@ import numpy as np
 from PIL import Image
 
 from mala.data.images import open_rgb, require_image_files, resize_rgb
-from mala.deploy.backends import Backend, thresholds
+from mala.deploy.backends import Backend, calibration, category_name
+from mala.deploy.calibration import Thresholds
 from mala.deploy.render import map_image, overlay, resize_map
 from mala.errors import DataError
 from mala.progress import progress
@@ -28,14 +29,17 @@ class Prediction:
     decision: str  # "anomalous", "normal" or NO_THRESHOLD
     anomalous_area: float | None  # share of the model-size map at or above the pixel threshold
     anomaly_map: np.ndarray  # (H, W) at the image's own size, normalised like the score
+    category: str | None = None  # the category whose memory section read the image: given, or routed to
 
 
 class Predictor:
-    """A backend with the thresholds of one category (None: those chosen on all categories together)."""
+    """A backend with the thresholds of one category; without one, each image is routed and decided with the
+    thresholds of the category it was routed to (those of all categories together where it has none)."""
 
     def __init__(self, backend: Backend, category: str | None = None):
-        self.backend = backend
-        self.thresholds = thresholds(backend, category)
+        self.backend, self.category = backend, category
+        self.calibration = calibration(backend)
+        self.thresholds = self.calibration.thresholds(category) if self.calibration else None
 
     @property
     def calibrated(self) -> bool:
@@ -44,24 +48,33 @@ class Predictor:
     def __call__(self, images: list[Image.Image]) -> list[Prediction]:
         """Predictions for RGB images of any sizes (one batch through the model)."""
         shape = self.backend.image_shape  # smaller images are enlarged to it, as in training
-        scores, maps = self.backend.run(np.stack([resize_rgb(image, shape) for image in images]))
-        return [self._one(image.size, float(score), anomaly_map) for image, score, anomaly_map in zip(images, scores, maps)]
+        scores, maps, places = self.backend.run(np.stack([resize_rgb(image, shape) for image in images]))
+        return [self._one(image.size, float(score), anomaly_map, category_name(self.backend, int(place)))
+                for image, score, anomaly_map, place in zip(images, scores, maps, places)]
 
-    def _one(self, size: tuple[int, int], score: float, anomaly_map: np.ndarray) -> Prediction:
-        if self.thresholds is None:
-            return Prediction(score, score, NO_THRESHOLD, None, resize_map(anomaly_map, size))
-        normalized = float(self.thresholds.normalized_score(np.float32(score)))
-        normalized_map = self.thresholds.normalized_map(anomaly_map)
+    def thresholds_for(self, category: str | None) -> Thresholds | None:
+        """The thresholds that decide an image of `category` (the one it was given or routed to)."""
+        if self.category is None and self.calibration and category in self.calibration.entries:
+            return self.calibration.entries[category]
+        return self.thresholds
+
+    def _one(self, size: tuple[int, int], score: float, anomaly_map: np.ndarray, category: str | None) -> Prediction:
+        chosen = self.thresholds_for(category)
+        if chosen is None:
+            return Prediction(score, score, NO_THRESHOLD, None, resize_map(anomaly_map, size), category)
+        normalized = float(chosen.normalized_score(np.float32(score)))
+        normalized_map = chosen.normalized_map(anomaly_map)
         decision = "anomalous" if normalized >= 0.5 else "normal"
         # the area is read at the model's size, where the pixel threshold was chosen (upsampling smooths peaks)
         area = float(np.mean(normalized_map >= 0.5))
-        return Prediction(score, normalized, decision, area, resize_map(normalized_map, size))
+        return Prediction(score, normalized, decision, area, resize_map(normalized_map, size), category)
 
 
 @dataclass
 class ResultRow:
     image: str
     status: str  # "ok" or "error"
+    category: str | None = None  # given, or the one the image was routed to
     score: float | None = None
     normalized_score: float | None = None
     decision: str | None = None
@@ -120,8 +133,8 @@ class ResultWriter:
 
     def add_prediction(self, path: Path, image: Image.Image, prediction: Prediction) -> None:
         relative = path.relative_to(self.root)
-        row = ResultRow(str(relative), "ok", prediction.score, prediction.normalized_score, prediction.decision,
-                        prediction.anomalous_area)
+        row = ResultRow(str(relative), "ok", prediction.category, prediction.score, prediction.normalized_score,
+                        prediction.decision, prediction.anomalous_area)
         if self.write_pictures:
             name = output_name(relative, self.taken)
             row.map_file, row.overlay_file = str(Path("maps") / name), str(Path("overlays") / name)
@@ -149,6 +162,7 @@ def predict_folder(predictor: Predictor, source: Path, out: Path, batch_size: in
     files, root = list_images(source)
     writer = ResultWriter(out, root, write_pictures)
     counts = {"anomalous": 0, "normal": 0, NO_THRESHOLD: 0}
+    categories: dict[str, int] = {}  # images per category, as given or routed
     failures = 0
     try:
         with progress(total=len(files), desc="predicting", unit="img") as bar:
@@ -160,10 +174,12 @@ def predict_folder(predictor: Predictor, source: Path, out: Path, batch_size: in
                 for (path, image), prediction in zip(readable, predictions):
                     writer.add_prediction(path, image, prediction)
                     counts[prediction.decision] += 1
+                    categories[str(prediction.category)] = categories.get(str(prediction.category), 0) + 1
                 failures += len(failed)
                 bar.update(len(readable) + len(failed))
     finally:
-        summary = {"images": len(files), "failed": failures, **counts, "backend": predictor.backend.kind,
+        summary = {"images": len(files), "failed": failures, **counts, "categories": categories,
+                   "backend": predictor.backend.kind,
                    "thresholds": None if predictor.thresholds is None else asdict(predictor.thresholds)}
         writer.close(summary)
     return summary

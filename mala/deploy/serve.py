@@ -111,6 +111,7 @@ def _as_json(prediction: Prediction, image: Image.Image, pictures: bool) -> dict
         "score": prediction.score,
         "normalized_score": prediction.normalized_score,
         "decision": prediction.decision,
+        "category": prediction.category,
         "anomalous_area": prediction.anomalous_area,
         "width": image.width,
         "height": image.height,
@@ -158,6 +159,8 @@ def create_app(predictor: Predictor, model_name: str, max_upload_bytes: int = in
         else:
             picture = Image.fromarray(overlay(np.asarray(image), prediction.anomaly_map))
         headers = {"X-Mala-Score": f"{prediction.normalized_score:.6f}", "X-Mala-Decision": prediction.decision}
+        if prediction.category is not None:
+            headers["X-Mala-Category"] = prediction.category
         return Response(png_bytes(picture), media_type="image/png", headers=headers)
 
     return app

@@ -60,7 +60,7 @@ def routed_sections(model: MALA, cache: ImageCache, batch_size: int = 16, device
     routed = np.empty(len(cache.samples), dtype=np.int64)
     for images, _, _, indices in progress(DataLoader(TestImages(cache), batch_size=batch_size), desc="routing",
                                           unit="batch", leave=False):
-        routed[indices.numpy()] = model.memory.route(model.memory_features(images.to(device))).cpu().numpy()
+        routed[indices.numpy()] = model.route(images.to(device)).cpu().numpy()
     return routed
 
 

@@ -296,6 +296,10 @@ class MALA(nn.Module):
         """The feature tokens (B, memory rows x columns, C) the normal-feature memory holds and searches."""
         return self.backbone_tokens(images)[1]
 
+    def route(self, images: torch.Tensor) -> torch.Tensor:
+        """The memory section (B,) each whole image is routed to: that of its nearest training image."""
+        return self.memory.route(self.memory_features(images))
+
     @property
     def memories(self) -> list[tuple[FeatureMemory, int]]:
         """The hybrid's normal-feature memories with their tokens per image, in `backbone_tokens`' order: the memory,

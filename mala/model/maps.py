@@ -142,9 +142,17 @@ def anomaly_maps(model: MALA, images: torch.Tensor, cfg: MalaConfig, sections: S
     return map_pairs(model, images, cfg, sections)[:, 0]
 
 
+def image_sections(model: MALA, images: torch.Tensor, sections: Sections = None) -> Sections:
+    """The memory sections images (B, 3, H, W) are read in: the given ones; for None, in a model of several
+    sections, the one (B,) each whole image is routed to, so that all of a tiled image's tiles read the same one."""
+    if sections is None and model.hybrid and model.memory.section_count > 1:
+        return model.route(images)
+    return sections
+
+
 def scores_and_maps(model: MALA, images: torch.Tensor, cfg: MalaConfig, sections: Sections = None
                     ) -> tuple[torch.Tensor, torch.Tensor]:
     """The whole pipeline: image scores (B,), eq. 7 on the score's map, and anomaly maps (B, H, W) of images
-    (B, 3, H, W) in [0, 1] at `cfg.input_shape`."""
-    pairs = map_pairs(model, images, cfg, sections)
+    (B, 3, H, W) in [0, 1] at `cfg.input_shape`, read in their `image_sections`."""
+    pairs = map_pairs(model, images, cfg, image_sections(model, images, sections))
     return image_score(pairs[:, 1], cfg.run.score_kernel), pairs[:, 0]

@@ -11,7 +11,7 @@ from mala.checkpoint import load_checkpoint, save_checkpoint
 from mala.data.images import read_rgb
 from mala.deploy.backends import OnnxBackend, TorchBackend
 from mala.deploy.calibration import ALL, Calibration, Thresholds
-from mala.deploy.contract import METADATA_KEY, OUTPUT_NAMES
+from mala.deploy.contract import GRAPH_OUTPUTS, METADATA_KEY, OUTPUT_NAMES, UNKNOWN_CATEGORY
 from mala.deploy.graph import export_onnx, load_graph, store_calibration
 from mala.errors import CheckpointError, ConfigError
 from mala.model.maps import image_score
@@ -24,6 +24,14 @@ def real_images(size: int | tuple[int, int], count: int) -> np.ndarray:
     files = sorted(shared_data("metal_plate", "test").rglob("*.png"))[:count // 2]
     files += sorted(shared_data("magnetic_tile", "test").rglob("*.jpg"))[:count - len(files)]
     return np.stack([read_rgb(path, size) for path in files])
+
+
+def assert_exported_like(session: onnxruntime.InferenceSession, images: np.ndarray, expected: list[np.ndarray]) -> None:
+    """The exported file's score, map and category are the torch graph's (`expected`)."""
+    exported = dict(zip(OUTPUT_NAMES, session.run(None, {"images": images})))
+    for name, want in zip(GRAPH_OUTPUTS, expected, strict=True):
+        assert exported[name].shape == want.shape, name
+        np.testing.assert_allclose(exported[name], want, atol=1e-4, err_msg=name)
 
 
 THRESHOLDS = Thresholds(0.45, 0.6, 0.3, 0.7, 0.05, 0.95, "F1-max", "F1-max over pixels", 10)
@@ -48,9 +56,8 @@ def test_onnx_outputs_match_torch_on_real_images(calibrated, batch):
     exported = session.run(None, {"images": images})
     with torch.no_grad():
         expected = [t.numpy() for t in graph(torch.from_numpy(images))]
-    for name, got, want in zip(OUTPUT_NAMES, exported, expected):
-        assert got.shape == want.shape, name
-        np.testing.assert_allclose(got, want, atol=1e-4, err_msg=name)
+    assert_exported_like(session, images, expected)
+    assert (exported[4] == UNKNOWN_CATEGORY).all()  # the pixel ViT has no memory to route with
     np.testing.assert_allclose(exported[2], THRESHOLDS.normalized_score(exported[0]), atol=1e-5)
     np.testing.assert_allclose(exported[3], THRESHOLDS.normalized_map(exported[1]), atol=1e-5)
 
@@ -69,11 +76,9 @@ def test_the_hybrid_with_its_memory_exports_to_the_same_outputs(tmp_path, memory
     images = real_images(64, 3)
     session = onnxruntime.InferenceSession(str(export_onnx(checkpoint, tmp_path / "model.onnx")),
                                            providers=["CPUExecutionProvider"])
-    exported = session.run(None, {"images": images})
     with torch.no_grad():
         expected = [t.numpy() for t in graph(torch.from_numpy(images))]
-    for name, got, want in zip(OUTPUT_NAMES, exported, expected):
-        np.testing.assert_allclose(got, want, atol=1e-4, err_msg=name)
+    assert_exported_like(session, images, expected)
 
 
 @pytest.mark.parametrize("memory_keys", [{}, {"memory_pool": 1, "memory_norm": "none", "score_memory": True}])
@@ -83,21 +88,20 @@ def test_a_hybrid_of_two_categories_routes_each_image_and_exports_to_the_same_ou
     graph, _ = load_graph(checkpoint)
     images = real_images(64, 4)  # two of each category
     with torch.no_grad():
-        routed = graph.model.memory.route(graph.model.memory_features(torch.from_numpy(images).permute(0, 3, 1, 2) / 255))
         expected = [t.numpy() for t in graph(torch.from_numpy(images))]
-    assert routed.tolist() == [0, 0, 1, 1]
+    assert expected[2].tolist() == [0, 0, 1, 1]  # each image routed to its own category
     own_scores = image_score(torch.from_numpy(expected[1]), graph.cfg.run.score_kernel).numpy()
     assert np.allclose(expected[0], own_scores) != bool(memory_keys)  # a score memory scores by a map of its own
     session = onnxruntime.InferenceSession(str(export_onnx(checkpoint, tmp_path / "model.onnx")),
                                            providers=["CPUExecutionProvider"])
-    for name, got, want in zip(OUTPUT_NAMES, session.run(None, {"images": images}), expected):
-        np.testing.assert_allclose(got, want, atol=1e-4, err_msg=name)
+    assert_exported_like(session, images, expected)
     # a graph for one category reads that section for every image: the routed images of that category agree
     plate_graph, _ = load_graph(checkpoint, "metal_plate")
     with torch.no_grad():
         plate = [t.numpy() for t in plate_graph(torch.from_numpy(images))]
     np.testing.assert_allclose(plate[1][:2], expected[1][:2], atol=1e-5)
     assert not np.allclose(plate[1][2:], expected[1][2:], atol=1e-3)
+    assert plate[2].tolist() == [0, 0, 0, 0]  # its category for every image
 
 
 def test_a_category_the_model_has_no_memory_section_for_is_refused(tmp_path):
@@ -120,7 +124,7 @@ def test_backends_agree_and_the_export_describes_the_model(calibrated):
 def test_a_category_export_normalises_with_that_category_thresholds(calibrated, tmp_path):
     checkpoint, _ = calibrated
     backend = OnnxBackend(export_onnx(checkpoint, tmp_path / "plate.onnx", category="metal_plate"))
-    score, anomaly_map, normalized, normalized_map = backend.session.run(None, {"images": real_images(64, 2)})
+    score, anomaly_map, normalized, normalized_map, _ = backend.session.run(None, {"images": real_images(64, 2)})
     np.testing.assert_allclose(normalized, PLATE.normalized_score(score), atol=1e-6)
     np.testing.assert_allclose(normalized_map, PLATE.normalized_map(anomaly_map), atol=1e-6)
     assert backend.description["category"] == "metal_plate"
@@ -128,7 +132,7 @@ def test_a_category_export_normalises_with_that_category_thresholds(calibrated, 
 
 def test_export_for_a_category_without_thresholds_keeps_the_raw_outputs(checkpoint, tmp_path):
     backend = OnnxBackend(export_onnx(checkpoint, tmp_path / "model.onnx", category="metal_plate"))
-    score, anomaly_map, normalized, normalized_map = backend.session.run(None, {"images": real_images(64, 2)})
+    score, anomaly_map, normalized, normalized_map, _ = backend.session.run(None, {"images": real_images(64, 2)})
     np.testing.assert_allclose(normalized, np.clip(score, 0, 1), atol=1e-6)
     np.testing.assert_allclose(normalized_map, np.clip(anomaly_map, 0, 1), atol=1e-6)
     assert backend.description["category"] == "metal_plate"
@@ -167,8 +171,7 @@ def test_each_categorys_tuned_fusion_exports_with_the_routing_that_chooses_it(tm
     np.testing.assert_allclose(expected[0], before[0], atol=1e-6)  # the score has its own memory and weight
     session = onnxruntime.InferenceSession(str(export_onnx(checkpoint, tmp_path / "model.onnx")),
                                            providers=["CPUExecutionProvider"])
-    for name, got, want in zip(OUTPUT_NAMES, session.run(None, {"images": images}), expected):
-        np.testing.assert_allclose(got, want, atol=1e-4, err_msg=name)
+    assert_exported_like(session, images, expected)
 
 
 def test_a_category_graph_leaves_out_a_global_map_its_fusion_gives_no_share(tmp_path):
@@ -189,6 +192,5 @@ def test_a_category_graph_leaves_out_a_global_map_its_fusion_gives_no_share(tmp_
     plate_file = export_onnx(checkpoint, tmp_path / "plate.onnx", category="metal_plate")
     tile_file = export_onnx(checkpoint, tmp_path / "tile.onnx", category="magnetic_tile")
     session = onnxruntime.InferenceSession(str(plate_file), providers=["CPUExecutionProvider"])
-    for name, got, want in zip(OUTPUT_NAMES, session.run(None, {"images": images}), expected):
-        np.testing.assert_allclose(got, want, atol=1e-4, err_msg=name)
+    assert_exported_like(session, images, expected)
     assert plate_file.stat().st_size < tile_file.stat().st_size  # the autoencoder's weights are not in it

@@ -21,6 +21,7 @@ from mala.deploy.graph import store_calibration
 from mala.deploy.predict import NO_THRESHOLD, Predictor, output_name, predict_folder
 from mala.errors import DataError
 from tests.conftest import shared_data
+from tests.deploy.conftest import save_random_model
 
 
 @pytest.fixture
@@ -80,6 +81,34 @@ def test_onnx_and_torch_give_the_same_results(checkpoint, onnx_model, inputs, tm
     for name, row in torch_rows.items():
         if row["status"] == "ok":
             assert float(onnx_rows[name]["score"]) == pytest.approx(float(row["score"]), abs=1e-4)
+
+
+NOTHING_ANOMALOUS = Thresholds(2.0, 2.0, 0.0, 1.0, 0.0, 1.0, "F1-max", "F1-max over pixels", 9)  # above any map
+EVERYTHING_ANOMALOUS = Thresholds(-1.0, -1.0, 0.0, 1.0, 0.0, 1.0, "F1-max", "F1-max over pixels", 9)
+
+
+def test_a_routed_image_names_its_category_and_is_decided_by_its_thresholds(inputs, tmp_path, capsys):
+    checkpoint = save_random_model(tmp_path / "model.safetensors", ["metal_plate", "magnetic_tile"], hybrid=True)
+    store_calibration(checkpoint, Calibration({ALL: NOTHING_ANOMALOUS, "magnetic_tile": EVERYTHING_ANOMALOUS},
+                                              "mala test"))
+    readable = {"plate/" + p.name: "metal_plate" for p in (inputs / "plate").iterdir()}
+    readable |= {"tile/" + p.name: "magnetic_tile" for p in (inputs / "tile").iterdir() if p.name != "broken.png"}
+    summary = predict_folder(Predictor(TorchBackend(checkpoint)), inputs, tmp_path / "routed", write_pictures=False)
+    rows = read_rows(tmp_path / "routed")
+    assert {name: rows[name]["category"] for name in readable} == readable
+    # the plate has no thresholds of its own: those of all categories together decide it
+    assert {name: rows[name]["decision"] for name in readable} == {
+        name: "anomalous" if category == "magnetic_tile" else "normal" for name, category in readable.items()}
+    assert summary["categories"] == {"metal_plate": 2, "magnetic_tile": 2}
+    # named, the category holds for every image, and so do its thresholds
+    predict_folder(Predictor(TorchBackend(checkpoint, category="magnetic_tile"), "magnetic_tile"), inputs,
+                   tmp_path / "named", write_pictures=False)
+    named = read_rows(tmp_path / "named")
+    assert {(named[name]["category"], named[name]["decision"]) for name in readable} == {("magnetic_tile", "anomalous")}
+    # the command line says where the images went
+    assert main(["predict", "--model", str(checkpoint), "--input", str(inputs), "--out", str(tmp_path / "cli"),
+                 "--no-pictures"]) == 0
+    assert "routed to the memory section of: magnetic_tile 2, metal_plate 2" in capsys.readouterr().out
 
 
 def test_empty_and_missing_inputs_are_clear_errors(checkpoint, tmp_path):
