@@ -146,7 +146,7 @@ def test_the_message_says_what_is_allowed():
                                      "to 6, got [7]",
         "model.patch_size=14": "model.backbone_stages must be stages whose stride divides or is a multiple of "
                                "model.patch_size 14 (stride by stage: 0: 2, 1: 4, 2: 8, 3: 16, 4: 16, 5: 32, 6: 32), "
-                               "got [2, 4]",
+                               "got [1, 2, 4]",
         "stage2.anomalous_per_category=500": "stage2.anomalous_per_category must be at most "
                                              "stage2.images_per_category (80), got 500",
         "stage1.mask_ratio=1": "stage1.mask_ratio must be at least 0 and below 1, got 1.0",
