@@ -405,8 +405,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--format", choices=["onnx"], default="onnx", help="[onnx]")
     export.add_argument("--out", type=Path, help="output file [the checkpoint's name with .onnx]")
     export.add_argument("--category", help="a graph for this category: its memory section and thresholds [each "
-                        "image routed to its nearest category's section, named by the output 'category'; the "
-                        "normalised outputs with the thresholds of all categories together]")
+                        "image routed to its nearest category's section, named by the output 'category', and "
+                        "normalised with that category's thresholds]")
     export.add_argument("--opset", type=_int_at_least(18), default=18, help="ONNX opset [18]")
     export.set_defaults(func=cmd_export)
 

@@ -36,11 +36,26 @@ class Thresholds:
     def normalized_map(self, maps: np.ndarray) -> np.ndarray:
         return normalize(maps, self.pixel_threshold, self.pixel_min, self.pixel_max)
 
+    @property
+    def shifts(self) -> tuple[float, float, float, float]:
+        """Image threshold and spread, pixel threshold and spread: what `rescale` reads (the exported graph's table)."""
+        return (self.image_threshold, spread(self.image_min, self.image_max),
+                self.pixel_threshold, spread(self.pixel_min, self.pixel_max))
+
+
+def spread(low: float, high: float) -> float:
+    return high - low if high > low else 1.0
+
 
 def normalize(values: np.ndarray, threshold: float, low: float, high: float) -> np.ndarray:
-    """anomalib's min-max normalisation: the threshold maps to 0.5. Numbers and numpy arrays (as float32) here, and
-    torch tensors in the exported graph (`graph.ExportedGraph`), so that both normalise alike."""
-    spread = high - low if high > low else 1.0
+    """anomalib's min-max normalisation: the threshold maps to 0.5."""
+    return rescale(values, threshold, spread(low, high))
+
+
+def rescale(values: np.ndarray, threshold: Any, spread: Any) -> np.ndarray:
+    """`(values - threshold) / spread + 0.5` clipped to [0, 1]: numbers and numpy arrays (as float32) here, torch
+    tensors (thresholds and spreads one per image) in the exported graph (`graph.ExportedGraph`), so both normalise
+    alike."""
     if isinstance(values, (np.ndarray, np.generic, float, int)):
         values = np.asarray(values, dtype=np.float32)
     return ((values - threshold) / spread + 0.5).clip(0.0, 1.0)

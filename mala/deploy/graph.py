@@ -4,8 +4,8 @@ The same module runs `mala predict` with torch and is what `mala export` writes,
 thing. Input: RGB images already resized to the model's input size, uint8 (B, H, W, 3), as any image decoder gives
 them (the only step left to the caller is the resize, bilinear as in training). Outputs: the raw image score (eq. 7),
 the anomaly map (B, H, W) and each image's category (`contract.CATEGORY_OUTPUT`); the exported file adds score and map
-normalised with the stored thresholds it was exported with (one category's, or all categories' together for a routed
-file; threshold at 0.5, see calibration.py) for programs that run it without mala.
+normalised with the stored thresholds it was exported with (one category's, or for a routed file each image's
+category's; threshold at 0.5, see calibration.py) for programs that run it without mala.
 A tiled model's input size is its source size: cutting the tiles and stitching their maps are inside the graph.
 """
 
@@ -26,7 +26,7 @@ from torch import nn
 from mala.checkpoint import load_checkpoint, model_file, read_metadata, save_checkpoint
 from mala.config import MalaConfig
 from mala.data.images import unit_range
-from mala.deploy.calibration import Calibration, Thresholds, normalize
+from mala.deploy.calibration import Calibration, Thresholds, rescale
 from mala.deploy.contract import INPUT_NAME, METADATA_KEY, OUTPUT_NAMES, UNKNOWN_CATEGORY
 from mala.errors import ConfigError
 from mala.model import MALA
@@ -34,7 +34,7 @@ from mala.model.load import load_trained_model
 from mala.model.maps import image_sections, scores_and_maps
 from mala.sizes import stored_size
 
-IDENTITY = (0.5, 0.0, 1.0)  # threshold, low, high: normalised values equal the raw ones (clipped to [0, 1])
+UNCALIBRATED = (0.5, 1.0, 0.5, 1.0)  # thresholds 0.5, spreads 1: normalised values equal the raw ones, clipped
 
 
 class InferenceGraph(nn.Module):
@@ -58,18 +58,34 @@ class InferenceGraph(nn.Module):
 
 
 class ExportedGraph(InferenceGraph):
-    """The inference graph with both outputs also normalised by one category's thresholds (`calibration.normalize`,
-    the threshold at 0.5), for programs that run the ONNX file without mala; mala's own backends normalise after."""
+    """The inference graph with both outputs also normalised (`calibration.rescale`, the threshold at 0.5) for programs
+    that run the ONNX file without mala, as `mala predict` normalises: with the one category's thresholds of a
+    category's graph, or with each image's routed category's (all categories' where it has none, or where the model
+    cannot tell); mala's own backends normalise after."""
 
-    def __init__(self, model: MALA, cfg: MalaConfig, section: int | None, thresholds: Thresholds | None):
+    def __init__(self, model: MALA, cfg: MalaConfig, section: int | None, thresholds: list[Thresholds]):
         super().__init__(model, cfg, section)
-        self.thresholds = thresholds
+        # one row per category place and a last one for UNKNOWN_CATEGORY, or one row for every image
+        self.register_buffer("shifts", torch.tensor([t.shifts for t in thresholds] or [UNCALIBRATED]))
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
         scores, maps, categories = super().forward(images)
-        if self.thresholds is None:  # threshold 0.5 on a [0, 1] range: the raw values, clipped
-            return scores, maps, normalize(scores, *IDENTITY), normalize(maps, *IDENTITY), categories
-        return scores, maps, self.thresholds.normalized_score(scores), self.thresholds.normalized_map(maps), categories
+        rows = len(self.shifts)
+        shifts = self.shifts[torch.where(categories < 0, rows - 1, categories)] if rows > 1 else self.shifts
+        return (scores, maps, rescale(scores, shifts[:, 0], shifts[:, 1]),
+                rescale(maps, shifts[:, 2].view(-1, 1, 1), shifts[:, 3].view(-1, 1, 1)), categories)
+
+
+def exported_thresholds(calibration: Calibration | None, categories: list[str], category: str | None
+                        ) -> list[Thresholds]:
+    """`ExportedGraph`'s thresholds: none for a model without any; a category's own; else each category's (all
+    categories' where it has none) and, last, all categories'."""
+    if calibration is None:
+        return []
+    if category is not None:
+        return [calibration.thresholds(category)]
+    every = calibration.thresholds()
+    return [calibration.entries.get(name, every) for name in categories] + [every]
 
 
 def read_calibration(checkpoint: Path) -> Calibration | None:
@@ -85,12 +101,6 @@ def store_calibration(checkpoint: Path, calibration: Calibration) -> Path:
     state["calibration"] = calibration.to_dict()
     save_checkpoint(path, state)
     return path
-
-
-def _thresholds_of(calibration: Calibration | None, category: str | None) -> Thresholds | None:
-    """The thresholds of `category` (None: all categories together); None for a model without thresholds, whose
-    category still chooses its memory section."""
-    return calibration.thresholds(category) if calibration else None
 
 
 def memory_section(model: MALA, categories: list[str], category: str | None, checkpoint: Path) -> int | None:
@@ -117,10 +127,11 @@ def load_graph(checkpoint: Path, category: str | None = None) -> tuple[Inference
     return graph, description
 
 
-def _load(checkpoint: Path, category: str | None) -> tuple[InferenceGraph, dict, Thresholds | None]:
-    """`load_graph` and the thresholds of `category`, the stored calibration read once."""
+def _load(checkpoint: Path, category: str | None) -> tuple[InferenceGraph, dict, Calibration | None]:
+    """`load_graph` and the stored calibration, read once."""
     calibration = read_calibration(checkpoint)
-    thresholds = _thresholds_of(calibration, category)  # an unknown category stops before the model
+    if calibration is not None and category is not None:
+        calibration.thresholds(category)  # a category without thresholds stops before the model loads
     model, cfg, info = load_trained_model(checkpoint)
     section = memory_section(model, info.get("categories", []), category, checkpoint)
     drop_unread_global_map(model, section)
@@ -132,7 +143,7 @@ def _load(checkpoint: Path, category: str | None) -> tuple[InferenceGraph, dict,
         "calibration": calibration.to_dict() if calibration else None,
         "source": str(checkpoint),
     }
-    return InferenceGraph(model, cfg, section).eval(), description, thresholds
+    return InferenceGraph(model, cfg, section).eval(), description, calibration
 
 
 @contextlib.contextmanager
@@ -156,7 +167,8 @@ def export_onnx(checkpoint: Path, out: Path, category: str | None = None, opset:
     Uses torch's torch.export-based exporter (the export extra: onnxscript); the file is written atomically."""
     if importlib.util.find_spec("onnxscript") is None:
         raise ConfigError("ONNX export needs onnxscript: pip install 'mala[export]' (or onnxscript)")
-    graph, description, thresholds = _load(checkpoint, category)
+    graph, description, calibration = _load(checkpoint, category)
+    thresholds = exported_thresholds(calibration, description["categories"], category)
     exported = ExportedGraph(graph.model, graph.cfg, graph.section, thresholds).eval()
     example = torch.zeros(2, *graph.cfg.input_shape, 3, dtype=torch.uint8)
     with torch.no_grad(), quiet_exporter():

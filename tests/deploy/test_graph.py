@@ -130,6 +130,19 @@ def test_a_category_export_normalises_with_that_category_thresholds(calibrated, 
     assert backend.description["category"] == "metal_plate"
 
 
+def test_a_routed_export_normalises_each_image_with_its_category_thresholds(tmp_path):
+    checkpoint = save_random_model(tmp_path / "model.safetensors", ["metal_plate", "magnetic_tile"], hybrid=True)
+    store_calibration(checkpoint, Calibration({ALL: THRESHOLDS, "metal_plate": PLATE}, "mala calibrate"))
+    backend = OnnxBackend(export_onnx(checkpoint, tmp_path / "model.onnx"))
+    score, anomaly_map, normalized, normalized_map, category = backend.session.run(None, {"images": real_images(64, 4)})
+    assert category.tolist() == [0, 0, 1, 1]  # two plates, then two tiles, each routed to its own
+    # the plates with their own thresholds, the tiles (none of their own) with all categories'
+    np.testing.assert_allclose(normalized[:2], PLATE.normalized_score(score[:2]), atol=1e-6)
+    np.testing.assert_allclose(normalized_map[:2], PLATE.normalized_map(anomaly_map[:2]), atol=1e-6)
+    np.testing.assert_allclose(normalized[2:], THRESHOLDS.normalized_score(score[2:]), atol=1e-6)
+    np.testing.assert_allclose(normalized_map[2:], THRESHOLDS.normalized_map(anomaly_map[2:]), atol=1e-6)
+
+
 def test_export_for_a_category_without_thresholds_keeps_the_raw_outputs(checkpoint, tmp_path):
     backend = OnnxBackend(export_onnx(checkpoint, tmp_path / "model.onnx", category="metal_plate"))
     score, anomaly_map, normalized, normalized_map, _ = backend.session.run(None, {"images": real_images(64, 2)})
