@@ -77,6 +77,10 @@ class Calibration:
             raise CheckpointError(f"no thresholds for category '{category}' (calibrated categories: {known})")
         return self.entries[key]
 
+    def routed_thresholds(self, category: str | None) -> Thresholds:
+        """What decides an image routed to `category`: its own thresholds, or all categories' where it has none."""
+        return self.entries[category] if category in self.entries else self.thresholds()
+
     def to_dict(self) -> dict[str, Any]:
         return {"chosen_by": self.chosen_by, "data": self.data,
                 "entries": {name: asdict(entry) for name, entry in self.entries.items()}}

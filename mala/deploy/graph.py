@@ -84,8 +84,7 @@ def exported_thresholds(calibration: Calibration | None, categories: list[str], 
         return []
     if category is not None:
         return [calibration.thresholds(category)]
-    every = calibration.thresholds()
-    return [calibration.entries.get(name, every) for name in categories] + [every]
+    return [calibration.routed_thresholds(name) for name in [*categories, None]]
 
 
 def read_calibration(checkpoint: Path) -> Calibration | None:

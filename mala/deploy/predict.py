@@ -54,8 +54,8 @@ class Predictor:
 
     def thresholds_for(self, category: str | None) -> Thresholds | None:
         """The thresholds that decide an image of `category` (the one it was given or routed to)."""
-        if self.category is None and self.calibration and category in self.calibration.entries:
-            return self.calibration.entries[category]
+        if self.category is None and self.calibration:
+            return self.calibration.routed_thresholds(category)
         return self.thresholds
 
     def _one(self, size: tuple[int, int], score: float, anomaly_map: np.ndarray, category: str | None) -> Prediction:
