@@ -23,7 +23,7 @@ from mala.deploy.calibration import Calibration
 from mala.deploy.graph import read_calibration, store_calibration
 from mala.errors import ConfigError
 from mala.eval.evaluate import (CategoryCollector, MetricsCollector, Predictions, add_categories, known_sections,
-                                predict_cache, routed_right, routed_sections)
+                                predict_cache, routed_right)
 from mala.eval.metrics import MetricsTable
 from mala.eval.report import ReportCollector
 from mala.eval.thresholds import DEFAULT_QUANTILE, ThresholdsCollector
@@ -259,10 +259,10 @@ class _TestedModel:
 
     def predict(self, cache: ImageCache) -> Predictions:
         known = known_sections(cache, self.categories)
-        sections = routed_sections(self.model, cache, device=self.device) if self.route else known
-        predictions = predict_cache(self.model, cache, self.cfg, device=self.device, sections=sections)
+        predictions = predict_cache(self.model, cache, self.cfg, device=self.device,
+                                    sections=None if self.route else known)
         if self.route:
-            predictions.routed_right = routed_right(known, sections)
+            predictions.routed_right = routed_right(known, predictions.sections)
         return predictions
 
 

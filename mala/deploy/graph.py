@@ -31,7 +31,7 @@ from mala.deploy.contract import INPUT_NAME, METADATA_KEY, OUTPUT_NAMES, UNKNOWN
 from mala.errors import ConfigError
 from mala.model import MALA
 from mala.model.load import load_trained_model
-from mala.model.maps import image_sections, scores_and_maps
+from mala.model.maps import scores_and_maps
 from mala.sizes import stored_size
 
 UNCALIBRATED = (0.5, 1.0, 0.5, 1.0)  # thresholds 0.5, spreads 1: normalised values equal the raw ones, clipped
@@ -49,11 +49,10 @@ class InferenceGraph(nn.Module):
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         images = unit_range(images.permute(0, 3, 1, 2).float())
-        sections = image_sections(self.model, images, self.section)
-        scores, maps = scores_and_maps(self.model, images, self.cfg, sections)
+        scores, maps, sections = scores_and_maps(self.model, images, self.cfg, self.section)
         if isinstance(sections, torch.Tensor):
             return scores, maps, sections
-        known = UNKNOWN_CATEGORY if sections is None else sections
+        known = UNKNOWN_CATEGORY if self.section is None else self.section  # a model of one section resolves to 0
         return scores, maps, torch.full_like(scores, known, dtype=torch.long)
 
 

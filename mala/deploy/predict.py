@@ -58,6 +58,14 @@ class Predictor:
             return self.calibration.routed_thresholds(category)
         return self.thresholds
 
+    def thresholds_by_category(self, categories: dict[str, int]) -> dict[str, dict] | None:
+        """The thresholds that decided the images of each category (`categories`' names, as counted); None without
+        any."""
+        if not self.calibrated:
+            return None
+        named = {name: None if name == str(None) else name for name in categories}
+        return {name: asdict(self.thresholds_for(category)) for name, category in named.items()}
+
     def _one(self, size: tuple[int, int], score: float, anomaly_map: np.ndarray, category: str | None) -> Prediction:
         chosen = self.thresholds_for(category)
         if chosen is None:
@@ -180,6 +188,6 @@ def predict_folder(predictor: Predictor, source: Path, out: Path, batch_size: in
     finally:
         summary = {"images": len(files), "failed": failures, **counts, "categories": categories,
                    "backend": predictor.backend.kind,
-                   "thresholds": None if predictor.thresholds is None else asdict(predictor.thresholds)}
+                   "thresholds": predictor.thresholds_by_category(categories)}
         writer.close(summary)
     return summary

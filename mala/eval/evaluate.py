@@ -25,6 +25,7 @@ MEAN_ROW = "mean"
 class Predictions:
     maps: np.ndarray  # (N, H, W) float32 anomaly maps in [0, 1] (reconstruction error for that pipeline)
     scores: np.ndarray  # (N,) image scores
+    sections: np.ndarray | None = None  # (N,) the memory section each image was read in, UNKNOWN where none was
     routed_right: np.ndarray | None = None  # routed images: 1 if to their own category's section, NaN if unknown
 
 
@@ -39,29 +40,21 @@ def known_sections(cache: ImageCache, model_categories: list[str]) -> np.ndarray
 def predict_cache(model: MALA, cache: ImageCache, cfg: MalaConfig, batch_size: int = 16, device: str = "cpu",
                   sections: np.ndarray | None = None) -> Predictions:
     """Maps at `cfg.input_shape` (stitched with tiling) and image scores (eq. 7 on those maps), each image read in
-    its memory section (`known_sections`; None: every image routed)."""
+    its memory section (`known_sections`; None: every image routed, in the same pass), and the sections read."""
     model = model.to(device).eval()
     maps = np.empty((len(cache.samples), *cfg.input_shape), dtype=np.float32)
     scores = np.empty(len(cache.samples), dtype=np.float64)
+    read = np.full(len(cache.samples), UNKNOWN, dtype=np.int64)
     tiles_per_image = cfg.tile_grid.count if cfg.tile_grid else 1  # about `batch_size` model inputs per forward
     loader = DataLoader(TestImages(cache), batch_size=max(1, batch_size // tiles_per_image))
     for images, _, _, indices in progress(loader, desc="testing", unit="batch", leave=False):
         chosen = None if sections is None else torch.from_numpy(sections[indices.numpy()]).to(device)
-        batch_scores, batch_maps = scores_and_maps(model, images.to(device), cfg, chosen)
+        batch_scores, batch_maps, batch_sections = scores_and_maps(model, images.to(device), cfg, chosen)
         maps[indices.numpy()] = batch_maps.float().cpu().numpy()
         scores[indices.numpy()] = batch_scores.float().cpu().numpy()
-    return Predictions(maps, scores)
-
-
-@torch.no_grad()
-def routed_sections(model: MALA, cache: ImageCache, batch_size: int = 16, device: str = "cpu") -> np.ndarray:
-    """The memory section the model routes each cached image to (whole images, as an untiled model sees them)."""
-    model = model.to(device).eval()
-    routed = np.empty(len(cache.samples), dtype=np.int64)
-    for images, _, _, indices in progress(DataLoader(TestImages(cache), batch_size=batch_size), desc="routing",
-                                          unit="batch", leave=False):
-        routed[indices.numpy()] = model.route(images.to(device)).cpu().numpy()
-    return routed
+        if batch_sections is not None:
+            read[indices.numpy()] = torch.as_tensor(batch_sections).cpu().numpy()
+    return Predictions(maps, scores, read)
 
 
 def routed_right(known: np.ndarray, routed: np.ndarray) -> np.ndarray:

@@ -346,9 +346,14 @@ class MALA(nn.Module):
 
     def maps(self, images: torch.Tensor, sections: Sections = None) -> torch.Tensor:
         """(B, 2, H, W) for images (B, 3, H, W) in [0, 1]: the anomaly map, in [0, 1], and the map the image score
-        reads (`fused_maps` of `map_parts`, with the images' sections' `fusion_of`)."""
+        reads (`maps_and_sections`' first)."""
+        return self.maps_and_sections(images, sections)[0]
+
+    def maps_and_sections(self, images: torch.Tensor, sections: Sections = None) -> tuple[torch.Tensor, Sections]:
+        """`maps` (`fused_maps` of `map_parts`, with the images' sections' `fusion_of`) and the memory sections they
+        were read in (resolved, routed from the maps' own backbone pass; None where no memory was read)."""
         parts = self.map_parts(images, sections)
-        return self.fused_maps(parts, *self.fusion_of(parts.sections))
+        return self.fused_maps(parts, *self.fusion_of(parts.sections)), parts.sections
 
     def map_parts(self, images: torch.Tensor, sections: Sections = None, every_part: bool = False) -> MapParts:
         """What the maps are fused from: the stage-2 map and, when the hybrid's memory is on (`memory_weight` > 0),

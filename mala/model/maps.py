@@ -117,42 +117,45 @@ def tiled_maps(images: torch.Tensor, grid: TileGrid, map_of: MapFunction) -> tor
     return stitch_maps(map_of(cut_tiles(images, grid)), grid)
 
 
-def model_maps(model: MALA, images: torch.Tensor, cfg: MalaConfig, sections: Sections = None) -> torch.Tensor:
-    """The configured pipeline's anomaly map and the map the image score reads, (B, 2, H, W) at the model's size:
-    the end-to-end head's (`MALA.maps`, in the images' `sections`, see `memory.Sections`), or the reconstruction
-    error twice (ablation)."""
+def model_maps(model: MALA, images: torch.Tensor, cfg: MalaConfig, sections: Sections = None
+               ) -> tuple[torch.Tensor, Sections]:
+    """The configured pipeline's anomaly map and the map the image score reads, (B, 2, H, W) at the model's size,
+    and the memory sections they were read in: the end-to-end head's (`MALA.maps_and_sections`, in the images'
+    `sections`, see `memory.Sections`), or the reconstruction error twice (ablation; the sections as given)."""
     if cfg.run.pipeline == "reconstruction":
-        return reconstruction_map(model, images, cfg.stage1.mask_ratio).unsqueeze(1).expand(-1, 2, -1, -1)
-    return model.maps(images, sections)
+        return reconstruction_map(model, images, cfg.stage1.mask_ratio).unsqueeze(1).expand(-1, 2, -1, -1), sections
+    return model.maps_and_sections(images, sections)
 
 
-def map_pairs(model: MALA, images: torch.Tensor, cfg: MalaConfig, sections: Sections = None) -> torch.Tensor:
-    """`model_maps` (B, 2, H, W) of images (B, 3, H, W) in [0, 1] at `cfg.input_shape`: the model's own, or with
-    tiling the tile maps stitched at the source size (each tile read in its image's section, or routed on its own)."""
+def map_pairs(model: MALA, images: torch.Tensor, cfg: MalaConfig, sections: Sections = None
+              ) -> tuple[torch.Tensor, Sections]:
+    """`model_maps` of images (B, 3, H, W) in [0, 1] at `cfg.input_shape`: the model's own, or with tiling the tile
+    maps stitched at the source size, every tile read in its image's `image_sections`."""
     grid = cfg.tile_grid
     if grid is None:
         return model_maps(model, images, cfg, sections)
-    if isinstance(sections, torch.Tensor):
-        sections = sections.repeat_interleave(grid.count)  # `cut_tiles` keeps each image's tiles together
-    return tiled_maps(images, grid, lambda tiles: model_maps(model, tiles, cfg, sections))
+    sections = image_sections(model, images, sections)
+    per_tile = sections.repeat_interleave(grid.count) if isinstance(sections, torch.Tensor) else sections
+    return tiled_maps(images, grid, lambda tiles: model_maps(model, tiles, cfg, per_tile)[0]), sections
 
 
 def anomaly_maps(model: MALA, images: torch.Tensor, cfg: MalaConfig, sections: Sections = None) -> torch.Tensor:
     """Anomaly maps (B, H, W) of images (B, 3, H, W) in [0, 1] at `cfg.input_shape` (`map_pairs`' first)."""
-    return map_pairs(model, images, cfg, sections)[:, 0]
+    return map_pairs(model, images, cfg, sections)[0][:, 0]
 
 
 def image_sections(model: MALA, images: torch.Tensor, sections: Sections = None) -> Sections:
-    """The memory sections images (B, 3, H, W) are read in: the given ones; for None, in a model of several
-    sections, the one (B,) each whole image is routed to, so that all of a tiled image's tiles read the same one."""
+    """The memory sections a tiled model's images (B, 3, H, W) are read in: the given ones; for None, in a model of
+    several sections, the one (B,) each whole image is routed to, so that all of its tiles read the same one (an
+    untiled model routes from its maps' own backbone pass instead)."""
     if sections is None and model.hybrid and model.memory.section_count > 1:
         return model.route(images)
     return sections
 
 
 def scores_and_maps(model: MALA, images: torch.Tensor, cfg: MalaConfig, sections: Sections = None
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The whole pipeline: image scores (B,), eq. 7 on the score's map, and anomaly maps (B, H, W) of images
-    (B, 3, H, W) in [0, 1] at `cfg.input_shape`, read in their `image_sections`."""
-    pairs = map_pairs(model, images, cfg, image_sections(model, images, sections))
-    return image_score(pairs[:, 1], cfg.run.score_kernel), pairs[:, 0]
+                    ) -> tuple[torch.Tensor, torch.Tensor, Sections]:
+    """The whole pipeline: image scores (B,), eq. 7 on the score's map, anomaly maps (B, H, W) of images (B, 3, H, W)
+    in [0, 1] at `cfg.input_shape`, and the memory sections they were read in (`map_pairs`)."""
+    pairs, sections = map_pairs(model, images, cfg, sections)
+    return image_score(pairs[:, 1], cfg.run.score_kernel), pairs[:, 0], sections

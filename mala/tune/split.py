@@ -3,6 +3,7 @@ model, and each also appears with synthetic anomalies that stage 2 never trains 
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -30,19 +31,26 @@ def held_out_count(images: int) -> int:
     return max(MIN_HELD_OUT, int(round(VALIDATION_SHARE * images)))
 
 
+def category_generators(category: str) -> tuple[np.random.Generator, ...]:
+    """The split's three generators for one category (the split and large anomalies, small ones, broad ones)."""
+    name = zlib.crc32(category.encode())  # stable across processes, unlike hash()
+    return tuple(np.random.default_rng([SEED, stream, name]) for stream in range(3))
+
+
 def validation_split(train: ImageCache, size: int | ImageShape, anomalies: tuple[str, ...] = ("large",),
                      crack_contrast: tuple[float, float] = CRACK_CONTRAST) -> tuple[ImageCache, ImageCache]:
     """Per category: the model's training images and a validation cache of normals plus synthetic anomalies of each:
     `large`, one of self-texture DRAEM and cut-paste in turn; `small`, one of a thin crack (of `crack_contrast`) and a
     pasted speck in turn; `broad`, a shade. The split is the same whichever anomalies are drawn (the small and the broad
-    ones draw from generators of their own)."""
-    rng, small_rng, broad_rng = (np.random.default_rng(seed) for seed in (SEED, [SEED, 1], [SEED, 2]))
+    ones draw from generators of their own). Each category draws from generators seeded by its name, so its split
+    does not depend on which other categories are trained beside it."""
     synthesizer = AnomalySynthesizer(SynthConfig(texture_dir=None), size)
     fit, samples, images, masks = [], [], [], {}
     for category, indices in train.indices_by_category().items():
         if len(indices) < MIN_IMAGES:
             raise DataError(f"category '{category}' has {len(indices)} normal training image(s): a validation split "
                             f"needs at least {MIN_IMAGES}")
+        rng, small_rng, broad_rng = category_generators(category)
         shuffled = rng.permutation(indices)
         held = shuffled[:held_out_count(len(indices))]
         rest = shuffled[len(held):]

@@ -104,6 +104,20 @@ def test_a_hybrid_of_two_categories_routes_each_image_and_exports_to_the_same_ou
     assert plate[2].tolist() == [0, 0, 0, 0]  # its category for every image
 
 
+def test_a_routed_image_takes_one_backbone_pass(tmp_path, monkeypatch):
+    """Routing reads the tokens the maps are made of: no second pass of the backbone for the category."""
+    checkpoint = save_random_model(tmp_path / "model.safetensors", ["metal_plate", "magnetic_tile"], hybrid=True,
+                                   memory_pool=1, memory_norm="none", score_memory=True)
+    graph, _ = load_graph(checkpoint)
+    backbone, passes = graph.model.feature_tokens.backbone, []
+    features = backbone.features
+    monkeypatch.setattr(backbone, "features", lambda *args: passes.append(1) or features(*args))
+    with torch.no_grad():
+        categories = graph(torch.from_numpy(real_images(64, 4)))[2]
+    assert categories.tolist() == [0, 0, 1, 1]
+    assert len(passes) == 1
+
+
 def test_a_category_the_model_has_no_memory_section_for_is_refused(tmp_path):
     checkpoint = save_random_model(tmp_path / "model.safetensors", ["metal_plate", "magnetic_tile"], hybrid=True)
     with pytest.raises(ConfigError, match="no memory section for category 'bottle'.*metal_plate, magnetic_tile"):

@@ -8,6 +8,7 @@ import json
 import shutil
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -100,6 +101,8 @@ def test_a_routed_image_names_its_category_and_is_decided_by_its_thresholds(inpu
     assert {name: rows[name]["decision"] for name in readable} == {
         name: "anomalous" if category == "magnetic_tile" else "normal" for name, category in readable.items()}
     assert summary["categories"] == {"metal_plate": 2, "magnetic_tile": 2}
+    assert summary["thresholds"] == {"metal_plate": asdict(NOTHING_ANOMALOUS),  # what decided each category's images
+                                     "magnetic_tile": asdict(EVERYTHING_ANOMALOUS)}
     # named, the category holds for every image, and so do its thresholds
     predict_folder(Predictor(TorchBackend(checkpoint, category="magnetic_tile"), "magnetic_tile"), inputs,
                    tmp_path / "named", write_pictures=False)

@@ -13,8 +13,7 @@ from mala import engine
 from mala.data.dataset import ImageCache, enlarged_count
 from mala.data import sources
 from mala.deploy.calibration import ALL, Calibration
-from mala.eval.evaluate import (Predictions, category_metrics, known_sections, predict_cache, routed_right,
-                                routed_sections)
+from mala.eval.evaluate import Predictions, category_metrics, known_sections, predict_cache, routed_right
 from mala.eval.half_counts import HalfCounts, f1_max_threshold as counted_f1_max_threshold, half_keys
 from mala.eval.metrics import f1_max_threshold
 from mala.eval.thresholds import thresholds_of
@@ -86,10 +85,9 @@ def whole_cache(checkpoint: Path, roots: list[Path], route: bool = False) -> tup
     model, cfg, info = load_trained_model(checkpoint)
     cache = ImageCache.build(sources.test_samples(sources.scan_roots(roots)), cfg.input_shape)
     known = known_sections(cache, info["categories"])
-    sections = routed_sections(model, cache) if route else known
-    predictions = predict_cache(model, cache, cfg, sections=sections)
+    predictions = predict_cache(model, cache, cfg, sections=None if route else known)
     if route:
-        predictions.routed_right = routed_right(known, sections)
+        predictions.routed_right = routed_right(known, predictions.sections)
     return cache, predictions
 
 

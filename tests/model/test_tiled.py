@@ -58,7 +58,7 @@ def test_a_tiled_model_maps_the_source_size(small_config):
     images = torch.rand(2, 3, 96, 160)
     with torch.no_grad():
         maps = anomaly_maps(model, images, cfg)
-        first_tile = model_maps(model, images[:, :, :64, :64], small_config)[:, 0]
+        first_tile = model_maps(model, images[:, :, :64, :64], small_config)[0][:, 0]
     assert cfg.tile_grid.rows == [0, 32] and cfg.tile_grid.columns == [0, 48, 96]
     assert maps.shape == (2, 96, 160)
     # the top-left 32 x 48 pixels lie in the first tile alone

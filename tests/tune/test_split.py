@@ -57,3 +57,15 @@ def test_the_split_holds_each_image_once_and_keeps_validation_images_out_of_the_
 def test_a_category_too_small_to_split_is_named():
     with pytest.raises(DataError, match="'screws' has 3 normal training image"):
         validation_split(normal_cache(MIN_IMAGES - 1, "screws"), 64, ("small",))
+
+
+def test_a_category_splits_alike_whatever_is_trained_beside_it():
+    alone = normal_cache(12, "plate")
+    other = normal_cache(9, "anvil")
+    both = ImageCache(other.samples + alone.samples, np.concatenate([other.images, alone.images]), {})
+    fit, validation = validation_split(alone, 64, ("large", "small", "broad"))
+    fit_both, validation_both = validation_split(both, 64, ("large", "small", "broad"))
+    plate = [k for k, s in enumerate(validation_both.samples) if s.category == "plate"]
+    assert [s.path for s in validation_both.samples if s.category == "plate"] == [s.path for s in validation.samples]
+    assert np.array_equal(validation_both.images[plate], validation.images)
+    assert {s.path for s in fit_both.samples if s.category == "plate"} == {s.path for s in fit.samples}
