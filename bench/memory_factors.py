@@ -38,9 +38,9 @@ from bench.selection import blurred_maps, category_figures, summary  # noqa: E40
 from mala.data.dataset import ImageCache  # noqa: E402
 from mala.data.sources import scan_roots, test_samples, train_samples  # noqa: E402
 from mala.model.backbone import NORMS, EfficientNetLite, TokenRecipe, pretrained_backbone, tokens_on_grid  # noqa: E402
-from mala.model.memory import FeatureMemory  # noqa: E402
+from mala.model.memory import FeatureMemory, MemorySection  # noqa: E402
 from mala.progress import progress  # noqa: E402
-from mala.train.fill_memory import cover, held_out_scale  # noqa: E402
+from mala.train.fill_memory import cover, held_out_scale, thinned  # noqa: E402
 from mala.tune.split import validation_split  # noqa: E402
 
 SCALE_IMAGES = 60  # images per category whose held-out distances give its scale (a bounded cost at stride 8)
@@ -82,12 +82,22 @@ def tokens(maps: list[torch.Tensor], indices: np.ndarray, stride: int, size: int
 
 
 def bank_rows(normal: torch.Tensor, bank: str, scale: float, rng: np.random.Generator) -> torch.Tensor:
-    """The memory rows of one category's normal tokens (images, N, C)."""
-    kind, value = bank.split()
+    """The memory rows of one category's normal tokens (images, N, C); a net over `N` rows cut to N (`cut N`:
+    `thinned`, as `mala train` cuts a section over its size; `random N`: a random subset, as it did before)."""
+    kind, value, *cut = bank.split()
     every = normal.flatten(0, 1)
     if kind == "random":
-        return every[torch.from_numpy(np.sort(rng.permutation(len(every))[:int(value)]))]
-    return cover(every, float(value) * scale, SEED)
+        return random_subset(every, int(value), rng)
+    rows = cover(every, float(value) * scale, SEED)
+    if not cut or len(rows) <= int(cut[1]):
+        return rows
+    if cut[0] == "random":
+        return random_subset(rows, int(cut[1]), rng)
+    return thinned(MemorySection(rows, scale, rows[:0]), int(cut[1]), rng).tokens
+
+
+def random_subset(rows: torch.Tensor, count: int, rng: np.random.Generator) -> torch.Tensor:
+    return rows[torch.from_numpy(np.sort(rng.permutation(len(rows))[:count]))]
 
 
 def candidate_distances(candidate: Candidate, memory_maps: dict[int, torch.Tensor],
@@ -150,7 +160,8 @@ def main() -> None:
     parser.add_argument("--strides", type=int, nargs="+", default=[8, 16])
     parser.add_argument("--pools", type=int, nargs="+", default=[1, 3])
     parser.add_argument("--norms", nargs="+", choices=NORMS, default=["token", "none"])
-    parser.add_argument("--banks", nargs="+", default=["random 20000"], help='"random N" and/or "net R"')
+    parser.add_argument("--banks", nargs="+", default=["random 20000"],
+                        help='"random N" and/or "net R", a net optionally cut: "net R cut N" or "net R random N"')
     parser.add_argument("--sigmas", type=float, nargs="+", default=[0.0, 2.0, 4.0])
     parser.add_argument("--kernels", type=int, nargs="+", default=[1, 21])
     parser.add_argument("--stage-sets", nargs="+", default=["2,4"], help='backbone stages of the tokens, e.g. "2,3,4"')
@@ -158,9 +169,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     for bank in args.banks:
-        kind, _, value = bank.partition(" ")
-        if kind not in ("random", "net") or not value.replace(".", "", 1).isdigit():
-            parser.error(f'--banks: expected "random N" or "net R", got {bank!r}')
+        kind, value, *cut = bank.split() + [""] * (2 - len(bank.split()))
+        valid_cut = not cut or (kind == "net" and len(cut) == 2 and cut[0] in ("cut", "random") and cut[1].isdigit())
+        if kind not in ("random", "net") or not value.replace(".", "", 1).isdigit() or not valid_cut:
+            parser.error(f'--banks: expected "random N", "net R" or "net R cut|random N", got {bank!r}')
     torch.set_num_threads(2)
     stage_sets = [tuple(int(stage) for stage in entry.split(",")) for entry in args.stage_sets]
     candidates = [Candidate(stride, TokenRecipe(pool, norm), bank, stages) for stages, stride, pool, norm, bank

@@ -24,6 +24,8 @@ SCALE_QUERIES = 20_000  # held-out tokens whose nearest distances give the scale
 SCALE_BLOCK = 4096  # held-out tokens searched at once
 SCALE_BLOCK_ROWS = 200_000  # the other images' tokens searched at once (about 120 MB at 152 channels)
 COVER_CHUNK = 2048  # candidate tokens compared with the kept ones at once
+COARSEN_STEP = 1.2  # a cut section's epsilon-net radius grows by this factor until the net fits
+SPACING_SAMPLE = 1024  # rows whose nearest-row distances give a cut's first radius
 
 
 @torch.no_grad()
@@ -65,7 +67,13 @@ def category_tokens(model: MALA, cache: ImageCache, indices: np.ndarray, grid: T
 
 
 def cover(tokens: torch.Tensor, radius: float, seed: int) -> torch.Tensor:
-    """A subset of `tokens` (N, C) within `radius` of every token (an epsilon-net, taken greedily in random order).
+    """A subset of `tokens` (N, C) within `radius` of every token: the rows `cover_indices` keeps."""
+    return tokens[cover_indices(tokens, radius, seed)]
+
+
+def cover_indices(tokens: torch.Tensor, radius: float, seed: int) -> torch.Tensor:
+    """Indices of a subset of `tokens` (N, C) within `radius` of every token (an epsilon-net, taken greedily in random
+    order).
 
     Any query's nearest distance to the subset exceeds its distance to all tokens by at most `radius` (triangle
     inequality), so the memory's map changes by a bounded amount while repeated textures collapse to few tokens.
@@ -73,23 +81,24 @@ def cover(tokens: torch.Tensor, radius: float, seed: int) -> torch.Tensor:
     kept tokens grow in a buffer of doubling capacity, so they are not copied once per chunk."""
     order = torch.randperm(len(tokens), generator=torch.Generator().manual_seed(seed)).to(tokens.device)
     kept = FeatureMemory(tokens.shape[1]).to(tokens.device)
-    buffer, used = tokens.new_empty(0, tokens.shape[1]), 0
+    buffer, used, chosen = tokens.new_empty(0, tokens.shape[1]), 0, []
     with progress(total=len(tokens), desc="memory epsilon-net", unit="token", leave=False) as bar:
         for start in range(0, len(tokens), COVER_CHUNK):
-            chunk = tokens[order[start:start + COVER_CHUNK]]
+            indices = order[start:start + COVER_CHUNK]
             if used:
-                chunk = chunk[kept.nearest_distance(chunk) > radius]
-            if len(chunk):
-                new = chunk[_spread(chunk, radius)]
-                if used + len(new) > len(buffer):
-                    grown = tokens.new_empty(max(used + len(new), 2 * len(buffer)), tokens.shape[1])
+                indices = indices[kept.nearest_distance(tokens[indices]) > radius]
+            if len(indices):
+                indices = indices[_spread(tokens[indices], radius)]
+                chosen.append(indices)
+                if used + len(indices) > len(buffer):
+                    grown = tokens.new_empty(max(used + len(indices), 2 * len(buffer)), tokens.shape[1])
                     grown[:used] = buffer[:used]
                     buffer = grown
-                buffer[used:used + len(new)] = new
-                used += len(new)
+                buffer[used:used + len(indices)] = tokens[indices]
+                used += len(indices)
                 kept.tokens = buffer[:used]  # a view: rows of a contiguous buffer are contiguous
             bar.update(min(COVER_CHUNK, len(tokens) - start))
-    return buffer[:used].clone()  # without the buffer's spare rows
+    return torch.cat(chosen) if chosen else order[:0]
 
 
 def _spread(tokens: torch.Tensor, radius: float) -> list[int]:
@@ -109,7 +118,7 @@ def fill_memory(model: MALA, cache: ImageCache, seed: int, grid: TileGrid | None
     """One memory section per category, in `cache.indices_by_category` order (the model's category list): its
     scale, the 99% quantile of the nearest distances of held-out images' tokens to the category's other images'
     tokens; then an epsilon-net of the category's tokens with epsilon = `memory_radius` x scale (`cover`). At most
-    `memory_section_size` tokens a section and `memory_size` in all (random subsets beyond). A score memory
+    `memory_section_size` tokens a section and `memory_size` in all (coarser nets beyond, `thinned`). A score memory
     (`score_memory`) is filled the same way from the same images' tokens on its own grid, layer-normed.
 
     Under data parallelism each rank embeds its share of the images; rank 0 builds the sections and every rank
@@ -152,19 +161,47 @@ def with_scales(sections: list[MemorySection]) -> list[MemorySection]:
 def within_size(sections: list[MemorySection], limit: int, rng: np.random.Generator,
                 section_limit: int = 0) -> list[MemorySection]:
     """The sections, each cut to at most `section_limit` rows (0: no limit), then each to the same share of its rows
-    when together they hold more than `limit`; a cut keeps a random subset (at least one row)."""
+    when together they hold more than `limit`; a cut is `thinned` (at least one row)."""
     if section_limit and any(len(s.tokens) > section_limit for s in sections):
-        sections = [random_rows(s, section_limit, rng) if len(s.tokens) > section_limit else s for s in sections]
+        sections = [thinned(s, section_limit, rng) if len(s.tokens) > section_limit else s for s in sections]
     total = sum(len(s.tokens) for s in sections)
     if total <= limit:
         return sections
-    return [random_rows(s, max(1, int(len(s.tokens) * limit / total)), rng) for s in sections]
+    return [thinned(s, max(1, int(len(s.tokens) * limit / total)), rng) for s in sections]
 
 
-def random_rows(section: MemorySection, count: int, rng: np.random.Generator) -> MemorySection:
-    """The section with `count` of its rows, drawn at random, in their order."""
-    rows = torch.from_numpy(np.sort(rng.permutation(len(section.tokens))[:count])).to(section.tokens.device)
-    return dataclasses.replace(section, tokens=section.tokens[rows])
+def thinned(section: MemorySection, count: int, rng: np.random.Generator) -> MemorySection:
+    """The section cut to `count` of its rows, in their order, by epsilon-nets of growing radius (`COARSEN_STEP` a
+    step): every row it drops lies within the last net's radius of one it keeps, where a random cut can leave a
+    rare normal part without any row; the last net is topped up to `count` with rows of the one before it."""
+    tokens = section.tokens
+    keep = torch.arange(len(tokens), device=tokens.device)
+    radius = _spacing(tokens, rng)
+    seed = int(rng.integers(2**31))
+    while len(keep) > count:
+        net = keep[cover_indices(tokens[keep], radius, seed)]
+        if len(net) <= count:
+            rest = keep[~torch.isin(keep, net)]
+            extra = rest[torch.from_numpy(rng.permutation(len(rest))[:count - len(net)]).to(rest.device)]
+            keep = torch.cat([net, extra])
+        else:
+            keep, radius = net, radius * COARSEN_STEP
+    return dataclasses.replace(section, tokens=tokens[keep.sort().values])
+
+
+def _spacing(tokens: torch.Tensor, rng: np.random.Generator) -> float:
+    """The median distance of up to `SPACING_SAMPLE` random rows of `tokens` (N, C) to their nearest other row that is
+    not a copy: the first radius worth thinning with (an epsilon-net's rows lie at least its radius apart; copies,
+    as of a plain background, go at any radius)."""
+    sample = torch.from_numpy(np.sort(rng.permutation(len(tokens))[:SPACING_SAMPLE])).to(tokens.device)
+    nearest = torch.full((len(sample),), float("inf"), device=tokens.device)
+    for start in range(0, len(tokens), SCALE_BLOCK):  # a block of rows at a time: a section may hold 100,000s
+        distances = torch.cdist(tokens[sample], tokens[start:start + SCALE_BLOCK])
+        inside = (sample >= start) & (sample < start + len(distances[0]))
+        distances[inside.nonzero()[:, 0], sample[inside] - start] = float("inf")  # not to itself
+        nearest = torch.minimum(nearest, distances.amin(dim=1))
+    apart = nearest[nearest > 0]
+    return float(apart.median()) if len(apart) else 1e-6
 
 
 def thin_sections(memory: FeatureMemory, radius: float, seed: int) -> None:

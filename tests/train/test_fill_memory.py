@@ -9,7 +9,8 @@ from mala.data.images import read_rgb
 from mala.data.sources import scan_roots, train_samples
 from mala.model import MALA
 from mala.model.memory import FeatureMemory, MemorySection
-from mala.train.fill_memory import cover, fill_memory, held_out_scale, thin_sections, with_scales, within_size
+from mala.train.fill_memory import (cover, fill_memory, held_out_scale, thin_sections, thinned, with_scales,
+                                   within_size)
 from tests.conftest import shared_data
 from tests.model.test_hybrid import hybrid_config
 
@@ -90,6 +91,23 @@ def test_a_category_of_one_image_takes_the_median_scale_and_the_size_limit_cuts_
     cut = within_size(scaled, 500, np.random.default_rng(0))
     assert [len(s.tokens) for s in cut] == [50, 150, 300]
     assert within_size(scaled, 1000, np.random.default_rng(0)) is scaled
+
+
+def test_a_cut_section_keeps_a_row_near_every_row_it_drops_where_a_random_cut_leaves_rare_parts_uncovered():
+    generator = torch.Generator().manual_seed(0)
+    centres = 10 * torch.randn(20, 16, generator=generator)  # one common part and 19 rare ones of 10 rows each
+    sizes = [1810] + [10] * 19
+    tokens = torch.cat([c + 0.1 * torch.randn(n, 16, generator=generator) for c, n in zip(centres, sizes)])
+    section = MemorySection(tokens, 1.0, torch.zeros(1, 16))
+    cut = thinned(section, 100, np.random.default_rng(0))
+    assert len(cut.tokens) == 100
+    rows = {tuple(row.tolist()) for row in tokens}
+    assert all(tuple(row.tolist()) in rows for row in cut.tokens)  # rows of the section, not new ones
+    part = torch.cdist(cut.tokens, centres).argmin(dim=1)
+    assert set(part.tolist()) == set(range(20))  # every part keeps a row
+    farthest = torch.cdist(tokens, cut.tokens).amin(dim=1).max()
+    at_random = tokens[torch.from_numpy(np.random.default_rng(0).permutation(len(tokens))[:100])]
+    assert farthest < 0.5 * torch.cdist(tokens, at_random).amin(dim=1).max()
 
 
 def test_the_section_limit_cuts_only_the_sections_above_it_to_a_subset_of_their_rows_before_the_total_limit():
