@@ -36,7 +36,7 @@ from mala.data.sources import scan_roots, test_samples, train_samples  # noqa: E
 from mala.eval.evaluate import known_sections  # noqa: E402
 from mala.model.load import load_trained_model  # noqa: E402
 from mala.model.memory import FeatureMemory  # noqa: E402
-from mala.train.fill_memory import category_section, held_out_scale, normal_feature_tokens, thinned  # noqa: E402
+from mala.train.fill_memory import category_section, held_out_scale, normal_feature_tokens, random_rows  # noqa: E402
 from mala.tune.protocol import VALIDATION_ANOMALIES, candidates, choose_fusion, validation_parts  # noqa: E402
 from mala.tune.split import validation_split  # noqa: E402
 
@@ -60,12 +60,12 @@ def category_distances(fit_tokens, queries: dict[str, torch.Tensor], places, lam
                        radius: float, section_size: int, seed: int, category: str
                        ) -> tuple[dict[str, torch.Tensor], int]:
     """Scaled nearest distances (images, N) of each query set to a memory section of the joined fit tokens, built
-    as `fill_memory` builds one (`category_section`, cut to `section_size` rows by `thinned`), and its rows."""
+    as `fill_memory` builds one (`category_section`, cut to `section_size` rows by `random_rows`), and its rows."""
     rng = np.random.default_rng([seed, zlib.crc32(category.encode())])
     fit = joined(fit_tokens, places, lam * base_scale)
     section = category_section(fit, fit.shape[1], radius, rng, seed)
     if section_size and len(section.tokens) > section_size:
-        section = thinned(section, section_size, rng)
+        section = random_rows(section, section_size, rng)
     memory = FeatureMemory(fit.shape[-1])
     memory.fill(section.tokens, section.scale)
     return ({name: memory.scaled_distance(joined(q, places, lam * base_scale), 0) for name, q in queries.items()},

@@ -149,8 +149,8 @@ class ModelConfig(_Section):
     backbone_stages: list[int] = field(default_factory=lambda: [2, 4])  # timm's blocks.S: stride 8 and 16
     tbm_tokens: Literal["encoder", "backbone"] = "encoder"  # Z_enc_first of eq. 5: first encoder block or backbone
     memory_weight: float = 0.0  # hybrid only: share of the normal-feature memory's map in the anomaly map
-    memory_size: int = 200_000  # most normal tokens the memory keeps (coarser epsilon-nets beyond it)
-    # most tokens a section keeps (a coarser epsilon-net beyond it; 0: no limit): with the category known an image
+    memory_size: int = 200_000  # most normal tokens the memory keeps (`fill_memory.MEMORY_CUTS` beyond it)
+    # most tokens a section keeps (`fill_memory.MEMORY_CUTS` beyond it; 0: no limit): with the category known an image
     # searches one section, so this bounds the search's time on data whose normal tokens vary more than ours
     memory_section_size: int = 0
     # the memory keeps an epsilon-net of the normal tokens, epsilon = memory_radius x the normal distance scale:
