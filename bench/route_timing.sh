@@ -8,6 +8,6 @@ for round in 1 2 3; do
   for tree in "$old" "$new"; do
     echo "round $round: $tree"
     (cd "$tree" && python -c "import sys; from mala.cli import main; sys.exit(main(sys.argv[1:]))" \
-      cost --checkpoint "$model" --repeats 15 | tail -1)
+      cost --checkpoint "$model" --repeats 15 | grep -F -- "$model" | tail -1)
   done
 done
