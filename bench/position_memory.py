@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import zlib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,6 +31,7 @@ import torch  # noqa: E402
 from scipy.stats import spearmanr  # noqa: E402
 
 from mala.data.dataset import ImageCache  # noqa: E402
+from mala.data.samples import category_seed  # noqa: E402
 from mala.data.sources import scan_roots, test_samples, train_samples  # noqa: E402
 from mala.eval.evaluate import known_sections  # noqa: E402
 from mala.model.load import load_trained_model  # noqa: E402
@@ -61,7 +61,7 @@ def category_distances(fit_tokens, queries: dict[str, torch.Tensor], places, lam
                        ) -> tuple[dict[str, torch.Tensor], int]:
     """Scaled nearest distances (images, N) of each query set to a memory section of the joined fit tokens, built
     as `fill_memory` builds one (`category_section`, cut to `section_size` rows by `random_rows`), and its rows."""
-    rng = np.random.default_rng([seed, zlib.crc32(category.encode())])
+    rng = np.random.default_rng([seed, category_seed(category)])
     fit = joined(fit_tokens, places, lam * base_scale)
     section = category_section(fit, fit.shape[1], radius, rng, seed)
     if section_size and len(section.tokens) > section_size:

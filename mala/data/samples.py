@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 SPLITS = ("train", "validation", "test")  # "validation": extra normal images (MVTec LOCO) that training ignores
+
+
+def category_seed(category: str) -> int:
+    """A number of a category's name, the same in every process (unlike hash()): it seeds the category's own random
+    draws, so that they do not depend on which other categories are beside it."""
+    return zlib.crc32(category.encode())
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import zlib
 from collections.abc import Callable
 
 import numpy as np
@@ -12,6 +11,7 @@ from lightning_fabric import Fabric
 from torch.utils.data import DataLoader
 
 from mala.data.dataset import ImageCache
+from mala.data.samples import category_seed
 from mala.train.epoch_data import Crops, NormalImages
 from mala.model import MALA
 from mala.model.memory import FeatureMemory, MemorySection, image_features
@@ -130,7 +130,7 @@ def fill_memory(model: MALA, cache: ImageCache, seed: int, grid: TileGrid | None
         held_tokens = category_tokens(model, cache, indices, grid, fabric, desc=f"memory: {category}")
         if fabric is None or fabric.is_global_zero:
             for kept, held, (_, count) in zip(sections, held_tokens, memories):
-                rng = np.random.default_rng([seed, zlib.crc32(category.encode())])  # whatever else the model holds
+                rng = np.random.default_rng([seed, category_seed(category)])  # whatever else the model holds
                 kept.append(category_section(held, count, model.cfg.memory_radius, rng, seed))
     for (memory, _), built, cut in zip(memories, sections, MEMORY_CUTS):
         if fabric is not None and fabric.world_size > 1:  # as CPU tensors: a CUDA one would unpickle on rank 0's GPU

@@ -3,7 +3,6 @@ model, and each also appears with synthetic anomalies that stage 2 never trains 
 
 from __future__ import annotations
 
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +10,7 @@ import numpy as np
 from mala.config import SynthConfig
 from mala.data.dataset import ImageCache
 from mala.data.images import to_uint8, unit_range
-from mala.data.samples import Sample
+from mala.data.samples import Sample, category_seed
 from mala.errors import DataError
 from mala.sizes import ImageShape
 from mala.synth import AnomalySynthesizer
@@ -33,8 +32,7 @@ def held_out_count(images: int) -> int:
 
 def category_generators(category: str) -> tuple[np.random.Generator, ...]:
     """The split's three generators for one category (the split and large anomalies, small ones, broad ones)."""
-    name = zlib.crc32(category.encode())  # stable across processes, unlike hash()
-    return tuple(np.random.default_rng([SEED, stream, name]) for stream in range(3))
+    return tuple(np.random.default_rng([SEED, stream, category_seed(category)]) for stream in range(3))
 
 
 def validation_split(train: ImageCache, size: int | ImageShape, anomalies: tuple[str, ...] = ("large",),
