@@ -162,24 +162,23 @@ def with_scales(sections: list[MemorySection]) -> list[MemorySection]:
 Cut = Callable[[MemorySection, int, np.random.Generator], MemorySection]
 
 
+def random_rows(section: MemorySection, count: int, rng: np.random.Generator) -> MemorySection:
+    """The section with `count` of its rows, drawn at random, in their order: the density of its common parts stays
+    (their fine distances are what the pixel map ranks)."""
+    rows = torch.from_numpy(np.sort(rng.permutation(len(section.tokens))[:count])).to(section.tokens.device)
+    return dataclasses.replace(section, tokens=section.tokens[rows])
+
+
 def within_size(sections: list[MemorySection], limit: int, rng: np.random.Generator,
-                section_limit: int = 0, cut: Cut | None = None) -> list[MemorySection]:
+                section_limit: int = 0, cut: Cut = random_rows) -> list[MemorySection]:
     """The sections, each cut to at most `section_limit` rows (0: no limit), then each to the same share of its rows
-    when together they hold more than `limit`; a cut is `cut` (`random_rows` by default; at least one row)."""
-    cut = cut or random_rows
+    when together they hold more than `limit`, by `cut` (at least one row)."""
     if section_limit and any(len(s.tokens) > section_limit for s in sections):
         sections = [cut(s, section_limit, rng) if len(s.tokens) > section_limit else s for s in sections]
     total = sum(len(s.tokens) for s in sections)
     if total <= limit:
         return sections
     return [cut(s, max(1, int(len(s.tokens) * limit / total)), rng) for s in sections]
-
-
-def random_rows(section: MemorySection, count: int, rng: np.random.Generator) -> MemorySection:
-    """The section with `count` of its rows, drawn at random, in their order: the density of its common parts stays
-    (their fine distances are what the pixel map ranks)."""
-    rows = torch.from_numpy(np.sort(rng.permutation(len(section.tokens))[:count])).to(section.tokens.device)
-    return dataclasses.replace(section, tokens=section.tokens[rows])
 
 
 def thinned(section: MemorySection, count: int, rng: np.random.Generator) -> MemorySection:
