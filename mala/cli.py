@@ -176,7 +176,7 @@ def cmd_test(args: argparse.Namespace) -> None:
 
 def cmd_predict(args: argparse.Namespace) -> None:
     from mala.deploy.backends import open_backend
-    from mala.deploy.predict import Predictor, predict_folder
+    from mala.deploy.predict import UNNAMED, Predictor, predict_folder
 
     predictor = Predictor(open_backend(args.model, args.device, category=args.category), args.category)
     if not predictor.calibrated:
@@ -185,7 +185,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
     decided = ", ".join(f"{summary[key]} {key}" for key in ("anomalous", "normal") if summary[key])
     print(f"{summary['images']} images: {decided or 'no decisions'}, {summary['failed']} unreadable "
           f"({predictor.backend.kind}); results in {args.out / 'results.csv'} and results.json")
-    if args.category is None and any(name != "None" for name in summary["categories"]):
+    if args.category is None and any(name != UNNAMED for name in summary["categories"]):
         routed = ", ".join(f"{name} {count}" for name, count in sorted(summary["categories"].items()))
         print(f"routed to the memory section of: {routed} (results.csv, column category)")
     if summary["failed"]:

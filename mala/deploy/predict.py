@@ -20,6 +20,7 @@ from mala.errors import DataError
 from mala.progress import progress
 
 NO_THRESHOLD = "no threshold"  # the decision of a model that was never tested or calibrated
+UNNAMED = "unnamed"  # results.json's category count of images the model cannot name (a model of no named categories)
 
 
 @dataclass
@@ -63,8 +64,7 @@ class Predictor:
         any."""
         if not self.calibrated:
             return None
-        named = {name: None if name == str(None) else name for name in categories}
-        return {name: asdict(self.thresholds_for(category)) for name, category in named.items()}
+        return {name: asdict(self.thresholds_for(None if name == UNNAMED else name)) for name in categories}
 
     def _one(self, size: tuple[int, int], score: float, anomaly_map: np.ndarray, category: str | None) -> Prediction:
         chosen = self.thresholds_for(category)
@@ -182,7 +182,8 @@ def predict_folder(predictor: Predictor, source: Path, out: Path, batch_size: in
                 for (path, image), prediction in zip(readable, predictions):
                     writer.add_prediction(path, image, prediction)
                     counts[prediction.decision] += 1
-                    categories[str(prediction.category)] = categories.get(str(prediction.category), 0) + 1
+                    name = prediction.category or UNNAMED
+                    categories[name] = categories.get(name, 0) + 1
                 failures += len(failed)
                 bar.update(len(readable) + len(failed))
     finally:

@@ -19,7 +19,7 @@ from mala.cli import main
 from mala.deploy.backends import OnnxBackend, TorchBackend
 from mala.deploy.calibration import ALL, Calibration, Thresholds
 from mala.deploy.graph import store_calibration
-from mala.deploy.predict import NO_THRESHOLD, Predictor, output_name, predict_folder
+from mala.deploy.predict import NO_THRESHOLD, UNNAMED, Predictor, output_name, predict_folder
 from mala.errors import DataError
 from tests.conftest import shared_data
 from tests.deploy.conftest import save_random_model
@@ -112,6 +112,15 @@ def test_a_routed_image_names_its_category_and_is_decided_by_its_thresholds(inpu
     assert main(["predict", "--model", str(checkpoint), "--input", str(inputs), "--out", str(tmp_path / "cli"),
                  "--no-pictures"]) == 0
     assert "routed to the memory section of: magnetic_tile 2, metal_plate 2" in capsys.readouterr().out
+
+
+def test_images_a_model_cannot_name_are_counted_as_unnamed(inputs, tmp_path):
+    checkpoint = save_random_model(tmp_path / "model.safetensors", [])  # a model of no named categories
+    store_calibration(checkpoint, Calibration({ALL: NOTHING_ANOMALOUS}, "mala test"))
+    summary = predict_folder(Predictor(TorchBackend(checkpoint)), inputs / "plate", tmp_path / "out",
+                             write_pictures=False)
+    assert {row["category"] for row in read_rows(tmp_path / "out").values()} == {""}
+    assert summary["categories"] == {UNNAMED: 2} and summary["thresholds"] == {UNNAMED: asdict(NOTHING_ANOMALOUS)}
 
 
 def test_empty_and_missing_inputs_are_clear_errors(checkpoint, tmp_path):
