@@ -22,7 +22,7 @@ HELD_OUT = 0.1  # share of images whose distances to the others set the memory's
 SCALE_QUANTILE = 0.99
 SCALE_QUERIES = 20_000  # held-out tokens whose nearest distances give the scale: a bounded sample (all of them for
 # up to about 1,000 untiled 224 px images of a category; 200 of them above the 99 % quantile)
-SCALE_BLOCK = 4096  # held-out tokens searched at once
+SEARCH_BLOCK = 4096  # tokens searched at once: held-out ones for the scale, a section's rows for a cut's spacing
 SCALE_BLOCK_ROWS = 200_000  # the other images' tokens searched at once (about 120 MB at 152 channels)
 COVER_CHUNK = 2048  # candidate tokens compared with the kept ones at once
 COARSEN_STEP = 1.2  # a cut section's epsilon-net radius grows by this factor until the net fits
@@ -206,8 +206,8 @@ def _spacing(tokens: torch.Tensor, rng: np.random.Generator) -> float:
     as of a plain background, go at any radius)."""
     sample = torch.from_numpy(np.sort(rng.permutation(len(tokens))[:SPACING_SAMPLE])).to(tokens.device)
     nearest = torch.full((len(sample),), float("inf"), device=tokens.device)
-    for start in range(0, len(tokens), SCALE_BLOCK):  # a block of rows at a time: a section may hold 100,000s
-        distances = torch.cdist(tokens[sample], tokens[start:start + SCALE_BLOCK])
+    for start in range(0, len(tokens), SEARCH_BLOCK):  # a block of rows at a time: a section may hold 100,000s
+        distances = torch.cdist(tokens[sample], tokens[start:start + SEARCH_BLOCK])
         inside = (sample >= start) & (sample < start + len(distances[0]))
         distances[inside.nonzero()[:, 0], sample[inside] - start] = float("inf")  # not to itself
         nearest = torch.minimum(nearest, distances.amin(dim=1))
@@ -250,5 +250,6 @@ def held_out_scale(tokens: torch.Tensor, rng: np.random.Generator) -> float:
     blocks = np.array_split(others, -(-len(others) // images_per_block))
     for block in progress(blocks, desc="memory scale", unit="block", leave=False):
         reference.fill(tokens[torch.from_numpy(block).to(tokens.device)].flatten(0, 1), 1.0)
-        nearest = torch.minimum(nearest, torch.cat([reference.nearest_distance(q) for q in queries.split(SCALE_BLOCK)]))
+        block_nearest = [reference.nearest_distance(q) for q in queries.split(SEARCH_BLOCK)]
+        nearest = torch.minimum(nearest, torch.cat(block_nearest))
     return float(torch.quantile(nearest, SCALE_QUANTILE).clamp_min(1e-6))
