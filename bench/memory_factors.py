@@ -33,6 +33,7 @@ if str(ROOT) not in sys.path:
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 from bench.selection import blurred_maps, category_figures, summary  # noqa: E402
 from mala.data.dataset import ImageCache  # noqa: E402
@@ -54,20 +55,28 @@ class Candidate:
     recipe: TokenRecipe
     bank: str  # "random N" or "net R"
     stages: tuple[int, ...] = (2, 4)
+    shift: int = 0  # px: the memory also holds the tokens of its images shifted by this much down and right
+    balance: str = "none"  # "channel" or "stage": each channel, or each stage's channels, divided by its normal std
 
     @property
     def name(self) -> str:
         stages = "" if self.stages == (2, 4) else f"stages {'+'.join(map(str, self.stages))}, "
-        return f"{stages}stride {self.stride}, pool {self.recipe.pool}, {NORM_NAMES[self.recipe.norm]}, {self.bank}"
+        shift = f", shift {self.shift}" if self.shift else ""
+        balance = f", {self.balance} std" if self.balance != "none" else ""
+        return (f"{stages}stride {self.stride}, pool {self.recipe.pool}, {NORM_NAMES[self.recipe.norm]}, "
+                f"{self.bank}{shift}{balance}")
 
 
 @torch.no_grad()
-def stage_maps(backbone: EfficientNetLite, cache: ImageCache, stages: tuple[int, ...], batch: int = 16
-               ) -> dict[int, torch.Tensor]:
-    """The backbone's maps of `stages` for every cached image, float16 (half the memory; distances barely move)."""
+def stage_maps(backbone: EfficientNetLite, cache: ImageCache, stages: tuple[int, ...], batch: int = 16,
+               shift: int = 0) -> dict[int, torch.Tensor]:
+    """The backbone's maps of `stages` for every cached image, float16 (half the memory; distances barely move), the
+    image moved `shift` px down and right first (mirrored in at the top and left edges)."""
     chunks = []
     for start in progress(range(0, len(cache.images), batch), desc="stage maps", unit="batch", leave=False):
         images = torch.from_numpy(cache.images[start:start + batch]).permute(0, 3, 1, 2).float() / 255
+        if shift:
+            images = F.pad(images, (shift, 0, shift, 0), mode="reflect")[..., :images.shape[2], :images.shape[3]]
         chunks.append([m.half() for m in backbone.features(images, stages)])
     return {stage: torch.cat(parts) for stage, parts in zip(stages, zip(*chunks))}
 
@@ -100,22 +109,42 @@ def random_subset(rows: torch.Tensor, count: int, rng: np.random.Generator) -> t
     return rows[torch.from_numpy(np.sort(rng.permutation(len(rows))[:count]))]
 
 
-def candidate_distances(candidate: Candidate, memory_maps: dict[int, torch.Tensor],
+def balance_weights(normal: torch.Tensor, stage_channels: list[int], balance: str) -> torch.Tensor | None:
+    """Per-channel factors (C,) that give each channel (`channel`) or each stage's channels together (`stage`) unit
+    standard deviation over the category's normal tokens (images, N, C); None for `none`."""
+    if balance == "none":
+        return None
+    variance = normal.flatten(0, 1).var(dim=0)
+    if balance == "stage":
+        variance = torch.cat([block.mean().expand(len(block)) for block in variance.split(stage_channels)])
+    return variance.clamp_min(1e-12).rsqrt()
+
+
+def candidate_distances(candidate: Candidate, memory_maps: dict[int, dict[int, torch.Tensor]],
                         memory_groups: dict[str, np.ndarray], target_maps: dict[int, torch.Tensor],
                         target: ImageCache, size: int) -> torch.Tensor:
-    """Each target image's tokens' nearest distances / scale in its category's memory, (N, rows, columns)."""
+    """Each target image's tokens' nearest distances / scale in its category's memory, (N, rows, columns);
+    `memory_maps` by shift (0 and the candidate's), the scale from the unshifted tokens."""
     rows = size // candidate.stride
-    memory_maps, target_maps = ([maps[s] for s in candidate.stages] for maps in (memory_maps, target_maps))
+    shifted = [memory_maps[candidate.shift][s] for s in candidate.stages] if candidate.shift else None
+    memory_maps, target_maps = ([maps[s] for s in candidate.stages] for maps in (memory_maps[0], target_maps))
     out = torch.empty(len(target.images), rows, rows)
     for category, indices in target.indices_by_category().items():
         rng = np.random.default_rng(SEED)
         normal = tokens(memory_maps, memory_groups[category], candidate.stride, size, candidate.recipe)
+        weights = balance_weights(normal, [m.shape[1] for m in memory_maps], candidate.balance)
+        normal = normal if weights is None else normal * weights
         scale = held_out_scale(normal[torch.from_numpy(rng.permutation(len(normal))[:SCALE_IMAGES])], rng)
         memory = FeatureMemory(normal.shape[-1])
+        if shifted is not None:
+            normal = torch.cat([normal, tokens(shifted, memory_groups[category], candidate.stride, size,
+                                               candidate.recipe)], dim=1)
         memory.fill(bank_rows(normal, candidate.bank, scale, rng), scale)
+        print(f"{category}: memory of {len(memory.tokens)} rows", file=sys.stderr)  # its search's cost
         del normal
         for part in np.array_split(indices, max(1, len(indices) // 32)):
             queries = tokens(target_maps, part, candidate.stride, size, candidate.recipe)
+            queries = queries if weights is None else queries * weights
             out[torch.from_numpy(part)] = (memory.nearest_distance(queries) / scale).reshape(-1, rows, rows)
     return out
 
@@ -136,7 +165,8 @@ def evaluate(train: ImageCache, test: ImageCache, size: int, backbones: list[str
     figures: dict = {}
     for name in backbones:
         backbone = pretrained_backbone(name, last_stage=max(stages))
-        train_maps = stage_maps(backbone, train, stages)
+        train_maps = {shift: stage_maps(backbone, train, stages, shift=shift)
+                      for shift in sorted({0} | {candidate.shift for candidate in candidates})}
         targets = {split: (cache, stage_maps(backbone, cache, stages)) for split, cache in
                    (("validation", validation), ("test", test))}
         for candidate in candidates:
@@ -165,6 +195,10 @@ def main() -> None:
     parser.add_argument("--sigmas", type=float, nargs="+", default=[0.0, 2.0, 4.0])
     parser.add_argument("--kernels", type=int, nargs="+", default=[1, 21])
     parser.add_argument("--stage-sets", nargs="+", default=["2,4"], help='backbone stages of the tokens, e.g. "2,3,4"')
+    parser.add_argument("--shifts", type=int, nargs="+", default=[0],
+                        help="px: the memory also holds its images' tokens shifted by this much (0: not)")
+    parser.add_argument("--balances", nargs="+", choices=("none", "channel", "stage"), default=["none"],
+                        help="each channel, or each stage's channels, divided by its std over the normal tokens")
     parser.add_argument("--validation-anomalies", nargs="+", choices=("large", "small"), default=["large"])
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
@@ -175,8 +209,10 @@ def main() -> None:
             parser.error(f'--banks: expected "random N", "net R" or "net R cut|random N", got {bank!r}')
     torch.set_num_threads(2)
     stage_sets = [tuple(int(stage) for stage in entry.split(",")) for entry in args.stage_sets]
-    candidates = [Candidate(stride, TokenRecipe(pool, norm), bank, stages) for stages, stride, pool, norm, bank
-                  in itertools.product(stage_sets, args.strides, args.pools, args.norms, args.banks)]
+    candidates = [Candidate(stride, TokenRecipe(pool, norm), bank, stages, shift, balance)
+                  for stages, stride, pool, norm, bank, shift, balance
+                  in itertools.product(stage_sets, args.strides, args.pools, args.norms, args.banks, args.shifts,
+                                       args.balances)]
     samples = scan_roots(args.data)
     train = ImageCache.build(train_samples(samples), args.size, desc="decoding training images")
     test = ImageCache.build(test_samples(samples), args.size, desc="decoding test images")
