@@ -206,17 +206,21 @@ def test_the_nearest_neighbour_peer_marks_what_its_training_images_lack():
     assert predictions.maps[1, 16:32, 16:32].mean() > 2 * predictions.maps[1, 48:, 48:].mean()
 
 
-@pytest.mark.parametrize("pool,norm,bank,stages", [(1, "none", "random 10000", (2, 4)), (3, "token", "net 0.8", (2, 4)),
-                                                  (1, "image", "random 10000", (2, 4)), (1, "none", "net 1.0", (3, 4))])
-def test_every_memory_factor_candidate_marks_what_the_training_images_lack(pool, norm, bank, stages):
+@pytest.mark.parametrize("pool,norm,bank,stages,shift,balance", [
+    (1, "none", "random 10000", (2, 4), 0, "none"), (3, "token", "net 0.8", (2, 4), 0, "none"),
+    (1, "image", "random 10000", (2, 4), 0, "none"), (1, "none", "net 1.0", (3, 4), 0, "none"),
+    (1, "none", "net 1.0", (2, 4), 4, "none"), (1, "none", "net 1.0", (2, 4), 0, "stage"),
+    (1, "none", "random 10000", (2, 3, 4), 0, "channel")])
+def test_every_memory_factor_candidate_marks_what_the_training_images_lack(pool, norm, bank, stages, shift, balance):
     from bench.memory_factors import Candidate, candidate_distances, stage_maps
     from mala.model.backbone import TokenRecipe, pretrained_backbone
 
     train, test, _ = gradient_images_and_a_changed_square()
     backbone = pretrained_backbone("efficientnet_lite0", last_stage=4)
-    candidate = Candidate(8, TokenRecipe(pool, norm), bank, stages)
+    candidate = Candidate(8, TokenRecipe(pool, norm), bank, stages, shift, balance)
     every = (2, 3, 4)  # the maps hold more stages than the candidate reads
-    distances = candidate_distances(candidate, stage_maps(backbone, train, every), train.indices_by_category(),
+    train_maps = {s: stage_maps(backbone, train, every, shift=s) for s in {0, shift}}
+    distances = candidate_distances(candidate, train_maps, train.indices_by_category(),
                                     stage_maps(backbone, test, every), test, 64)
     assert distances.shape == (2, 8, 8)
     assert float(distances[0].max()) < 1.5  # a training image: its tokens are in the bank, or within the net's radius
@@ -518,3 +522,32 @@ def test_leave_one_out_scores_each_rules_pick_on_the_held_out_datasets_test_only
     assert cells["own validation"] == (70 + 60) / 2  # el_mono picks wide, el_multi narrow, each on its own validation
     assert cells["test-best"] == (90 + 80) / 2
     assert scores["metal_plate"]["own validation"] == scores["metal_plate"]["test-best"] == 95
+
+
+def test_balanced_channels_have_unit_std_alone_or_by_stage():
+    from bench.memory_factors import balance_weights
+
+    normal = torch.randn(3, 50, 5) * torch.tensor([1.0, 2.0, 4.0, 0.5, 8.0])
+    for balance, blocks in (("channel", [[0], [1], [2], [3], [4]]), ("stage", [[0, 1], [2, 3, 4]])):
+        weighted = (normal * balance_weights(normal, [2, 3], balance)).flatten(0, 1)
+        for block in blocks:  # the mean variance of each block's channels is 1
+            assert float(weighted[:, block].var(dim=0).mean()) == pytest.approx(1.0, rel=1e-4)
+    assert balance_weights(normal, [2, 3], "none") is None
+
+
+def test_the_alignment_bench_finds_a_parabolas_vertex_between_cells():
+    from bench.grid_alignment import peak_place
+
+    cells = torch.arange(12, dtype=torch.float)
+    assert peak_place(-(cells - 6.3) ** 2) == pytest.approx(6.3)
+    assert peak_place(-(cells - 2.0) ** 2) == pytest.approx(2.0)
+
+
+def test_the_routing_bench_trims_the_tokens_outside_the_middle_half():
+    from bench.routing_rules import trimmed_mean
+
+    tokens = torch.randn(2, 40, 3)
+    tokens[0, :5] = 1000.0  # outliers, as a large defect's tokens
+    expected = np.sort(tokens.numpy(), axis=1)[:, 10:30].mean(axis=1)
+    np.testing.assert_allclose(trimmed_mean(tokens).numpy(), expected, rtol=1e-5)
+    assert float(trimmed_mean(tokens)[0].abs().max()) < 10
