@@ -57,14 +57,16 @@ class Candidate:
     stages: tuple[int, ...] = (2, 4)
     shift: int = 0  # px: the memory also holds the tokens of its images shifted by this much down and right
     balance: str = "none"  # "channel" or "stage": each channel, or each stage's channels, divided by its normal std
+    components: int = 0  # the tokens projected on their category's first principal components (0: not)
 
     @property
     def name(self) -> str:
         stages = "" if self.stages == (2, 4) else f"stages {'+'.join(map(str, self.stages))}, "
         shift = f", shift {self.shift}" if self.shift else ""
         balance = f", {self.balance} std" if self.balance != "none" else ""
+        components = f", {self.components} components" if self.components else ""
         return (f"{stages}stride {self.stride}, pool {self.recipe.pool}, {NORM_NAMES[self.recipe.norm]}, "
-                f"{self.bank}{shift}{balance}")
+                f"{self.bank}{shift}{balance}{components}")
 
 
 @torch.no_grad()
@@ -120,6 +122,18 @@ def balance_weights(normal: torch.Tensor, stage_channels: list[int], balance: st
     return variance.clamp_min(1e-12).rsqrt()
 
 
+def principal_projection(normal: torch.Tensor, components: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The mean (C,) and the first `components` principal axes (C, components) of a category's normal tokens
+    (images, N, C), from at most 100,000 of them; None for 0."""
+    if not components:
+        return None
+    every = normal.flatten(0, 1)
+    sample = every[torch.randperm(len(every), generator=torch.Generator().manual_seed(SEED))[:100_000]]
+    mean = sample.mean(dim=0)
+    _, _, axes = torch.linalg.svd(sample - mean, full_matrices=False)
+    return mean, axes[:components].T.contiguous()
+
+
 def candidate_distances(candidate: Candidate, memory_maps: dict[int, dict[int, torch.Tensor]],
                         memory_groups: dict[str, np.ndarray], target_maps: dict[int, torch.Tensor],
                         target: ImageCache, size: int) -> torch.Tensor:
@@ -134,6 +148,8 @@ def candidate_distances(candidate: Candidate, memory_maps: dict[int, dict[int, t
         normal = tokens(memory_maps, memory_groups[category], candidate.stride, size, candidate.recipe)
         weights = balance_weights(normal, [m.shape[1] for m in memory_maps], candidate.balance)
         normal = normal if weights is None else normal * weights
+        projection = principal_projection(normal, candidate.components)
+        normal = normal if projection is None else (normal - projection[0]) @ projection[1]
         scale = held_out_scale(normal[torch.from_numpy(rng.permutation(len(normal))[:SCALE_IMAGES])], rng)
         memory = FeatureMemory(normal.shape[-1])
         if shifted is not None:
@@ -145,6 +161,7 @@ def candidate_distances(candidate: Candidate, memory_maps: dict[int, dict[int, t
         for part in np.array_split(indices, max(1, len(indices) // 32)):
             queries = tokens(target_maps, part, candidate.stride, size, candidate.recipe)
             queries = queries if weights is None else queries * weights
+            queries = queries if projection is None else (queries - projection[0]) @ projection[1]
             out[torch.from_numpy(part)] = (memory.nearest_distance(queries) / scale).reshape(-1, rows, rows)
     return out
 
@@ -199,6 +216,8 @@ def main() -> None:
                         help="px: the memory also holds its images' tokens shifted by this much (0: not)")
     parser.add_argument("--balances", nargs="+", choices=("none", "channel", "stage"), default=["none"],
                         help="each channel, or each stage's channels, divided by its std over the normal tokens")
+    parser.add_argument("--components", type=int, nargs="+", default=[0],
+                        help="tokens projected on their category's first N principal components (0: not)")
     parser.add_argument("--validation-anomalies", nargs="+", choices=("large", "small"), default=["large"])
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
@@ -209,10 +228,10 @@ def main() -> None:
             parser.error(f'--banks: expected "random N", "net R" or "net R cut|random N", got {bank!r}')
     torch.set_num_threads(2)
     stage_sets = [tuple(int(stage) for stage in entry.split(",")) for entry in args.stage_sets]
-    candidates = [Candidate(stride, TokenRecipe(pool, norm), bank, stages, shift, balance)
-                  for stages, stride, pool, norm, bank, shift, balance
+    candidates = [Candidate(stride, TokenRecipe(pool, norm), bank, stages, shift, balance, components)
+                  for stages, stride, pool, norm, bank, shift, balance, components
                   in itertools.product(stage_sets, args.strides, args.pools, args.norms, args.banks, args.shifts,
-                                       args.balances)]
+                                       args.balances, args.components)]
     samples = scan_roots(args.data)
     train = ImageCache.build(train_samples(samples), args.size, desc="decoding training images")
     test = ImageCache.build(test_samples(samples), args.size, desc="decoding test images")

@@ -4,9 +4,11 @@ small synthetic defect) are mapped once with every part, and every candidate of 
 shares is scored as `mala tune` scores it (mean of validation pixel AUROC and AUPRO). With `--anomalies` naming more
 than one group (`small`: cracks and specks, `broad`: shades, `large`: DRAEM and cut-paste), each group is scored
 with the normals on its own and the groups weigh alike. A copy of the run's model file takes each category's pick (the
-same weights and memories otherwise), so `mala test` gives the outcome. `--test` also scores every candidate on the
-test set (outcome only; the model as saved, its memory of all training images) and prints, per category, the rank
-correlation of validation and test over the candidates (the JSON's figures: `bench/leave_one_out.py` reads them).
+same weights and memories otherwise) and the normal level of its map, as training stores them, so `mala test` gives
+the outcome; with the tuning's own grid and anomalies (the defaults) it redoes the run's tuning. `--test` also scores
+every candidate on the test set (outcome only; the model as saved, its memory of all training images) and prints, per
+category, the rank correlation of validation and test over the candidates (the JSON's figures:
+`bench/leave_one_out.py` reads them).
 
     python bench/wider_fusion.py runs/global_seed0 runs/global_seed0_wide --data D/magnetic_tile D/metal_plate \
         D/deeppcb D/pv_el_cells --global-shares 0 0.5 0.75 1
@@ -40,7 +42,8 @@ from mala.train.trainer import MODEL_FILE  # noqa: E402
 from mala.model import MALA  # noqa: E402
 from mala.model.mala import MapParts  # noqa: E402
 from mala.tune.protocol import (MEMORY_WEIGHTS, SCORE_MAP_SHARES, GLOBAL_SHARES, CategoryChoice, Fusion,  # noqa: E402
-                                choice_table, choose_fusion, part_of, section_fusion, validation_parts)
+                                SectionTuning, choice_table, choose_fusion, map_levels, part_of, section_fusion,
+                                validation_parts)
 from mala.tune.split import VALIDATION_KINDS  # noqa: E402
 
 GROUPS = {"large": VALIDATION_KINDS[:2], "small": VALIDATION_KINDS[2:4], "broad": VALIDATION_KINDS[4:]}
@@ -92,7 +95,8 @@ def main() -> None:
     choices = by_group["all"]
     print(choice_table(choices))
     state = load_checkpoint(args.run / MODEL_FILE)
-    state["model"]["section_fusion"] = section_fusion(choices, categories)
+    SectionTuning(section_fusion(choices, categories), map_levels(model, validation, parts, choices, categories)
+                  ).store(state["model"])
     args.out.mkdir(parents=True, exist_ok=True)
     save_checkpoint(args.out / MODEL_FILE, state)
     test = test_choices(args.run, args.data, fusions) if args.test else None

@@ -41,6 +41,7 @@ def main() -> None:
     tuning = json.loads((args.run / "tune" / "tuning.json").read_text())
     state = load_checkpoint(args.run / MODEL_FILE)
     state["model"]["section_fusion"] = fusion_without_global(tuning, state["data"]["categories"])
+    state["model"].pop("section_map_levels", None)  # the levels of the tuned fusion's maps, not of these
     args.out.mkdir(parents=True, exist_ok=True)
     save_checkpoint(args.out / MODEL_FILE, state)
     print(f"{args.out / MODEL_FILE}: {state['model']['section_fusion'].tolist()}")

@@ -37,8 +37,8 @@ from mala.train.setup import (ConfigRequest, ResolvedConfig, TrainingData, pretr
                               start_lines, training_data)
 from mala.train.trainer import LAST_CHECKPOINT, MODEL_FILE, HeldOut, Trainer, make_fabric
 from mala.tune.figure import draw_choices
-from mala.tune.protocol import (VALIDATION_ANOMALIES, CategoryChoice, choice_table, choose_fusion, section_fusion,
-                                tuned_fusion_line, validation_parts)
+from mala.tune.protocol import (VALIDATION_ANOMALIES, CategoryChoice, SectionTuning, choice_table, choose_fusion,
+                                map_levels, section_fusion, tuned_fusion_line, validation_parts)
 from mala.tune.split import MIN_IMAGES, held_out_count, validation_split
 
 
@@ -126,14 +126,14 @@ def _tuning_split(cfg: MalaConfig, cache: ImageCache, out: Path, announce: bool
     fit, validation = validation_split(cache, cfg.input_shape, VALIDATION_ANOMALIES)
     categories = sorted(counts)
 
-    def choose(model: MALA, report: bool) -> torch.Tensor:
-        choices = _choose_fusion(model, validation, categories, out if report else None)
+    def tune_model(model: MALA, report: bool) -> None:
+        choices, tuning = _choose_fusion(model, validation, categories, out if report else None)
         if report:
             print(f"mala: map fusion per category, chosen on held-out training images ({out / 'tuning.md'}):\n"
                   f"{choice_table(choices)}", file=sys.stderr)
-        return section_fusion(choices, categories)
+        tuning.apply(model)
 
-    return fit, HeldOut(cache, choose)
+    return fit, HeldOut(cache, tune_model)
 
 
 def _tunes(cfg: MalaConfig) -> bool:
@@ -356,22 +356,25 @@ def tune(checkpoint: Path, roots: list, out: Path, device: str = "cpu", cache_di
                                        cfg.input_shape, VALIDATION_ANOMALIES)
     out = Path(out)
     protocol = _protocol_model(cfg, fit, out / "protocol", info.get("object_categories")).to(device)
-    choices = _choose_fusion(protocol, validation, categories, out)
-    return Tuning(choices, _store_fusion(checkpoint, section_fusion(choices, categories), out), out / "tuning.md")
+    choices, tuning = _choose_fusion(protocol, validation, categories, out)
+    return Tuning(choices, _store_tuning(checkpoint, tuning, out), out / "tuning.md")
 
 
 def _choose_fusion(model: MALA, validation: ImageCache, categories: list[str], out: Path | None
-                   ) -> dict[str, CategoryChoice]:
-    """Each category's fusion chosen on the `validation` images (maps on the model's device), with the report and
-    picture written to `out` (None: not written); the model stays on its device."""
+                   ) -> tuple[dict[str, CategoryChoice], SectionTuning]:
+    """Each category's fusion chosen on the `validation` images (maps on the model's device), and what the model
+    stores of it (the fusion and the chosen map's normal level per section), with the report and picture written to
+    `out` (None: not written); the model stays on its device."""
     device = next(model.parameters()).device
     parts = validation_parts(model, validation, known_sections(validation, categories), device=str(device))
     choices = choose_fusion(model, validation, parts)
+    levels = map_levels(model, validation, parts, choices, categories)
+    tuning = SectionTuning(section_fusion(choices, categories), levels)
     if out is not None:
         _write_tuning_report(choices, out)
         draw_choices(out / "tuning.png", model, validation, parts, choices)
     model.to(device)
-    return choices
+    return choices, tuning
 
 
 def _protocol_model(cfg: MalaConfig, fit: ImageCache, run_dir: Path, objects: list[str] | None) -> MALA:
@@ -391,11 +394,12 @@ def _protocol_model(cfg: MalaConfig, fit: ImageCache, run_dir: Path, objects: li
     return model
 
 
-def _store_fusion(checkpoint: Path, fusion: torch.Tensor, out: Path) -> Path:
-    """Rewrite the model file (atomically) with its per-section fusion; stale thresholds move to `out`."""
+def _store_tuning(checkpoint: Path, tuning: SectionTuning, out: Path) -> Path:
+    """Rewrite the model file (atomically) with its per-section fusion and map levels; stale thresholds move to
+    `out`."""
     path = model_file(checkpoint)
     state = load_checkpoint(path)
-    state["model"]["section_fusion"] = fusion
+    tuning.store(state["model"])
     calibration = state.pop("calibration", None)
     if calibration is not None:
         out.mkdir(parents=True, exist_ok=True)

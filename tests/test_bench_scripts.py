@@ -206,18 +206,19 @@ def test_the_nearest_neighbour_peer_marks_what_its_training_images_lack():
     assert predictions.maps[1, 16:32, 16:32].mean() > 2 * predictions.maps[1, 48:, 48:].mean()
 
 
-@pytest.mark.parametrize("pool,norm,bank,stages,shift,balance", [
-    (1, "none", "random 10000", (2, 4), 0, "none"), (3, "token", "net 0.8", (2, 4), 0, "none"),
-    (1, "image", "random 10000", (2, 4), 0, "none"), (1, "none", "net 1.0", (3, 4), 0, "none"),
-    (1, "none", "net 1.0", (2, 4), 4, "none"), (1, "none", "net 1.0", (2, 4), 0, "stage"),
-    (1, "none", "random 10000", (2, 3, 4), 0, "channel")])
-def test_every_memory_factor_candidate_marks_what_the_training_images_lack(pool, norm, bank, stages, shift, balance):
+@pytest.mark.parametrize("pool,norm,bank,stages,shift,balance,components", [
+    (1, "none", "random 10000", (2, 4), 0, "none", 0), (3, "token", "net 0.8", (2, 4), 0, "none", 0),
+    (1, "image", "random 10000", (2, 4), 0, "none", 0), (1, "none", "net 1.0", (3, 4), 0, "none", 0),
+    (1, "none", "net 1.0", (2, 4), 4, "none", 0), (1, "none", "net 1.0", (2, 4), 0, "stage", 0),
+    (1, "none", "random 10000", (2, 3, 4), 0, "channel", 0), (1, "none", "net 1.0", (2, 4), 0, "none", 32)])
+def test_every_memory_factor_candidate_marks_what_the_training_images_lack(pool, norm, bank, stages, shift, balance,
+                                                                           components):
     from bench.memory_factors import Candidate, candidate_distances, stage_maps
     from mala.model.backbone import TokenRecipe, pretrained_backbone
 
     train, test, _ = gradient_images_and_a_changed_square()
     backbone = pretrained_backbone("efficientnet_lite0", last_stage=4)
-    candidate = Candidate(8, TokenRecipe(pool, norm), bank, stages, shift, balance)
+    candidate = Candidate(8, TokenRecipe(pool, norm), bank, stages, shift, balance, components)
     every = (2, 3, 4)  # the maps hold more stages than the candidate reads
     train_maps = {s: stage_maps(backbone, train, every, shift=s) for s in {0, shift}}
     distances = candidate_distances(candidate, train_maps, train.indices_by_category(),
@@ -551,3 +552,15 @@ def test_the_routing_bench_trims_the_tokens_outside_the_middle_half():
     expected = np.sort(tokens.numpy(), axis=1)[:, 10:30].mean(axis=1)
     np.testing.assert_allclose(trimmed_mean(tokens).numpy(), expected, rtol=1e-5)
     assert float(trimmed_mean(tokens)[0].abs().max()) < 10
+
+
+def test_the_principal_projection_keeps_the_directions_the_normal_tokens_vary_in():
+    from bench.memory_factors import principal_projection
+
+    normal = torch.zeros(4, 100, 6)
+    normal[..., 2] = torch.randn(4, 100) * 5  # most of the variance
+    normal[..., 4] = torch.randn(4, 100)
+    normal += 0.01 * torch.randn(4, 100, 6)
+    mean, axes = principal_projection(normal, 2)
+    assert axes.shape == (6, 2) and principal_projection(normal, 0) is None
+    assert float(axes[2, 0].abs()) > 0.99 and float(axes[4, 1].abs()) > 0.99

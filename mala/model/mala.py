@@ -88,6 +88,10 @@ class MALA(nn.Module):
             # per memory section (S, 3): memory_weight, score_map_share and global_share as `mala tune` chose them
             # for the section's category on its training images; empty: the config's for every section
             self.register_buffer("section_fusion", torch.zeros(0, 3))
+            # per memory section (S,): its anomaly map's normal level, the 99 % quantile of the tuned fusion's map over
+            # the category's held-out normal images; each map is divided by it, so that a map means the same in every
+            # category (an image read in another category's section is not put out of scale); empty: not levelled
+            self.register_buffer("section_map_levels", torch.zeros(0))
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + 1, cfg.embed_dim), requires_grad=False)
         self.blocks = nn.ModuleList(Block(cfg.embed_dim, cfg.num_heads, cfg.mlp_ratio) for _ in range(cfg.depth))
@@ -207,10 +211,12 @@ class MALA(nn.Module):
         """Make room for the normal-feature memory a state dict holds (its size is known only after training), and
         give a hybrid saved before the stage-1 feature head existed a fresh one (inference never uses it); a model
         saved before `mala tune` existed has no per-section fusion (the config's holds), one saved before the global
-        map none of its share (0)."""
+        map none of its share (0), one saved before the map levels none (its maps stay as they were)."""
         if self.hybrid:
             upgrade_fusion(state)
             self.section_fusion = self.section_fusion.new_zeros(state["section_fusion"].shape)
+            state.setdefault("section_map_levels", torch.zeros(0))  # saved before the levels: not levelled
+            self.section_map_levels = self.section_map_levels.new_zeros(state["section_map_levels"].shape)
             upgrade_single_memory(state)
             self.memory.make_room(state, "memory.")
             if self.score_memory is not None:
@@ -386,7 +392,7 @@ class MALA(nn.Module):
         """`maps` from its parts: the stage-2 map fused with the memory's map (`weight` of it), the memory's distances
         taking `share` of the score memory's, the stage-2 map taking `global_share` of the global map's; the score's
         map is the stage-2 map fused with the score memory's map (`score_memory_weight`), or the anomaly map without a
-        score memory."""
+        score memory. The anomaly map is `levelled` by its sections' normal levels where tuning set them."""
         learned, sigma, size = parts.learned, self.cfg.memory_sigma, self.image_shape
         if parts.distance is None:
             return torch.stack([learned, learned], dim=1)
@@ -394,11 +400,21 @@ class MALA(nn.Module):
         if parts.global_distance is not None:  # unblurred: its errors are already smooth, from one latent
             seen = fuse_maps(learned, distance_map(parts.global_distance, size, 0.0), global_share)
         if parts.score_distance is None:
-            anomaly = fuse_maps(seen, distance_map(parts.distance, size, sigma), weight)
+            anomaly = self.levelled(fuse_maps(seen, distance_map(parts.distance, size, sigma), weight), parts.sections)
             return torch.stack([anomaly, anomaly], dim=1)
         remembered = mixed_distance_map([(parts.distance, 1 - share), (parts.score_distance, share)], size, sigma)
         scored = fuse_maps(learned, distance_map(parts.score_distance, size, sigma), self.cfg.score_memory_weight)
-        return torch.stack([fuse_maps(seen, remembered, weight), scored], dim=1)
+        return torch.stack([self.levelled(fuse_maps(seen, remembered, weight), parts.sections), scored], dim=1)
+
+    def levelled(self, anomaly: torch.Tensor, sections: Sections) -> torch.Tensor:
+        """Anomaly maps (B, H, W) in [0, 1) of images read in `sections` (resolved), each x / (x + its section's
+        normal level): in [0, 1) still, 0.5 at the level, in the same order within a category; unchanged without
+        levels."""
+        if sections is None or self.section_map_levels.shape[0] == 0:
+            return anomaly
+        level = self.section_map_levels[sections]
+        level = level if isinstance(sections, int) else level.view(-1, 1, 1)
+        return anomaly / (anomaly + level)
 
     def fusion_of(self, sections: Sections) -> tuple[float | torch.Tensor, ...]:
         """`memory_weight`, `score_map_share` and `global_share` of images in `sections` (resolved: one index, or one

@@ -75,12 +75,12 @@ def grouped(batches: Iterable, size: int) -> Iterator[list]:
 
 @dataclass
 class HeldOut:
-    """Tuning in training (`run.tune`): the stages train on part of the images; `choose` picks each memory section's
-    fusion (S, 2) on images they never saw, with the memory of the images they did (it writes its report where the
-    flag says); then the memory is filled from `every_image`."""
+    """Tuning in training (`run.tune`): the stages train on part of the images; `tune` picks each memory section's
+    fusion and its map's normal level on images they never saw, with the memory of the images they did, and sets them
+    in the model (it writes its report where the flag says); then the memory is filled from `every_image`."""
 
     every_image: ImageCache
-    choose: Callable[[MALA, bool], torch.Tensor]
+    tune: Callable[[MALA, bool], None]
 
 
 class Trainer:
@@ -137,8 +137,7 @@ class Trainer:
                 self._train_global_map(data.cache)
             fill_memory(self.model, data.cache, self.cfg.run.seed, self.cfg.tile_grid, self.fabric)
             if held_out is not None:
-                fusion = held_out.choose(self.model, self.fabric.is_global_zero)
-                self.model.section_fusion = fusion.to(self.model.section_fusion.device)
+                held_out.tune(self.model, self.fabric.is_global_zero)
                 fill_memory(self.model, held_out.every_image, self.cfg.run.seed, self.cfg.tile_grid, self.fabric)
         return self._save_model(data)
 

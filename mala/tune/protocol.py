@@ -7,6 +7,10 @@ weight 0.5 or 0.75, and the share of the score memory's coarse distances in it, 
 map each also with the stage-2 map's place shared half-and-half with it (BENCHMARKS.md, "A global map"). Small
 anomalies (thin cracks, pasted specks) were the validation kind whose ranking of these candidates predicted the test's
 best; large textured ones and broad faint shades ranked them worse (BENCHMARKS.md, "Broad, faint validation defects").
+
+With the pick, each category's map gets its normal level (`map_levels`: a high quantile of the picked map over the
+held-out normal images), by which the model divides it, so that a map means the same in every category and an image
+routed to the wrong one is not put out of scale (BENCHMARKS.md, "A map that means the same in every category").
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from mala.model.mala import MapParts
 from mala.model.maps import image_score
 from mala.progress import progress
 
+MAP_LEVEL_QUANTILE = 0.99  # of a category's normal held-out pixels: its anomaly map's normal level
+LEVEL_SAMPLE = 1 << 20  # pixels the level's quantile reads at most (a stride through all of them)
 MEMORY_WEIGHTS = (0.5, 0.75)
 SCORE_MAP_SHARES = (0.0, 0.33, 0.5)
 GLOBAL_SHARES = (0.0, 0.5)
@@ -133,6 +139,36 @@ def choose_fusion(model: MALA, cache: ImageCache, parts: MapParts, fusions: list
 def section_fusion(choices: dict[str, CategoryChoice], categories: list[str]) -> torch.Tensor:
     """The model's `section_fusion` buffer (S, 3) for its categories in section order."""
     return torch.tensor([choices[c].chosen.values for c in categories])
+
+
+def map_levels(model: MALA, cache: ImageCache, parts: MapParts, choices: dict[str, CategoryChoice],
+               categories: list[str]) -> torch.Tensor:
+    """The model's `section_map_levels` buffer (S,) for its categories in section order: the `MAP_LEVEL_QUANTILE` of
+    the chosen fusion's anomaly map over each category's normal validation images of `cache` (with its `parts`)."""
+    model, levels = model.cpu(), []
+    by_category = cache.indices_by_category()
+    for category in categories:
+        normal = np.array([i for i in by_category[category] if not cache.samples[i].label])
+        maps = model.fused_maps(part_of(parts, normal), *choices[category].chosen.values)[:, 0].flatten()
+        step = max(1, len(maps) // LEVEL_SAMPLE)
+        levels.append(float(torch.quantile(maps[::step], MAP_LEVEL_QUANTILE).clamp_min(1e-6)))
+    return torch.tensor(levels)
+
+
+@dataclass
+class SectionTuning:
+    """What tuning stores in a model, per memory section: the fusion (S, 3) and the map's normal level (S,)."""
+
+    fusion: torch.Tensor
+    map_levels: torch.Tensor
+
+    def apply(self, model: MALA) -> None:
+        model.section_fusion = self.fusion.to(model.section_fusion.device)
+        model.section_map_levels = self.map_levels.to(model.section_map_levels.device)
+
+    def store(self, state: dict[str, torch.Tensor]) -> None:
+        """Into a model's state dict (as a checkpoint holds it)."""
+        state["section_fusion"], state["section_map_levels"] = self.fusion, self.map_levels
 
 
 def choice_table(choices: dict[str, CategoryChoice]) -> str:

@@ -201,6 +201,30 @@ def test_each_categorys_tuned_fusion_exports_with_the_routing_that_chooses_it(tm
     assert_exported_like(session, images, expected)
 
 
+def test_each_categorys_map_level_exports_routed_and_per_category(tmp_path):
+    keys = {"memory_stride": 8, "memory_pool": 1, "memory_norm": "none", "score_memory": True,
+            "score_memory_stride": 16, "score_map_share": 0.33}
+    checkpoint = save_random_model(tmp_path / "model.safetensors", ["metal_plate", "magnetic_tile"], hybrid=True,
+                                   **keys)
+    plain, _ = load_graph(checkpoint)
+    state = load_checkpoint(checkpoint)
+    state["model"]["section_map_levels"] = torch.tensor([0.2, 0.7])
+    save_checkpoint(checkpoint, state)
+    routed, _ = load_graph(checkpoint)
+    images = real_images(64, 4)  # two of each category, routed to their own
+    with torch.no_grad():
+        before, expected = ([t.numpy() for t in g(torch.from_numpy(images))] for g in (plain, routed))
+    for rows, level in ((slice(0, 2), 0.2), (slice(2, 4), 0.7)):  # the map's output: each image's section's level
+        np.testing.assert_allclose(expected[1][rows], before[1][rows] / (before[1][rows] + level), atol=1e-6)
+    np.testing.assert_allclose(expected[0], before[0], atol=1e-6)  # the image score is not levelled
+    session = onnxruntime.InferenceSession(str(export_onnx(checkpoint, tmp_path / "model.onnx")),
+                                           providers=["CPUExecutionProvider"])
+    assert_exported_like(session, images, expected)
+    tile = export_onnx(checkpoint, tmp_path / "tile.onnx", category="magnetic_tile")
+    assert_exported_like(onnxruntime.InferenceSession(str(tile), providers=["CPUExecutionProvider"]), images[2:],
+                         [e[2:] for e in expected])
+
+
 def test_a_category_graph_leaves_out_a_global_map_its_fusion_gives_no_share(tmp_path):
     keys = {"memory_stride": 8, "memory_pool": 1, "memory_norm": "none", "score_memory": True,
             "score_memory_stride": 16, "score_map_share": 0.33, "global_map": True}

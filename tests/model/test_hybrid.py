@@ -271,6 +271,40 @@ def test_each_section_fuses_its_map_with_its_own_tuned_weight_and_share(tmp_path
         torch.testing.assert_close(loaded.maps(images, torch.tensor([0, 1])), untuned)
 
 
+def test_each_sections_map_is_divided_by_its_normal_level_and_keeps_its_order(tmp_path):
+    cfg = MalaConfig(model=hybrid_config(memory_stride=8, memory_pool=1, memory_norm="none", memory_weight=0.5,
+                                         score_memory=True, score_memory_stride=16))
+    model = MALA(cfg.model).eval()
+    cache = two_category_cache()
+    fill_memory(model, cache, seed=0)
+    images = torch.from_numpy(cache.images[[1, 7]]).permute(0, 3, 1, 2).float() / 255
+    images[:, :, 16:32, 16:32] = torch.rand(2, 3, 16, 16)
+    sections = torch.tensor([0, 1])
+    with torch.no_grad():
+        plain = model.maps(images, sections)
+        model.section_map_levels = torch.tensor([0.2, 0.6])
+        levelled = model.maps(images, sections)
+        swapped = model.maps(images, torch.tensor([1, 0]))  # each image read in the other category's section
+    for image, level in enumerate((0.2, 0.6)):
+        torch.testing.assert_close(levelled[image, 0], plain[image, 0] / (plain[image, 0] + level))
+        ranks = plain[image, 0].flatten().argsort()  # the same order of pixels within the image's category
+        assert bool((levelled[image, 0].flatten()[ranks].diff() >= 0).all())
+    torch.testing.assert_close(levelled[:, 1], plain[:, 1])  # the image score's map is not levelled
+    assert float(levelled[:, 0].max()) < 1 and float(levelled[:, 0].min()) >= 0
+    assert not torch.allclose(swapped[:, 0], levelled[:, 0])  # the section read sets the level
+    path = tmp_path / "model.safetensors"
+    save_checkpoint(path, {"kind": "model", "config": cfg.to_dict(), "data": {}, "model": model.state_dict()})
+    loaded, _, _ = load_trained_model(path)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.maps(images, sections), levelled)
+    older = {k: v for k, v in model.state_dict().items() if k != "section_map_levels"}  # saved before the levels
+    save_checkpoint(path, {"kind": "model", "config": cfg.to_dict(), "data": {}, "model": older})
+    loaded, _, _ = load_trained_model(path)
+    assert loaded.section_map_levels.numel() == 0
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.maps(images, sections), plain)
+
+
 def test_a_saved_hybrid_with_its_memory_loads_back(tmp_path):
     cfg = MalaConfig(model=hybrid_config(memory_weight=0.5))
     model = MALA(cfg.model).eval()

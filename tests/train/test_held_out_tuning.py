@@ -13,12 +13,13 @@ import pytest
 import torch
 
 from mala.cli import main
-from mala.data.dataset import ImageCache
+from mala.data.dataset import ImageCache, to_tensor
 from mala.data.sources import scan_roots, train_samples
 from mala.eval.evaluate import known_sections
 from mala.model.load import load_trained_model
 from mala.train.fill_memory import fill_memory
-from mala.tune.protocol import VALIDATION_ANOMALIES, choose_fusion, validation_parts
+from mala.tune.protocol import (MAP_LEVEL_QUANTILE, VALIDATION_ANOMALIES, choose_fusion, map_levels,
+                                validation_parts)
 from mala.tune.split import validation_split
 from tests.conftest import shared_data
 from tests.tune.test_tune_command import QUICK_HYBRID
@@ -50,13 +51,22 @@ def test_the_fusion_is_chosen_with_the_memory_of_the_training_split_and_the_memo
     fit, validation = validation_split(cache, cfg.input_shape, VALIDATION_ANOMALIES)
     assert len(fit.samples) < len(cache.samples)
     fill_memory(model, fit, cfg.run.seed)  # the memory at choosing time: the validation images are not in it
-    redone = choose_fusion(model, validation, validation_parts(model, validation, known_sections(
-        validation, ["metal_plate"])))["metal_plate"]
+    levels, model.section_map_levels = model.section_map_levels, torch.zeros(0)  # nor were the maps levelled yet
+    parts = validation_parts(model, validation, known_sections(validation, ["metal_plate"]))
+    choices = choose_fusion(model, validation, parts)
+    redone = choices["metal_plate"]
     for candidate in stored["candidates"]:
         figures = redone.validation[next(f for f in redone.validation if dataclasses.asdict(f) == {
             k: candidate[k] for k in ("memory_weight", "score_map_share", "global_share")})]
         assert figures == pytest.approx((candidate["pixel_auroc"], candidate["pixel_aupro"]), abs=1e-6)
     assert dataclasses.asdict(redone.chosen) == chosen
+    # the stored level: the chosen map's 99 % quantile over the normal held-out images, where maps are then 0.5
+    torch.testing.assert_close(levels, map_levels(model, validation, parts, choices, ["metal_plate"]))
+    normal = [i for i, sample in enumerate(validation.samples) if not sample.label]
+    model.section_map_levels = levels
+    with torch.no_grad():
+        levelled = model.maps(torch.stack([to_tensor(validation.images[i]) for i in normal]), 0)[:, 0]
+    assert float(torch.quantile(levelled.flatten(), MAP_LEVEL_QUANTILE)) == pytest.approx(0.5, abs=0.01)
     assert max(c["pixel_auroc"] for c in stored["candidates"]) > 70  # the held-out defects are found
     assert (run / "tune" / "tuning.png").stat().st_size > 10_000
 
