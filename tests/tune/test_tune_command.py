@@ -52,6 +52,7 @@ def test_tune_stores_the_fusion_with_the_best_validation_figures_and_that_fusion
     model, cfg, _ = load_trained_model(tuned)
     torch.testing.assert_close(model.section_fusion, torch.tensor([[chosen["memory_weight"], chosen["score_map_share"],
                                                                     chosen["global_share"]]]))
+    assert model.section_map_levels.shape == (1,) and 0 < float(model.section_map_levels[0]) < 1  # the map's level
     images = torch.rand(2, 3, 64, 64)
     with torch.no_grad():
         parts = model.map_parts(images, 0)
