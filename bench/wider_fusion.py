@@ -42,8 +42,7 @@ from mala.train.trainer import MODEL_FILE  # noqa: E402
 from mala.model import MALA  # noqa: E402
 from mala.model.mala import MapParts  # noqa: E402
 from mala.tune.protocol import (MEMORY_WEIGHTS, SCORE_MAP_SHARES, GLOBAL_SHARES, CategoryChoice, Fusion,  # noqa: E402
-                                SectionTuning, choice_table, choose_fusion, map_levels, part_of, section_fusion,
-                                validation_parts)
+                                SectionTuning, choice_table, choose_fusion, part_of, validation_parts)
 from mala.tune.split import VALIDATION_KINDS  # noqa: E402
 
 GROUPS = {"large": VALIDATION_KINDS[:2], "small": VALIDATION_KINDS[2:4], "broad": VALIDATION_KINDS[4:]}
@@ -95,8 +94,7 @@ def main() -> None:
     choices = by_group["all"]
     print(choice_table(choices))
     state = load_checkpoint(args.run / MODEL_FILE)
-    SectionTuning(section_fusion(choices, categories), map_levels(model, validation, parts, choices, categories)
-                  ).store(state["model"])
+    SectionTuning.of(model, validation, parts, choices, categories).store(state["model"])
     args.out.mkdir(parents=True, exist_ok=True)
     save_checkpoint(args.out / MODEL_FILE, state)
     test = test_choices(args.run, args.data, fusions) if args.test else None

@@ -38,7 +38,7 @@ from mala.train.setup import (ConfigRequest, ResolvedConfig, TrainingData, pretr
 from mala.train.trainer import LAST_CHECKPOINT, MODEL_FILE, HeldOut, Trainer, make_fabric
 from mala.tune.figure import draw_choices
 from mala.tune.protocol import (VALIDATION_ANOMALIES, CategoryChoice, SectionTuning, choice_table, choose_fusion,
-                                map_levels, section_fusion, tuned_fusion_line, validation_parts)
+                                tuned_fusion_line, validation_parts)
 from mala.tune.split import MIN_IMAGES, held_out_count, validation_split
 
 
@@ -368,8 +368,7 @@ def _choose_fusion(model: MALA, validation: ImageCache, categories: list[str], o
     device = next(model.parameters()).device
     parts = validation_parts(model, validation, known_sections(validation, categories), device=str(device))
     choices = choose_fusion(model, validation, parts)
-    levels = map_levels(model, validation, parts, choices, categories)
-    tuning = SectionTuning(section_fusion(choices, categories), levels)
+    tuning = SectionTuning.of(model, validation, parts, choices, categories)
     if out is not None:
         _write_tuning_report(choices, out)
         draw_choices(out / "tuning.png", model, validation, parts, choices)

@@ -162,6 +162,12 @@ class SectionTuning:
     fusion: torch.Tensor
     map_levels: torch.Tensor
 
+    @classmethod
+    def of(cls, model: MALA, cache: ImageCache, parts: MapParts, choices: dict[str, CategoryChoice],
+           categories: list[str]) -> SectionTuning:
+        """The picks of `choices` and their maps' normal levels (`map_levels`), in section order."""
+        return cls(section_fusion(choices, categories), map_levels(model, cache, parts, choices, categories))
+
     def apply(self, model: MALA) -> None:
         model.section_fusion = self.fusion.to(model.section_fusion.device)
         model.section_map_levels = self.map_levels.to(model.section_map_levels.device)
