@@ -55,14 +55,12 @@ def category_figures(model: MALA, validation: ImageCache, categories: list[str],
 
 def refilled_model(run: Path, data: list[str], anomalies: tuple[str, ...] = VALIDATION_ANOMALIES
                    ) -> tuple[MALA, MalaConfig, dict, ImageCache]:
-    """A run's model with its memory refilled from the images its stage 2 trained on and no map levels (the model the
-    tuning read), its config and info, and the tuning's validation images (with `anomalies`: the tuning's own by
-    default)."""
+    """A run's model with its memory refilled from the images its stage 2 trained on (the model the tuning read), its
+    config and info, and the tuning's validation images (with `anomalies`: the tuning's own by default)."""
     model, cfg, info = load_trained_model(run)
     train = ImageCache.build(train_samples(scan_roots(data)), cfg.input_shape, desc="decoding training images")
     fit, validation = validation_split(train, cfg.input_shape, anomalies)
     fill_memory(model, fit, cfg.run.seed, cfg.tile_grid)
-    model.section_map_levels = torch.zeros(0)  # as the tuning had it: the levels are chosen on its maps
     return model, cfg, info, validation
 
 

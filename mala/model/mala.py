@@ -388,11 +388,12 @@ class MALA(nn.Module):
         return bool(torch.as_tensor(self.fusion_of(sections)[2]).ne(0).any())
 
     def fused_maps(self, parts: MapParts, weight: float | torch.Tensor, share: float | torch.Tensor,
-                   global_share: float | torch.Tensor = 0.0) -> torch.Tensor:
+                   global_share: float | torch.Tensor = 0.0, levelled: bool = True) -> torch.Tensor:
         """`maps` from its parts: the stage-2 map fused with the memory's map (`weight` of it), the memory's distances
         taking `share` of the score memory's, the stage-2 map taking `global_share` of the global map's; the score's
         map is the stage-2 map fused with the score memory's map (`score_memory_weight`), or the anomaly map without a
-        score memory. The anomaly map is `levelled` by its sections' normal levels where tuning set them."""
+        score memory. Where tuning set them and `levelled`, the anomaly map is `levelled` by its sections' normal
+        levels (tuning reads it without, to set them)."""
         learned, sigma, size = parts.learned, self.cfg.memory_sigma, self.image_shape
         if parts.distance is None:
             return torch.stack([learned, learned], dim=1)
@@ -400,11 +401,13 @@ class MALA(nn.Module):
         if parts.global_distance is not None:  # unblurred: its errors are already smooth, from one latent
             seen = fuse_maps(learned, distance_map(parts.global_distance, size, 0.0), global_share)
         if parts.score_distance is None:
-            anomaly = self.levelled(fuse_maps(seen, distance_map(parts.distance, size, sigma), weight), parts.sections)
+            anomaly = fuse_maps(seen, distance_map(parts.distance, size, sigma), weight)
+            anomaly = self.levelled(anomaly, parts.sections) if levelled else anomaly
             return torch.stack([anomaly, anomaly], dim=1)
         remembered = mixed_distance_map([(parts.distance, 1 - share), (parts.score_distance, share)], size, sigma)
+        anomaly = fuse_maps(seen, remembered, weight)
         scored = fuse_maps(learned, distance_map(parts.score_distance, size, sigma), self.cfg.score_memory_weight)
-        return torch.stack([self.levelled(fuse_maps(seen, remembered, weight), parts.sections), scored], dim=1)
+        return torch.stack([self.levelled(anomaly, parts.sections) if levelled else anomaly, scored], dim=1)
 
     def levelled(self, anomaly: torch.Tensor, sections: Sections) -> torch.Tensor:
         """Anomaly maps (B, H, W) in [0, 1) of images read in `sections` (resolved), each x / (x + its section's

@@ -129,7 +129,7 @@ def choose_fusion(model: MALA, cache: ImageCache, parts: MapParts, fusions: list
         masks = np.stack([cache.mask(i) for i in indices])
         category_parts, figures = part_of(parts, indices), {}
         for fusion in fusions or candidates(model):
-            maps = model.fused_maps(category_parts, *fusion.values)[:, 0]
+            maps = model.fused_maps(category_parts, *fusion.values, levelled=False)[:, 0]
             row = compute_metrics(labels, image_score(maps, 1).numpy(), masks, maps.numpy())
             figures[fusion] = (100 * row["pixel_auroc"], 100 * row["pixel_aupro"])
         choices[category] = CategoryChoice(figures)
@@ -149,7 +149,8 @@ def map_levels(model: MALA, cache: ImageCache, parts: MapParts, choices: dict[st
     by_category = cache.indices_by_category()
     for category in categories:
         normal = np.array([i for i in by_category[category] if not cache.samples[i].label])
-        maps = model.fused_maps(part_of(parts, normal), *choices[category].chosen.values)[:, 0].flatten()
+        fusion = choices[category].chosen.values
+        maps = model.fused_maps(part_of(parts, normal), *fusion, levelled=False)[:, 0].flatten()
         step = max(1, len(maps) // LEVEL_SAMPLE)
         levels.append(float(torch.quantile(maps[::step], MAP_LEVEL_QUANTILE).clamp_min(1e-6)))
     return torch.tensor(levels)

@@ -51,7 +51,7 @@ def test_the_fusion_is_chosen_with_the_memory_of_the_training_split_and_the_memo
     fit, validation = validation_split(cache, cfg.input_shape, VALIDATION_ANOMALIES)
     assert len(fit.samples) < len(cache.samples)
     fill_memory(model, fit, cfg.run.seed)  # the memory at choosing time: the validation images are not in it
-    levels, model.section_map_levels = model.section_map_levels, torch.zeros(0)  # nor were the maps levelled yet
+    levels = model.section_map_levels  # kept in the model: the tuning reads the maps without them
     parts = validation_parts(model, validation, known_sections(validation, ["metal_plate"]))
     choices = choose_fusion(model, validation, parts)
     redone = choices["metal_plate"]
@@ -63,7 +63,6 @@ def test_the_fusion_is_chosen_with_the_memory_of_the_training_split_and_the_memo
     # the stored level: the chosen map's 99 % quantile over the normal held-out images, where maps are then 0.5
     torch.testing.assert_close(levels, map_levels(model, validation, parts, choices, ["metal_plate"]))
     normal = [i for i, sample in enumerate(validation.samples) if not sample.label]
-    model.section_map_levels = levels
     with torch.no_grad():
         levelled = model.maps(torch.stack([to_tensor(validation.images[i]) for i in normal]), 0)[:, 0]
     assert float(torch.quantile(levelled.flatten(), MAP_LEVEL_QUANTILE)) == pytest.approx(0.5, abs=0.01)
