@@ -56,6 +56,7 @@ class Candidate:
     bank: str  # "random N" or "net R"
     stages: tuple[int, ...] = (2, 4)
     shift: int = 0  # px: the memory also holds the tokens of its images shifted by this much down and right
+    mirror: str = "none"  # "lr", "ud" or "lr+ud": the memory also holds the tokens of its images mirrored so
     balance: str = "none"  # "channel" or "stage": each channel, or each stage's channels, divided by its normal std
     components: int = 0  # the tokens projected on their category's first principal components (0: not)
 
@@ -63,22 +64,36 @@ class Candidate:
     def name(self) -> str:
         stages = "" if self.stages == (2, 4) else f"stages {'+'.join(map(str, self.stages))}, "
         shift = f", shift {self.shift}" if self.shift else ""
+        shift += f", mirrored {self.mirror}" if self.mirror != "none" else ""
         balance = f", {self.balance} std" if self.balance != "none" else ""
         components = f", {self.components} components" if self.components else ""
         return (f"{stages}stride {self.stride}, pool {self.recipe.pool}, {NORM_NAMES[self.recipe.norm]}, "
                 f"{self.bank}{shift}{balance}{components}")
 
+    @property
+    def extra_views(self) -> list[str]:
+        """The views of the training images (`viewed`) whose tokens the memory holds beside theirs."""
+        return ([f"shift {self.shift}"] if self.shift else []) + ([] if self.mirror == "none" else self.mirror.split("+"))
+
+
+def viewed(images: torch.Tensor, view: str) -> torch.Tensor:
+    """Images (B, 3, H, W) as they are (""), moved K px down and right ("shift K", mirrored in at the top and left
+    edges) or mirrored left-right ("lr") or up-down ("ud")."""
+    if view.startswith("shift"):
+        shift = int(view.split()[1])
+        return F.pad(images, (shift, 0, shift, 0), mode="reflect")[..., :images.shape[2], :images.shape[3]]
+    return {"": images, "lr": images.flip(-1), "ud": images.flip(-2)}[view]
+
 
 @torch.no_grad()
 def stage_maps(backbone: EfficientNetLite, cache: ImageCache, stages: tuple[int, ...], batch: int = 16,
-               shift: int = 0) -> dict[int, torch.Tensor]:
-    """The backbone's maps of `stages` for every cached image, float16 (half the memory; distances barely move), the
-    image moved `shift` px down and right first (mirrored in at the top and left edges)."""
+               view: str = "") -> dict[int, torch.Tensor]:
+    """The backbone's maps of `stages` for every cached image in `view` (`viewed`), float16 (half the memory;
+    distances barely move)."""
     chunks = []
     for start in progress(range(0, len(cache.images), batch), desc="stage maps", unit="batch", leave=False):
         images = torch.from_numpy(cache.images[start:start + batch]).permute(0, 3, 1, 2).float() / 255
-        if shift:
-            images = F.pad(images, (shift, 0, shift, 0), mode="reflect")[..., :images.shape[2], :images.shape[3]]
+        images = viewed(images, view)
         chunks.append([m.half() for m in backbone.features(images, stages)])
     return {stage: torch.cat(parts) for stage, parts in zip(stages, zip(*chunks))}
 
@@ -138,10 +153,10 @@ def candidate_distances(candidate: Candidate, memory_maps: dict[int, dict[int, t
                         memory_groups: dict[str, np.ndarray], target_maps: dict[int, torch.Tensor],
                         target: ImageCache, size: int) -> torch.Tensor:
     """Each target image's tokens' nearest distances / scale in its category's memory, (N, rows, columns);
-    `memory_maps` by shift (0 and the candidate's), the scale from the unshifted tokens."""
+    `memory_maps` by view ("" and the candidate's `extra_views`), the scale from the images as they are."""
     rows = size // candidate.stride
-    shifted = [memory_maps[candidate.shift][s] for s in candidate.stages] if candidate.shift else None
-    memory_maps, target_maps = ([maps[s] for s in candidate.stages] for maps in (memory_maps[0], target_maps))
+    extra = [[memory_maps[view][s] for s in candidate.stages] for view in candidate.extra_views]
+    memory_maps, target_maps = ([maps[s] for s in candidate.stages] for maps in (memory_maps[""], target_maps))
     out = torch.empty(len(target.images), rows, rows)
     for category, indices in target.indices_by_category().items():
         rng = np.random.default_rng(SEED)
@@ -152,9 +167,10 @@ def candidate_distances(candidate: Candidate, memory_maps: dict[int, dict[int, t
         normal = normal if projection is None else (normal - projection[0]) @ projection[1]
         scale = held_out_scale(normal[torch.from_numpy(rng.permutation(len(normal))[:SCALE_IMAGES])], rng)
         memory = FeatureMemory(normal.shape[-1])
-        if shifted is not None:
-            normal = torch.cat([normal, tokens(shifted, memory_groups[category], candidate.stride, size,
-                                               candidate.recipe)], dim=1)
+        for maps in extra:  # balanced and projected as the images' own tokens
+            more = tokens(maps, memory_groups[category], candidate.stride, size, candidate.recipe)
+            more = more if weights is None else more * weights
+            normal = torch.cat([normal, more if projection is None else (more - projection[0]) @ projection[1]], 1)
         memory.fill(bank_rows(normal, candidate.bank, scale, rng), scale)
         print(f"{category}: memory of {len(memory.tokens)} rows", file=sys.stderr)  # its search's cost
         del normal
@@ -182,8 +198,8 @@ def evaluate(train: ImageCache, test: ImageCache, size: int, backbones: list[str
     figures: dict = {}
     for name in backbones:
         backbone = pretrained_backbone(name, last_stage=max(stages))
-        train_maps = {shift: stage_maps(backbone, train, stages, shift=shift)
-                      for shift in sorted({0} | {candidate.shift for candidate in candidates})}
+        train_maps = {view: stage_maps(backbone, train, stages, view=view)
+                      for view in sorted({""}.union(*(candidate.extra_views for candidate in candidates)))}
         targets = {split: (cache, stage_maps(backbone, cache, stages)) for split, cache in
                    (("validation", validation), ("test", test))}
         for candidate in candidates:
@@ -214,6 +230,8 @@ def main() -> None:
     parser.add_argument("--stage-sets", nargs="+", default=["2,4"], help='backbone stages of the tokens, e.g. "2,3,4"')
     parser.add_argument("--shifts", type=int, nargs="+", default=[0],
                         help="px: the memory also holds its images' tokens shifted by this much (0: not)")
+    parser.add_argument("--mirrors", nargs="+", choices=("none", "lr", "ud", "lr+ud"), default=["none"],
+                        help="the memory also holds its images' tokens mirrored left-right, up-down or both")
     parser.add_argument("--balances", nargs="+", choices=("none", "channel", "stage"), default=["none"],
                         help="each channel, or each stage's channels, divided by its std over the normal tokens")
     parser.add_argument("--components", type=int, nargs="+", default=[0],
@@ -228,10 +246,10 @@ def main() -> None:
             parser.error(f'--banks: expected "random N", "net R" or "net R cut|random N", got {bank!r}')
     torch.set_num_threads(2)
     stage_sets = [tuple(int(stage) for stage in entry.split(",")) for entry in args.stage_sets]
-    candidates = [Candidate(stride, TokenRecipe(pool, norm), bank, stages, shift, balance, components)
-                  for stages, stride, pool, norm, bank, shift, balance, components
+    candidates = [Candidate(stride, TokenRecipe(pool, norm), bank, stages, shift, mirror, balance, components)
+                  for stages, stride, pool, norm, bank, shift, mirror, balance, components
                   in itertools.product(stage_sets, args.strides, args.pools, args.norms, args.banks, args.shifts,
-                                       args.balances, args.components)]
+                                       args.mirrors, args.balances, args.components)]
     samples = scan_roots(args.data)
     train = ImageCache.build(train_samples(samples), args.size, desc="decoding training images")
     test = ImageCache.build(test_samples(samples), args.size, desc="decoding test images")

@@ -206,21 +206,22 @@ def test_the_nearest_neighbour_peer_marks_what_its_training_images_lack():
     assert predictions.maps[1, 16:32, 16:32].mean() > 2 * predictions.maps[1, 48:, 48:].mean()
 
 
-@pytest.mark.parametrize("pool,norm,bank,stages,shift,balance,components", [
-    (1, "none", "random 10000", (2, 4), 0, "none", 0), (3, "token", "net 0.8", (2, 4), 0, "none", 0),
-    (1, "image", "random 10000", (2, 4), 0, "none", 0), (1, "none", "net 1.0", (3, 4), 0, "none", 0),
-    (1, "none", "net 1.0", (2, 4), 4, "none", 0), (1, "none", "net 1.0", (2, 4), 0, "stage", 0),
-    (1, "none", "random 10000", (2, 3, 4), 0, "channel", 0), (1, "none", "net 1.0", (2, 4), 0, "none", 32)])
-def test_every_memory_factor_candidate_marks_what_the_training_images_lack(pool, norm, bank, stages, shift, balance,
-                                                                           components):
+@pytest.mark.parametrize("pool,norm,bank,stages,shift,mirror,balance,components", [
+    (1, "none", "random 10000", (2, 4), 0, "none", "none", 0), (3, "token", "net 0.8", (2, 4), 0, "none", "none", 0),
+    (1, "image", "random 10000", (2, 4), 0, "none", "none", 0), (1, "none", "net 1.0", (3, 4), 0, "none", "none", 0),
+    (1, "none", "net 1.0", (2, 4), 4, "none", "none", 0), (1, "none", "net 1.0", (2, 4), 0, "lr+ud", "none", 0),
+    (1, "none", "net 1.0", (2, 4), 0, "none", "stage", 0), (1, "none", "random 10000", (2, 3, 4), 0, "lr", "channel", 0),
+    (1, "none", "net 1.0", (2, 4), 0, "ud", "none", 32)])
+def test_every_memory_factor_candidate_marks_what_the_training_images_lack(pool, norm, bank, stages, shift, mirror,
+                                                                           balance, components):
     from bench.memory_factors import Candidate, candidate_distances, stage_maps
     from mala.model.backbone import TokenRecipe, pretrained_backbone
 
     train, test, _ = gradient_images_and_a_changed_square()
     backbone = pretrained_backbone("efficientnet_lite0", last_stage=4)
-    candidate = Candidate(8, TokenRecipe(pool, norm), bank, stages, shift, balance, components)
+    candidate = Candidate(8, TokenRecipe(pool, norm), bank, stages, shift, mirror, balance, components)
     every = (2, 3, 4)  # the maps hold more stages than the candidate reads
-    train_maps = {s: stage_maps(backbone, train, every, shift=s) for s in {0, shift}}
+    train_maps = {view: stage_maps(backbone, train, every, view=view) for view in ["", *candidate.extra_views]}
     distances = candidate_distances(candidate, train_maps, train.indices_by_category(),
                                     stage_maps(backbone, test, every), test, 64)
     assert distances.shape == (2, 8, 8)
@@ -564,3 +565,13 @@ def test_the_principal_projection_keeps_the_directions_the_normal_tokens_vary_in
     mean, axes = principal_projection(normal, 2)
     assert axes.shape == (6, 2) and principal_projection(normal, 0) is None
     assert float(axes[2, 0].abs()) > 0.99 and float(axes[4, 1].abs()) > 0.99
+
+
+def test_a_memory_view_mirrors_or_shifts_the_images():
+    from bench.memory_factors import viewed
+
+    images = torch.arange(2 * 3 * 4 * 5, dtype=torch.float32).reshape(2, 3, 4, 5)
+    assert torch.equal(viewed(images, ""), images)
+    assert torch.equal(viewed(images, "lr")[..., 0], images[..., -1])
+    assert torch.equal(viewed(images, "ud")[..., 0, :], images[..., -1, :])
+    assert torch.equal(viewed(images, "shift 1")[..., 1:, 1:], images[..., :-1, :-1])

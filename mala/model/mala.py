@@ -415,8 +415,7 @@ class MALA(nn.Module):
         levels."""
         if sections is None or self.section_map_levels.shape[0] == 0:
             return anomaly
-        level = self.section_map_levels[sections]
-        level = level if isinstance(sections, int) else level.view(-1, 1, 1)
+        level = per_image(self.section_map_levels, sections, 2)
         return anomaly / (anomaly + level)
 
     def fusion_of(self, sections: Sections) -> tuple[float | torch.Tensor, ...]:
@@ -425,14 +424,19 @@ class MALA(nn.Module):
         memory read): the section's own where `mala tune` set them, else the config's."""
         if sections is None or self.section_fusion.shape[0] == 0:
             return self.cfg.memory_weight, self.cfg.score_map_share, self.cfg.global_share
-        weight, share, global_share = self.section_fusion[sections].unbind(-1)
-        if isinstance(sections, int):
-            return weight, share, global_share
-        return weight.view(-1, 1, 1), share.view(-1, 1, 1, 1), global_share.view(-1, 1, 1)
+        columns = self.section_fusion.unbind(-1)  # the grid distances the share weighs have one more dimension
+        return tuple(per_image(values, sections, dims) for values, dims in zip(columns, (2, 3, 2)))
 
     def memory_map(self, features: torch.Tensor, sections: Sections = None) -> torch.Tensor:
         """The normal-feature memory's map (B, H, W) of backbone feature tokens (B, N, C) on the memory's grid."""
         return self.memory(features, self.memory_grid, self.image_shape, self.cfg.memory_sigma, sections)
+
+
+def per_image(values: torch.Tensor, sections: Sections, dims: int) -> torch.Tensor:
+    """A per-section buffer's values (S,) for images read in `sections` (resolved, not None): one value for one
+    index, else (B,) shaped to weigh (B, ...) maps of `dims` more dimensions."""
+    chosen = values[sections]
+    return chosen if isinstance(sections, int) else chosen.view(-1, *[1] * dims)
 
 
 def upgrade_fusion(state: dict[str, torch.Tensor]) -> None:
