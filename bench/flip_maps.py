@@ -31,16 +31,15 @@ from mala.eval.evaluate import known_sections  # noqa: E402
 from mala.model import MALA  # noqa: E402
 from mala.model.load import load_trained_model  # noqa: E402
 from mala.model.mala import MapParts  # noqa: E402
-from mala.tune.protocol import CategoryChoice, candidates, choose_fusion, validation_parts  # noqa: E402
+from mala.tune.protocol import MAP_PARTS, CategoryChoice, candidates, choose_fusion, validation_parts  # noqa: E402
 
 FLIPS = {"none": (), "lr": ((2,),), "lr+ud": ((2,), (1,))}  # image axes of (N, H, W, 3) each extra pass mirrors
-PART_NAMES = ("learned", "distance", "score_distance", "global_distance")
 
 
 def flipped_back(parts: MapParts, axes: tuple[int, ...]) -> MapParts:
     """`parts` of mirrored images mirrored back: an image axis (1: rows, 2: columns) is a map's last two."""
     dims = [axis - 3 for axis in axes]  # -2: rows, -1: columns, on (B, H, W) and (B, 1, rows, columns) alike
-    return dataclasses.replace(parts, **{name: getattr(parts, name).flip(dims) for name in PART_NAMES
+    return dataclasses.replace(parts, **{name: getattr(parts, name).flip(dims) for name in MAP_PARTS
                                          if getattr(parts, name) is not None})
 
 
@@ -52,7 +51,7 @@ def averaged_parts(model: MALA, cache: ImageCache, sections: np.ndarray, flips: 
         mirrored = ImageCache(cache.samples, np.ascontiguousarray(np.flip(cache.images, axes)), cache.masks)
         runs.append(flipped_back(validation_parts(model, mirrored, sections), axes))
     return dataclasses.replace(runs[0], **{name: torch.stack([getattr(r, name) for r in runs]).mean(0)
-                                           for name in PART_NAMES if getattr(runs[0], name) is not None})
+                                           for name in MAP_PARTS if getattr(runs[0], name) is not None})
 
 
 def figures_by_flip(model: MALA, cache: ImageCache, categories: list[str], flip_names: list[str]

@@ -35,6 +35,7 @@ from mala.train.plan import describe_plan
 from mala.train.logs import tensorboard_note
 from mala.train.setup import (ConfigRequest, ResolvedConfig, TrainingData, pretraining_config, resolve_config,
                               start_lines, training_data)
+from mala.tiling import TileGrid
 from mala.train.trainer import LAST_CHECKPOINT, MODEL_FILE, HeldOut, Trainer, make_fabric
 from mala.tune.figure import draw_choices
 from mala.tune.protocol import (VALIDATION_ANOMALIES, CategoryChoice, SectionTuning, choice_table, choose_fusion,
@@ -127,7 +128,7 @@ def _tuning_split(cfg: MalaConfig, cache: ImageCache, out: Path, announce: bool
     categories = sorted(counts)
 
     def tune_model(model: MALA, report: bool) -> None:
-        choices, tuning = _choose_fusion(model, validation, categories, out if report else None)
+        choices, tuning = _choose_fusion(model, validation, categories, cfg.tile_grid, out if report else None)
         if report:
             print(f"mala: map fusion per category, chosen on held-out training images ({out / 'tuning.md'}):\n"
                   f"{choice_table(choices)}", file=sys.stderr)
@@ -160,10 +161,9 @@ def _tuning_line(counts: dict[str, int]) -> str:
 def _tuning_refusal(cfg: MalaConfig, counts: dict[str, int]) -> str | None:
     """Why a tuning run cannot hold images out (training images per category in `counts`); None when it can."""
     few = {category: n for category, n in counts.items() if n < MIN_IMAGES}
-    if cfg.tile_grid is None and not few:
+    if not few:
         return None
-    why = ("a tiled model's fusion cannot be tuned yet" if cfg.tile_grid is not None else
-           f"{', '.join(f'{c} has {n}' for c, n in few.items())} training image(s), fewer than the {MIN_IMAGES} a "
+    why = (f"{', '.join(f'{c} has {n}' for c, n in few.items())} training image(s), fewer than the {MIN_IMAGES} a "
            "category needs to hold some out")
     return f"the map fusion is not tuned ({why}): training on all images with the config's fusion"
 
@@ -348,25 +348,23 @@ def tune(checkpoint: Path, roots: list, out: Path, device: str = "cpu", cache_di
     model, cfg, info = load_trained_model(checkpoint)
     if not (cfg.model.has_memory and not model.memory.empty):
         raise ConfigError(f"{checkpoint}: only a model with a normal-feature memory has a map fusion to tune")
-    if cfg.tile_grid is not None:
-        raise ConfigError(f"{checkpoint}: a tiled model's fusion cannot be tuned yet (its maps are stitched)")
     categories = info.get("categories", [])
     samples = training_samples(roots, categories)  # a category of the model missing there is named
     fit, validation = validation_split(decode_images(samples, cfg, "decoding training images", cache_dir),
                                        cfg.input_shape, VALIDATION_ANOMALIES)
     out = Path(out)
     protocol = _protocol_model(cfg, fit, out / "protocol", info.get("object_categories")).to(device)
-    choices, tuning = _choose_fusion(protocol, validation, categories, out)
+    choices, tuning = _choose_fusion(protocol, validation, categories, cfg.tile_grid, out)
     return Tuning(choices, _store_tuning(checkpoint, tuning, out), out / "tuning.md")
 
 
-def _choose_fusion(model: MALA, validation: ImageCache, categories: list[str], out: Path | None
-                   ) -> tuple[dict[str, CategoryChoice], SectionTuning]:
-    """Each category's fusion chosen on the `validation` images (maps on the model's device), and what the model
-    stores of it (the fusion and the chosen map's normal level per section), with the report and picture written to
-    `out` (None: not written); the model stays on its device."""
+def _choose_fusion(model: MALA, validation: ImageCache, categories: list[str], grid: TileGrid | None,
+                   out: Path | None) -> tuple[dict[str, CategoryChoice], SectionTuning]:
+    """Each category's fusion chosen on the `validation` images (maps on the model's device; of the tiles of `grid`,
+    stitched, for a tiled model), and what the model stores of it (the fusion and the chosen map's normal level per
+    section), with the report and picture written to `out` (None: not written); the model stays on its device."""
     device = next(model.parameters()).device
-    parts = validation_parts(model, validation, known_sections(validation, categories), device=str(device))
+    parts = validation_parts(model, validation, known_sections(validation, categories), device=str(device), grid=grid)
     choices = choose_fusion(model, validation, parts)
     tuning = SectionTuning.of(model, validation, parts, choices, categories)
     if out is not None:

@@ -15,11 +15,12 @@ from torch import nn
 from mala.config import ModelConfig
 from mala.model.backbone import VIT_RECIPE, FeatureEmbed, FeatureTokens, TokenRecipe, layer_normed, pretrained_backbone
 from mala.model.global_map import GlobalAutoencoder
-from mala.model.maps import distance_map, fuse_maps, mixed_distance_map
+from mala.model.maps import distance_map, fuse_maps, mixed_distance_map, stitch_maps
 from mala.model.memory import FeatureMemory, Sections
 from mala.model.tbm import TokenBalanceModule
 from mala.model.vit import Block, PatchEmbed, init_vit_weights, sincos_pos_embed
 from mala.sizes import check_multiple
+from mala.tiling import TileGrid
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -43,6 +44,7 @@ class MapParts:
     distance: torch.Tensor | None = None  # (B, 1, rows, columns) on the memory's grid
     score_distance: torch.Tensor | None = None  # the same on the score memory's grid
     global_distance: torch.Tensor | None = None  # the global map's errors on the memory's grid
+    grid: TileGrid | None = None  # the parts are of this grid's tiles (each image's in turn): fused, they are stitched
 
 
 def visible_patch_count(num_patches: int, mask_ratio: float) -> int:
@@ -393,7 +395,13 @@ class MALA(nn.Module):
         taking `share` of the score memory's, the stage-2 map taking `global_share` of the global map's; the score's
         map is the stage-2 map fused with the score memory's map (`score_memory_weight`), or the anomaly map without a
         score memory. Where tuning set them and `levelled`, the anomaly map is `levelled` by its sections' normal
-        levels (tuning reads it without, to set them)."""
+        levels (tuning reads it without, to set them). Parts of tiles give the images' stitched maps."""
+        maps = self._fused_per_input(parts, weight, share, global_share, levelled)
+        return maps if parts.grid is None else stitch_maps(maps, parts.grid)
+
+    def _fused_per_input(self, parts: MapParts, weight: float | torch.Tensor, share: float | torch.Tensor,
+                         global_share: float | torch.Tensor, levelled: bool) -> torch.Tensor:
+        """`fused_maps` of each model input the parts are of (an image, or a tile), not stitched."""
         learned, sigma, size = parts.learned, self.cfg.memory_sigma, self.image_shape
         if parts.distance is None:
             return torch.stack([learned, learned], dim=1)

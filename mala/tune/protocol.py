@@ -26,8 +26,9 @@ from mala.data.dataset import ImageCache, to_tensor
 from mala.eval.metrics import compute_metrics
 from mala.model import MALA
 from mala.model.mala import MapParts
-from mala.model.maps import image_score
+from mala.model.maps import cut_tiles, image_score
 from mala.progress import progress
+from mala.tiling import TileGrid
 
 MAP_LEVEL_QUANTILE = 0.99  # of a category's normal held-out pixels: its anomaly map's normal level
 LEVEL_SAMPLE = 1 << 20  # pixels the level's quantile reads at most (a stride through all of them)
@@ -35,6 +36,7 @@ MEMORY_WEIGHTS = (0.5, 0.75)
 SCORE_MAP_SHARES = (0.0, 0.33, 0.5)
 GLOBAL_SHARES = (0.0, 0.5)
 VALIDATION_ANOMALIES = ("small",)
+MAP_PARTS = ("learned", "distance", "score_distance", "global_distance")  # the maps of a `MapParts`, one per image
 
 
 @dataclass(frozen=True)
@@ -97,24 +99,30 @@ def candidates(model: MALA, weights: tuple[float, ...] = MEMORY_WEIGHTS,
 
 @torch.no_grad()
 def validation_parts(model: MALA, cache: ImageCache, sections: np.ndarray, batch_size: int = 16,
-                     device: str = "cpu") -> MapParts:
-    """`MALA.map_parts` of every image of `cache`, each read in its section, gathered on the CPU."""
+                     device: str = "cpu", grid: TileGrid | None = None) -> MapParts:
+    """`MALA.map_parts` of every image of `cache`, each read in its section, gathered on the CPU; with a tile `grid`,
+    of every tile of each (about `batch_size` tiles a pass), which `MALA.fused_maps` stitches."""
     model = model.to(device).eval()
-    parts = []
-    for start in progress(range(0, len(cache.samples), batch_size), desc="validation maps", unit="batch"):
-        images = torch.stack([to_tensor(image) for image in cache.images[start:start + batch_size]]).to(device)
-        chosen = torch.from_numpy(sections[start:start + batch_size]).to(device)
+    count = 1 if grid is None else grid.count
+    step, parts = max(1, batch_size // count), []
+    for start in progress(range(0, len(cache.samples), step), desc="validation maps", unit="batch"):
+        images = torch.stack([to_tensor(image) for image in cache.images[start:start + step]]).to(device)
+        chosen = torch.from_numpy(sections[start:start + step]).to(device)
+        if grid is not None:
+            images, chosen = cut_tiles(images, grid), chosen.repeat_interleave(count)
         parts.append(model.map_parts(images, chosen, every_part=True))
     joined = {name: torch.cat([getattr(p, name).cpu() for p in parts]) if getattr(parts[0], name) is not None
-              else None for name in ("learned", "distance", "score_distance", "global_distance")}
-    return MapParts(sections=torch.from_numpy(sections), **joined)
+              else None for name in MAP_PARTS}
+    return MapParts(sections=torch.from_numpy(sections).repeat_interleave(count), grid=grid, **joined)
 
 
 def part_of(parts: MapParts, indices: np.ndarray) -> MapParts:
-    """The parts of the images `indices`."""
+    """The parts of the images `indices` (of all their tiles, for parts of tiles)."""
+    if parts.grid is not None:
+        indices = (indices[:, None] * parts.grid.count + np.arange(parts.grid.count)).ravel()
     chosen = torch.from_numpy(indices)
-    return MapParts(*(None if value is None else value[chosen]
-                      for value in (getattr(parts, f.name) for f in dataclasses.fields(parts))))
+    return dataclasses.replace(parts, **{name: value[chosen] for name in ("sections", *MAP_PARTS)
+                                         if (value := getattr(parts, name)) is not None})
 
 
 def choose_fusion(model: MALA, cache: ImageCache, parts: MapParts, fusions: list[Fusion] | None = None

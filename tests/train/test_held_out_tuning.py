@@ -18,7 +18,8 @@ from mala.data.sources import scan_roots, train_samples
 from mala.eval.evaluate import known_sections
 from mala.model.load import load_trained_model
 from mala.train.fill_memory import fill_memory
-from mala.tune.protocol import (MAP_LEVEL_QUANTILE, VALIDATION_ANOMALIES, choose_fusion, map_levels,
+from mala.model.maps import map_pairs
+from mala.tune.protocol import (MAP_LEVEL_QUANTILE, VALIDATION_ANOMALIES, CategoryChoice, choose_fusion, map_levels,
                                 validation_parts)
 from mala.tune.split import validation_split
 from tests.conftest import shared_data
@@ -31,6 +32,15 @@ def train(run: Path, data: Path | None = None, *flags: str) -> int:
     data = data or shared_data("metal_plate")
     return main(["train", "--config", "tiny", "--data", str(data), "--accelerator", "cpu", "--out", str(run),
                  *overrides, *flags])
+
+
+def assert_same_tuning(redone: CategoryChoice, stored: dict) -> None:
+    """Every candidate's validation figures and the pick as training's tuning stored them (`tune/tuning.json`)."""
+    for candidate in stored["candidates"]:
+        figures = redone.validation[next(f for f in redone.validation if dataclasses.asdict(f) == {
+            k: candidate[k] for k in ("memory_weight", "score_map_share", "global_share")})]
+        assert figures == pytest.approx((candidate["pixel_auroc"], candidate["pixel_aupro"]), abs=1e-6)
+    assert dataclasses.asdict(redone.chosen) == stored["chosen"]
 
 
 @pytest.fixture(scope="module")
@@ -54,12 +64,7 @@ def test_the_fusion_is_chosen_with_the_memory_of_the_training_split_and_the_memo
     levels = model.section_map_levels  # kept in the model: the tuning reads the maps without them
     parts = validation_parts(model, validation, known_sections(validation, ["metal_plate"]))
     choices = choose_fusion(model, validation, parts)
-    redone = choices["metal_plate"]
-    for candidate in stored["candidates"]:
-        figures = redone.validation[next(f for f in redone.validation if dataclasses.asdict(f) == {
-            k: candidate[k] for k in ("memory_weight", "score_map_share", "global_share")})]
-        assert figures == pytest.approx((candidate["pixel_auroc"], candidate["pixel_aupro"]), abs=1e-6)
-    assert dataclasses.asdict(redone.chosen) == chosen
+    assert_same_tuning(choices["metal_plate"], stored)
     # the stored level: the chosen map's 99 % quantile over the normal held-out images, where maps are then 0.5
     torch.testing.assert_close(levels, map_levels(model, validation, parts, choices, ["metal_plate"]))
     normal = [i for i, sample in enumerate(validation.samples) if not sample.label]
@@ -98,3 +103,23 @@ def test_a_category_too_small_to_hold_images_out_trains_on_all_and_says_why(tmp_
     assert ("the map fusion is not tuned (plate has 3 training image(s), fewer than the 4 a category needs to hold "
             "some out)") in capsys.readouterr().err
     assert load_trained_model(tmp_path / "run")[0].section_fusion.shape == (0, 3)
+
+
+def test_a_tiled_model_is_tuned_on_its_stitched_maps(tmp_path):
+    run = tmp_path / "run"
+    assert train(run, None, "--tile", "64", "--tile-source", "128") == 0
+    model, cfg, _ = load_trained_model(run)
+    assert cfg.tile_grid.count == 9  # rows and columns at 0, 48 and 64
+    stored = json.loads((run / "tune" / "tuning.json").read_text())["metal_plate"]
+    cache = ImageCache.build(train_samples(scan_roots([shared_data("metal_plate")])), cfg.input_shape)
+    fit, validation = validation_split(cache, cfg.input_shape, VALIDATION_ANOMALIES)
+    fill_memory(model, fit, cfg.run.seed, cfg.tile_grid)
+    parts = validation_parts(model, validation, known_sections(validation, ["metal_plate"]), grid=cfg.tile_grid)
+    choices = choose_fusion(model, validation, parts)
+    assert_same_tuning(choices["metal_plate"], stored)
+    torch.testing.assert_close(model.section_map_levels, map_levels(model, validation, parts, choices, ["metal_plate"]))
+    normal = [i for i, sample in enumerate(validation.samples) if not sample.label]
+    with torch.no_grad():  # the whole pipeline: each tile's map levelled, then stitched
+        maps = map_pairs(model, torch.stack([to_tensor(validation.images[i]) for i in normal]), cfg, 0)[0][:, 0]
+    assert maps.shape[-2:] == (128, 128)
+    assert float(torch.quantile(maps.flatten(), MAP_LEVEL_QUANTILE)) == pytest.approx(0.5, abs=0.03)

@@ -119,3 +119,15 @@ def test_a_protocol_model_of_another_config_is_not_reused(tuned, tmp_path, capsy
     assert main(["tune", "--checkpoint", str(other), "--data", str(shared_data("metal_plate")),
                  "--out", str(tuned / "tune")]) != 0
     assert "a protocol model of another model config or other categories" in capsys.readouterr().err
+
+
+def test_a_tiled_model_is_tuned_too(tmp_path):
+    run = tmp_path / "run"
+    overrides = [arg for item in [*QUICK_HYBRID, "run.tune=false"] for arg in ("--set", item)]
+    assert main(["train", "--config", "tiny", "--data", str(shared_data("metal_plate")), "--accelerator", "cpu",
+                 "--out", str(run), "--tile", "64", "--tile-source", "96", *overrides]) == 0
+    assert load_trained_model(run)[0].section_fusion.numel() == 0  # trained untuned
+    assert main(["tune", "--checkpoint", str(run), "--data", str(shared_data("metal_plate"))]) == 0
+    model, cfg, _ = load_trained_model(run)
+    assert cfg.tile_grid.count == 4 and model.section_fusion.shape == (1, 3)
+    assert 0 < float(model.section_map_levels[0]) < 1
