@@ -43,21 +43,27 @@ def flipped_back(parts: MapParts, axes: tuple[int, ...]) -> MapParts:
                                          if getattr(parts, name) is not None})
 
 
-def averaged_parts(model: MALA, cache: ImageCache, sections: np.ndarray, flips: tuple[tuple[int, ...], ...]
-                   ) -> MapParts:
-    """The mean of the parts of `cache` as it is and mirrored along each of `flips`, mirrored back."""
-    runs = [validation_parts(model, cache, sections)]
-    for axes in flips:
-        mirrored = ImageCache(cache.samples, np.ascontiguousarray(np.flip(cache.images, axes)), cache.masks)
-        runs.append(flipped_back(validation_parts(model, mirrored, sections), axes))
-    return dataclasses.replace(runs[0], **{name: torch.stack([getattr(r, name) for r in runs]).mean(0)
-                                           for name in MAP_PARTS if getattr(runs[0], name) is not None})
+def view_parts(model: MALA, cache: ImageCache, sections: np.ndarray, axes: tuple[int, ...]) -> MapParts:
+    """The parts of `cache` mirrored along `axes` (none: as it is), mirrored back."""
+    if not axes:
+        return validation_parts(model, cache, sections)
+    mirrored = ImageCache(cache.samples, np.ascontiguousarray(np.flip(cache.images, axes)), cache.masks)
+    return flipped_back(validation_parts(model, mirrored, sections), axes)
+
+
+def averaged(views: list[MapParts]) -> MapParts:
+    """The mean of the parts of several views of the same images."""
+    return dataclasses.replace(views[0], **{name: torch.stack([getattr(v, name) for v in views]).mean(0)
+                                            for name in MAP_PARTS if getattr(views[0], name) is not None})
 
 
 def figures_by_flip(model: MALA, cache: ImageCache, categories: list[str], flip_names: list[str]
                     ) -> dict[str, dict[str, CategoryChoice]]:
+    """`mala tune`'s candidates scored on each of `flip_names`' averaged maps; each view mapped once."""
     sections, fusions = known_sections(cache, categories), candidates(model)
-    return {name: choose_fusion(model, cache, averaged_parts(model, cache, sections, FLIPS[name]), fusions)
+    every = sorted({axes for name in flip_names for axes in ((), *FLIPS[name])})
+    views = {axes: view_parts(model, cache, sections, axes) for axes in every}
+    return {name: choose_fusion(model, cache, averaged([views[()]] + [views[a] for a in FLIPS[name]]), fusions)
             for name in flip_names}
 
 
