@@ -575,3 +575,31 @@ def test_a_memory_view_mirrors_or_shifts_the_images():
     assert torch.equal(viewed(images, "lr")[..., 0], images[..., -1])
     assert torch.equal(viewed(images, "ud")[..., 0, :], images[..., -1, :])
     assert torch.equal(viewed(images, "shift 1")[..., 1:, 1:], images[..., :-1, :-1])
+
+
+def test_the_bounded_search_gives_the_exact_nearest_distances():
+    from bench.bounded_search import BoundedSearch
+    from mala.model.memory import FeatureMemory
+
+    generator = torch.Generator().manual_seed(0)
+    rows = torch.randn(500, 24, generator=generator) * torch.linspace(3, 0.1, 24)  # most variance in few directions
+    memory = FeatureMemory(24)
+    memory.fill(rows, 1.0)
+    queries = torch.randn(64, 24, generator=generator) * torch.linspace(3, 0.1, 24)
+    for components, k in ((4, 2), (16, 8)):
+        distances, certified = BoundedSearch(memory, 0, components, k)(queries)
+        torch.testing.assert_close(distances, memory.nearest_distance(queries, 0), atol=1e-4, rtol=1e-5)
+        assert 0 <= certified <= 1
+
+
+def test_flipped_maps_are_mirrored_back_and_averaged():
+    from bench.flip_maps import averaged, flipped_back
+    from mala.model.mala import MapParts
+
+    learned, distance = torch.arange(20.0).reshape(1, 4, 5), torch.arange(6.0).reshape(1, 1, 2, 3)
+    parts = MapParts(learned, torch.zeros(1, dtype=torch.long), distance)
+    columns = flipped_back(parts, (2,))
+    assert torch.equal(columns.learned[0, :, 0], learned[0, :, -1])
+    assert torch.equal(columns.distance[..., 0], distance[..., -1])
+    assert torch.equal(flipped_back(parts, (1,)).learned[0, 0], learned[0, -1])
+    assert torch.equal(averaged([parts, columns]).learned, (learned + learned.flip(-1)) / 2)
