@@ -63,12 +63,12 @@ class Candidate:
     @property
     def name(self) -> str:
         stages = "" if self.stages == (2, 4) else f"stages {'+'.join(map(str, self.stages))}, "
-        shift = f", shift {self.shift}" if self.shift else ""
-        shift += f", mirrored {self.mirror}" if self.mirror != "none" else ""
+        views = f", shift {self.shift}" if self.shift else ""
+        views += f", mirrored {self.mirror}" if self.mirror != "none" else ""
         balance = f", {self.balance} std" if self.balance != "none" else ""
         components = f", {self.components} components" if self.components else ""
         return (f"{stages}stride {self.stride}, pool {self.recipe.pool}, {NORM_NAMES[self.recipe.norm]}, "
-                f"{self.bank}{shift}{balance}{components}")
+                f"{self.bank}{views}{balance}{components}")
 
     @property
     def extra_views(self) -> list[str]:

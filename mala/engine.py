@@ -31,11 +31,11 @@ from mala.model import MALA
 from mala.model.load import load_trained_model
 from mala.model.starting_weights import initialise
 from mala.synth import probe_samples
+from mala.tiling import TileGrid
 from mala.train.plan import describe_plan
 from mala.train.logs import tensorboard_note
 from mala.train.setup import (ConfigRequest, ResolvedConfig, TrainingData, pretraining_config, resolve_config,
                               start_lines, training_data)
-from mala.tiling import TileGrid
 from mala.train.trainer import LAST_CHECKPOINT, MODEL_FILE, HeldOut, Trainer, make_fabric
 from mala.tune.figure import draw_choices
 from mala.tune.protocol import (VALIDATION_ANOMALIES, CategoryChoice, SectionTuning, choice_table, choose_fusion,

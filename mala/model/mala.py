@@ -396,26 +396,27 @@ class MALA(nn.Module):
         map is the stage-2 map fused with the score memory's map (`score_memory_weight`), or the anomaly map without a
         score memory. Where tuning set them and `levelled`, the anomaly map is `levelled` by its sections' normal
         levels (tuning reads it without, to set them). Parts of tiles give the images' stitched maps."""
-        maps = self._fused_per_input(parts, weight, share, global_share, levelled)
+        anomaly, scored = self._unlevelled_pair(parts, weight, share, global_share)
+        if levelled and parts.distance is not None:
+            anomaly = self.levelled(anomaly, parts.sections)
+        maps = torch.stack([anomaly, anomaly if scored is None else scored], dim=1)
         return maps if parts.grid is None else stitch_maps(maps, parts.grid)
 
-    def _fused_per_input(self, parts: MapParts, weight: float | torch.Tensor, share: float | torch.Tensor,
-                         global_share: float | torch.Tensor, levelled: bool) -> torch.Tensor:
-        """`fused_maps` of each model input the parts are of (an image, or a tile), not stitched."""
+    def _unlevelled_pair(self, parts: MapParts, weight: float | torch.Tensor, share: float | torch.Tensor,
+                         global_share: float | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The anomaly map, not levelled, and the score's map (None: the anomaly map's) of each model input the parts
+        are of (an image, or a tile), not stitched."""
         learned, sigma, size = parts.learned, self.cfg.memory_sigma, self.image_shape
         if parts.distance is None:
-            return torch.stack([learned, learned], dim=1)
+            return learned, learned
         seen = learned
         if parts.global_distance is not None:  # unblurred: its errors are already smooth, from one latent
             seen = fuse_maps(learned, distance_map(parts.global_distance, size, 0.0), global_share)
         if parts.score_distance is None:
-            anomaly = fuse_maps(seen, distance_map(parts.distance, size, sigma), weight)
-            anomaly = self.levelled(anomaly, parts.sections) if levelled else anomaly
-            return torch.stack([anomaly, anomaly], dim=1)
+            return fuse_maps(seen, distance_map(parts.distance, size, sigma), weight), None
         remembered = mixed_distance_map([(parts.distance, 1 - share), (parts.score_distance, share)], size, sigma)
-        anomaly = fuse_maps(seen, remembered, weight)
         scored = fuse_maps(learned, distance_map(parts.score_distance, size, sigma), self.cfg.score_memory_weight)
-        return torch.stack([self.levelled(anomaly, parts.sections) if levelled else anomaly, scored], dim=1)
+        return fuse_maps(seen, remembered, weight), scored
 
     def levelled(self, anomaly: torch.Tensor, sections: Sections) -> torch.Tensor:
         """Anomaly maps (B, H, W) in [0, 1) of images read in `sections` (resolved), each x / (x + its section's
