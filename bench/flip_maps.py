@@ -2,7 +2,8 @@
 training, the memory is refilled from the 80 % its stage 2 trained on, the held-out 20 % are mapped as they are and
 flipped (left-right, and up-down), each flipped map is flipped back, and `mala tune`'s candidates are scored on the
 average (mean of validation pixel AUROC and AUPRO), as `mala tune` scores them on the plain maps. `--test` scores the
-same on the test set (the model as saved; outcome only). A flip is a second (third) pass of the whole model.
+same on the test set (the model as saved; outcome only). A flip is a second (third) pass of the whole model. Every
+category takes each flip here; `mala train` offers them within `run.mirror_gflops`.
 
     python bench/flip_maps.py runs/s15_seed0 --data D/magnetic_tile D/metal_plate D/deeppcb D/pv_el_cells --test \
         --out runs/flip_seed0.json
@@ -11,7 +12,6 @@ same on the test set (the model as saved; outcome only). A flip is a second (thi
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -30,41 +30,19 @@ from mala.data.sources import scan_roots, test_samples  # noqa: E402
 from mala.eval.evaluate import known_sections  # noqa: E402
 from mala.model import MALA  # noqa: E402
 from mala.model.load import load_trained_model  # noqa: E402
-from mala.model.mala import MapParts  # noqa: E402
-from mala.tune.protocol import MAP_PARTS, CategoryChoice, candidates, choose_fusion, validation_parts  # noqa: E402
+from mala.tune.protocol import CategoryChoice, candidates, choose_fusion, validation_views  # noqa: E402
 
-FLIPS = {"none": (), "lr": ((2,),), "lr+ud": ((2,), (1,))}  # image axes of (N, H, W, 3) each extra pass mirrors
-
-
-def flipped_back(parts: MapParts, axes: tuple[int, ...]) -> MapParts:
-    """`parts` of mirrored images mirrored back: an image axis (1: rows, 2: columns) is a map's last two."""
-    dims = [axis - 3 for axis in axes]  # -2: rows, -1: columns, on (B, H, W) and (B, 1, rows, columns) alike
-    return dataclasses.replace(parts, **{name: getattr(parts, name).flip(dims) for name in MAP_PARTS
-                                         if getattr(parts, name) is not None})
-
-
-def view_parts(model: MALA, cache: ImageCache, sections: np.ndarray, axes: tuple[int, ...]) -> MapParts:
-    """The parts of `cache` mirrored along `axes` (none: as it is), mirrored back."""
-    if not axes:
-        return validation_parts(model, cache, sections)
-    mirrored = ImageCache(cache.samples, np.ascontiguousarray(np.flip(cache.images, axes)), cache.masks)
-    return flipped_back(validation_parts(model, mirrored, sections), axes)
-
-
-def averaged(views: list[MapParts]) -> MapParts:
-    """The mean of the parts of several views of the same images."""
-    return dataclasses.replace(views[0], **{name: torch.stack([getattr(v, name) for v in views]).mean(0)
-                                            for name in MAP_PARTS if getattr(views[0], name) is not None})
+FLIPS = {"none": 0, "lr": 1, "lr+ud": 2}  # mirror views (`MIRROR_VIEWS`) each image also takes
 
 
 def figures_by_flip(model: MALA, cache: ImageCache, categories: list[str], flip_names: list[str]
                     ) -> dict[str, dict[str, CategoryChoice]]:
-    """`mala tune`'s candidates scored on each of `flip_names`' averaged maps; each view mapped once."""
+    """`mala tune`'s candidates scored on each of `flip_names`' averaged maps (`validation_views` of every category
+    with every view); each view mapped once."""
     sections, fusions = known_sections(cache, categories), candidates(model)
-    every = sorted({axes for name in flip_names for axes in ((), *FLIPS[name])})
-    views = {axes: view_parts(model, cache, sections, axes) for axes in every}
-    return {name: choose_fusion(model, cache, averaged([views[()]] + [views[a] for a in FLIPS[name]]), fusions)
-            for name in flip_names}
+    most = max(FLIPS[name] for name in flip_names)
+    views = validation_views(model, cache, sections, {category: most for category in categories})
+    return {name: choose_fusion(model, cache, views[FLIPS[name]], fusions) for name in flip_names}
 
 
 def main() -> None:

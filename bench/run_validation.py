@@ -33,7 +33,7 @@ from mala.model import MALA  # noqa: E402
 from mala.model.load import load_trained_model  # noqa: E402
 from mala.model.maps import image_score  # noqa: E402
 from mala.train.fill_memory import fill_memory  # noqa: E402
-from mala.tune.protocol import VALIDATION_ANOMALIES, validation_parts  # noqa: E402
+from mala.tune.protocol import VALIDATION_ANOMALIES, validation_views  # noqa: E402
 from mala.tune.split import validation_split  # noqa: E402
 
 FIGURES = ("image_auroc", "pixel_auroc", "pixel_aupro")
@@ -42,8 +42,10 @@ FIGURES = ("image_auroc", "pixel_auroc", "pixel_aupro")
 def category_figures(model: MALA, validation: ImageCache, categories: list[str], kernel: int
                      ) -> dict[str, dict[str, float]]:
     """Per category: image AUROC, pixel AUROC and AUPRO (%) of the model's own maps and score on `validation`, the
-    maps not levelled, as the tuning reads them (a category's figures barely move by it: float rounding)."""
-    parts = validation_parts(model, validation, known_sections(validation, categories))
+    maps not levelled, as the tuning reads them (a category's figures barely move by it: float rounding), each
+    category's with the mirror views it takes."""
+    taken = dict(zip(categories, model.mirror_counts or [0] * len(categories)))
+    parts = validation_views(model, validation, known_sections(validation, categories), taken)[-1]
     maps = model.fused_maps(parts, *model.fusion_of(parts.sections), levelled=False)
     figures = {}
     for category, indices in validation.indices_by_category().items():

@@ -5,7 +5,8 @@ shares is scored as `mala tune` scores it (mean of validation pixel AUROC and AU
 than one group (`small`: cracks and specks, `broad`: shades, `large`: DRAEM and cut-paste), each group is scored
 with the normals on its own and the groups weigh alike. A copy of the run's model file takes each category's pick (the
 same weights and memories otherwise) and the normal level of its map, as training stores them, so `mala test` gives
-the outcome; with the tuning's own grid and anomalies (the defaults) it redoes the run's tuning. `--test` also scores
+the outcome; with the tuning's own grid and anomalies (the defaults) it redoes the tuning of a run without mirror
+views (`bench/retune.py` redoes any run's). `--test` also scores
 every candidate on the test set (outcome only; the model as saved, its memory of all training images) and prints, per
 category, the rank correlation of validation and test over the candidates (the JSON's figures:
 `bench/leave_one_out.py` reads them).

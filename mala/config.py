@@ -382,7 +382,7 @@ class RunConfig(_Section):
     RULES = {"devices": POSITIVE, "num_nodes": POSITIVE, "precision": _one_of(PRECISIONS), "accumulate": POSITIVE,
              "clip_grad": NON_NEGATIVE, "num_workers": NON_NEGATIVE, "seed": NON_NEGATIVE,
              "checkpoint_every": POSITIVE, "checkpoint_every_steps": NON_NEGATIVE, "keep_checkpoints": POSITIVE,
-             "score_kernel": POSITIVE}
+             "score_kernel": POSITIVE, "mirror_gflops": NON_NEGATIVE}
 
     accelerator: str = "auto"
     devices: int = 1  # batch sizes are per device: the global batch is batch_size x devices x num_nodes x accumulate
@@ -403,6 +403,9 @@ class RunConfig(_Section):
     # small synthetic defects (`mala tune`'s protocol, without its second training run), then fill the memory
     # from all images; only a model with a normal-feature memory has a fusion to choose
     tune: bool = False
+    # the FLOPs (x 1e9) mapping one model input may cost: tuning offers a category one or two mirror views of each
+    # image (its maps averaged with theirs) where 1 + views passes of its cost stay within this; 0: never
+    mirror_gflops: float = 0.0
 
     def __post_init__(self) -> None:
         if type(self.precision) is int:  # YAML reads `precision: 32` and `--precision 16` as ints; Fabric's "32", "16"

@@ -31,7 +31,6 @@ from mala.model import MALA
 from mala.model.load import load_trained_model
 from mala.model.starting_weights import initialise
 from mala.synth import probe_samples
-from mala.tiling import TileGrid
 from mala.train.plan import describe_plan
 from mala.train.logs import tensorboard_note
 from mala.train.setup import (ConfigRequest, ResolvedConfig, TrainingData, pretraining_config, resolve_config,
@@ -39,7 +38,7 @@ from mala.train.setup import (ConfigRequest, ResolvedConfig, TrainingData, pretr
 from mala.train.trainer import LAST_CHECKPOINT, MODEL_FILE, HeldOut, Trainer, make_fabric
 from mala.tune.figure import draw_choices
 from mala.tune.protocol import (VALIDATION_ANOMALIES, CategoryChoice, SectionTuning, choice_table, choose_fusion,
-                                tuned_fusion_line, validation_parts)
+                                mirror_allowance, tuned_fusion_line, validation_views)
 from mala.tune.split import MIN_IMAGES, held_out_count, validation_split
 
 
@@ -128,7 +127,7 @@ def _tuning_split(cfg: MalaConfig, cache: ImageCache, out: Path, announce: bool
     categories = sorted(counts)
 
     def tune_model(model: MALA, report: bool) -> None:
-        choices, tuning = _choose_fusion(model, validation, categories, cfg.tile_grid, out if report else None)
+        choices, tuning = tune_sections(model, validation, categories, cfg, out if report else None)
         if report:
             print(f"mala: map fusion per category, chosen on held-out training images ({out / 'tuning.md'}):\n"
                   f"{choice_table(choices)}", file=sys.stderr)
@@ -354,22 +353,25 @@ def tune(checkpoint: Path, roots: list, out: Path, device: str = "cpu", cache_di
                                        cfg.input_shape, VALIDATION_ANOMALIES)
     out = Path(out)
     protocol = _protocol_model(cfg, fit, out / "protocol", info.get("object_categories")).to(device)
-    choices, tuning = _choose_fusion(protocol, validation, categories, cfg.tile_grid, out)
+    choices, tuning = tune_sections(protocol, validation, categories, cfg, out)
     return Tuning(choices, _store_tuning(checkpoint, tuning, out), out / "tuning.md")
 
 
-def _choose_fusion(model: MALA, validation: ImageCache, categories: list[str], grid: TileGrid | None,
+def tune_sections(model: MALA, validation: ImageCache, categories: list[str], cfg: MalaConfig,
                    out: Path | None) -> tuple[dict[str, CategoryChoice], SectionTuning]:
-    """Each category's fusion chosen on the `validation` images (maps on the model's device; of the tiles of `grid`,
-    stitched, for a tiled model), and what the model stores of it (the fusion and the chosen map's normal level per
-    section), with the report and picture written to `out` (None: not written); the model stays on its device."""
+    """Each category's fusion and mirror views (within `run.mirror_gflops`) chosen on the `validation` images (maps on
+    the model's device; of the tiles of `cfg.tile_grid`, stitched, for a tiled model), and what the model stores of it
+    (fusion, mirror views and the chosen map's normal level per section), with the report and picture written to
+    `out` (None: not written); the model stays on its device."""
     device = next(model.parameters()).device
-    parts = validation_parts(model, validation, known_sections(validation, categories), device=str(device), grid=grid)
-    choices = choose_fusion(model, validation, parts)
-    tuning = SectionTuning.of(model, validation, parts, choices, categories)
+    allowance = mirror_allowance(model, categories, cfg.run.mirror_gflops)
+    views = validation_views(model, validation, known_sections(validation, categories), allowance,
+                             device=str(device), grid=cfg.tile_grid)
+    choices = choose_fusion(model, validation, views, allowance=allowance)
+    tuning = SectionTuning.of(model, validation, views, choices, categories)
     if out is not None:
         _write_tuning_report(choices, out)
-        draw_choices(out / "tuning.png", model, validation, parts, choices)
+        draw_choices(out / "tuning.png", model, validation, views, choices)
     model.to(device)
     return choices, tuning
 

@@ -455,6 +455,14 @@ def test_the_run_validation_refills_the_tuning_memory_and_reproduces_the_tunings
     assert figures["pixel_aupro"] == pytest.approx(chosen["pixel_aupro"], abs=1e-6)
     assert 0 <= figures["image_auroc"] <= 100
     assert validation_score({"metal_plate": figures}) == pytest.approx(sum(figures.values()) / 3)
+    from mala.checkpoint import load_checkpoint
+
+    subprocess.run([sys.executable, str(ROOT / "bench" / "retune.py"), str(run), str(tmp_path / "again"), "--data",
+                    str(shared_data("metal_plate"))], check=True, capture_output=True)  # the same tuning, redone
+    assert (tmp_path / "again" / "tune" / "tuning.json").read_text() == (run / "tune" / "tuning.json").read_text()
+    for name in ("section_fusion", "section_map_levels", "section_mirrors"):
+        torch.testing.assert_close(load_checkpoint(tmp_path / "again" / "model.safetensors")["model"][name],
+                                   load_checkpoint(run / "model.safetensors")["model"][name])
 
 
 def test_the_reconstruction_bench_scores_each_size_of_validation_anomaly_with_the_normals():
@@ -590,16 +598,3 @@ def test_the_bounded_search_gives_the_exact_nearest_distances():
         distances, certified = BoundedSearch(memory, 0, components, k)(queries)
         torch.testing.assert_close(distances, memory.nearest_distance(queries, 0), atol=1e-4, rtol=1e-5)
         assert 0 <= certified <= 1
-
-
-def test_flipped_maps_are_mirrored_back_and_averaged():
-    from bench.flip_maps import averaged, flipped_back
-    from mala.model.mala import MapParts
-
-    learned, distance = torch.arange(20.0).reshape(1, 4, 5), torch.arange(6.0).reshape(1, 1, 2, 3)
-    parts = MapParts(learned, torch.zeros(1, dtype=torch.long), distance)
-    columns = flipped_back(parts, (2,))
-    assert torch.equal(columns.learned[0, :, 0], learned[0, :, -1])
-    assert torch.equal(columns.distance[..., 0], distance[..., -1])
-    assert torch.equal(flipped_back(parts, (1,)).learned[0, 0], learned[0, -1])
-    assert torch.equal(averaged([parts, columns]).learned, (learned + learned.flip(-1)) / 2)

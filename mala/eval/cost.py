@@ -77,6 +77,16 @@ def inference_flops(model: MALA, cfg: MalaConfig | None = None, section: int | N
     return counter.get_total_flops()
 
 
+@torch.no_grad()
+def view_flops(model: MALA, section: int) -> int:
+    """FLOPs of mapping one model input once in memory `section`, every part of the map computed (`MALA.map_parts`
+    with `every_part`: what any fusion costs at most); a mirror view costs the same again."""
+    images = torch.rand(1, 3, *model.image_shape, device=next(model.parameters()).device)
+    with FlopCounterMode(display=False, custom_mapping=ATTENTION_FLOPS) as counter:
+        model.map_parts(images, section, every_part=True)
+    return counter.get_total_flops()
+
+
 def _synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)

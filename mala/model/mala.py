@@ -7,6 +7,7 @@ ImageNet normalisation MAE was trained with happens inside, so exported graphs n
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -24,6 +25,10 @@ from mala.tiling import TileGrid
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+MAP_PARTS = ("learned", "distance", "score_distance", "global_distance")  # the maps of a `MapParts`, one per input
+# the dims a section's first and second mirror view flip (`section_mirrors`): left-right, then up-down; the same dims
+# of images (B, 3, H, W), maps (B, H, W) and grid distances (B, 1, rows, columns), so a view's maps flip straight back
+MIRROR_VIEWS = ((-1,), (-2,))
 
 
 @dataclass
@@ -45,6 +50,30 @@ class MapParts:
     score_distance: torch.Tensor | None = None  # the same on the score memory's grid
     global_distance: torch.Tensor | None = None  # the global map's errors on the memory's grid
     grid: TileGrid | None = None  # the parts are of this grid's tiles (each image's in turn): fused, they are stitched
+    # averaged over mirror views (`MALA.mirrored`): the parts of the inputs as they are, which the image score's map
+    # reads (the views were chosen for the anomaly map; averaged, the score's maximum lost 0.6 validation image AUROC)
+    plain: MapParts | None = None
+
+    def maps(self) -> dict[str, torch.Tensor]:
+        """The parts' maps that are there, by name (`MAP_PARTS`)."""
+        return {name: value for name in MAP_PARTS if (value := getattr(self, name)) is not None}
+
+    def flipped(self, dims: tuple[int, ...]) -> MapParts:
+        """Every map flipped along `dims` (a mirror view's parts, mirrored back)."""
+        return dataclasses.replace(self, **{name: value.flip(dims) for name, value in self.maps().items()})
+
+    def averaged_with(self, views: list[MapParts], weights: list[float | torch.Tensor]) -> MapParts:
+        """The mean of these parts and of other `views` of the same inputs, each view weighed by its weight (a number,
+        or one per input (B,): 1 where an input takes it, 0 where not)."""
+        def weigh(weight: float | torch.Tensor, value: torch.Tensor) -> float | torch.Tensor:
+            shaped = isinstance(weight, torch.Tensor) and weight.dim() == 1
+            return weight.view(-1, *[1] * (value.dim() - 1)) if shaped else weight
+
+        averaged = {}
+        for name, value in self.maps().items():
+            total = value + sum(weigh(w, getattr(v, name)) * getattr(v, name) for v, w in zip(views, weights))
+            averaged[name] = total / (1 + sum(weigh(w, value) for w in weights))
+        return dataclasses.replace(self, **averaged)
 
 
 def visible_patch_count(num_patches: int, mask_ratio: float) -> int:
@@ -94,6 +123,12 @@ class MALA(nn.Module):
             # the category's held-out normal images; each map is divided by it, so that a map means the same in every
             # category (an image read in another category's section is not put out of scale); empty: not levelled
             self.register_buffer("section_map_levels", torch.zeros(0))
+            # per memory section (S,): how many of `MIRROR_VIEWS` its images are also mapped in, the maps of every view
+            # averaged (test-time flips), as tuning chose within `run.mirror_gflops`; empty: none. `mirror_counts`
+            # holds the same as Python numbers, which a graph's shape may depend on where a tensor's value may not
+            self.register_buffer("section_mirrors", torch.zeros(0, dtype=torch.long))
+            self.mirror_counts: tuple[int, ...] = ()
+            self.register_load_state_dict_post_hook(_count_mirrors)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + 1, cfg.embed_dim), requires_grad=False)
         self.blocks = nn.ModuleList(Block(cfg.embed_dim, cfg.num_heads, cfg.mlp_ratio) for _ in range(cfg.depth))
@@ -219,6 +254,8 @@ class MALA(nn.Module):
             self.section_fusion = self.section_fusion.new_zeros(state["section_fusion"].shape)
             state.setdefault("section_map_levels", torch.zeros(0))  # saved before the levels: not levelled
             self.section_map_levels = self.section_map_levels.new_zeros(state["section_map_levels"].shape)
+            state.setdefault("section_mirrors", torch.zeros(0, dtype=torch.long))  # saved before mirror views: none
+            self.section_mirrors = self.section_mirrors.new_zeros(state["section_mirrors"].shape)
             upgrade_single_memory(state)
             self.memory.make_room(state, "memory.")
             if self.score_memory is not None:
@@ -360,7 +397,7 @@ class MALA(nn.Module):
     def maps_and_sections(self, images: torch.Tensor, sections: Sections = None) -> tuple[torch.Tensor, Sections]:
         """`maps` (`fused_maps` of `map_parts`, with the images' sections' `fusion_of`) and the memory sections they
         were read in (resolved, routed from the maps' own backbone pass; None where no memory was read)."""
-        parts = self.map_parts(images, sections)
+        parts = self.mirrored(images, self.map_parts(images, sections))
         return self.fused_maps(parts, *self.fusion_of(parts.sections)), parts.sections
 
     def map_parts(self, images: torch.Tensor, sections: Sections = None, every_part: bool = False) -> MapParts:
@@ -379,6 +416,37 @@ class MALA(nn.Module):
         if self._reads_global_map(sections, every_part):
             parts.global_distance = self.global_map.grid_distance(features, sections)
         return parts
+
+    def mirror_view(self, images: torch.Tensor, sections: Sections, dims: tuple[int, ...], every_part: bool = False
+                    ) -> MapParts:
+        """`map_parts` of the images mirrored along `dims` (one of `MIRROR_VIEWS`), mirrored back."""
+        return self.map_parts(images.flip(dims), sections, every_part).flipped(dims)
+
+    def mirrored(self, images: torch.Tensor, parts: MapParts) -> MapParts:
+        """The `parts` of `images` averaged with those of the images' mirror views, as many as each image's section
+        takes (`section_mirrors`); the parts as they are where no section takes one."""
+        views = self.mirror_views_of(parts.sections)
+        if views == 0:
+            return parts
+        taken = per_image(self.section_mirrors, parts.sections, 0)
+        mirrored = [self.mirror_view(images, parts.sections, dims) for dims in MIRROR_VIEWS[:views]]
+        averaged = parts.averaged_with(mirrored, [(taken >= view).float() for view in range(1, views + 1)])
+        return dataclasses.replace(averaged, plain=parts)
+
+    def mirror_views_of(self, sections: Sections) -> int:
+        """The most mirror views images in `sections` (resolved) take; in an export of routed images, the most any
+        section takes (a graph computes the same views for every input, weighing them per image)."""
+        if sections is None or not self.mirror_counts:
+            return 0
+        if isinstance(sections, int):
+            return self.mirror_counts[sections]
+        read = range(len(self.mirror_counts)) if torch.compiler.is_exporting() else sections.unique().tolist()
+        return max(self.mirror_counts[section] for section in read)
+
+    def set_section_mirrors(self, mirrors: torch.Tensor) -> None:
+        """Each section's mirror views (S,), as tuning chose them."""
+        self.section_mirrors = mirrors.to(self.section_mirrors)
+        _count_mirrors(self, None)
 
     def _reads_global_map(self, sections: Sections, every_part: bool) -> bool:
         """Whether images in `sections` (resolved) need the trained global map: for `every_part`, or where their
@@ -415,8 +483,12 @@ class MALA(nn.Module):
         if parts.score_distance is None:
             return fuse_maps(seen, distance_map(parts.distance, size, sigma), weight), None
         remembered = mixed_distance_map([(parts.distance, 1 - share), (parts.score_distance, share)], size, sigma)
-        scored = fuse_maps(learned, distance_map(parts.score_distance, size, sigma), self.cfg.score_memory_weight)
-        return fuse_maps(seen, remembered, weight), scored
+        return fuse_maps(seen, remembered, weight), self._score_map(parts.plain or parts)
+
+    def _score_map(self, parts: MapParts) -> torch.Tensor:
+        """The image score's map: the stage-2 map fused with the score memory's (`score_memory_weight`)."""
+        remembered = distance_map(parts.score_distance, self.image_shape, self.cfg.memory_sigma)
+        return fuse_maps(parts.learned, remembered, self.cfg.score_memory_weight)
 
     def levelled(self, anomaly: torch.Tensor, sections: Sections) -> torch.Tensor:
         """Anomaly maps (B, H, W) in [0, 1) of images read in `sections` (resolved), each x / (x + its section's
@@ -439,6 +511,11 @@ class MALA(nn.Module):
     def memory_map(self, features: torch.Tensor, sections: Sections = None) -> torch.Tensor:
         """The normal-feature memory's map (B, H, W) of backbone feature tokens (B, N, C) on the memory's grid."""
         return self.memory(features, self.memory_grid, self.image_shape, self.cfg.memory_sigma, sections)
+
+
+def _count_mirrors(model: MALA, _incompatible_keys: object) -> None:
+    """`mirror_counts` read from the `section_mirrors` buffer (after a state dict loads)."""
+    model.mirror_counts = tuple(model.section_mirrors.tolist())
 
 
 def per_image(values: torch.Tensor, sections: Sections, dims: int) -> torch.Tensor:

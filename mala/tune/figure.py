@@ -24,10 +24,10 @@ def first_of_kind(cache: ImageCache, indices: np.ndarray, kind: str) -> int | No
     return next((int(i) for i in indices if cache.samples[i].path.stem.endswith(f"_{kind}")), None)
 
 
-def draw_choices(path: Path, model: MALA, cache: ImageCache, parts: MapParts,
+def draw_choices(path: Path, model: MALA, cache: ImageCache, views: list[MapParts],
                  choices: dict[str, CategoryChoice]) -> Path:
     """A row per category: for a crack and a speck of its validation images, the image (the defect outlined) and the
-    maps of the config's fusion and of the pick."""
+    maps of the config's fusion and of the pick (each of its mirror views' parts, `validation_views`)."""
     by_category = cache.indices_by_category()
     figure = Figure(figsize=(2.0 * 3 * len(SHOWN_KINDS), 2.3 * len(choices)))
     FigureCanvasAgg(figure)
@@ -38,9 +38,8 @@ def draw_choices(path: Path, model: MALA, cache: ImageCache, parts: MapParts,
             panels = grid[row, 3 * place:3 * place + 3]
             if index is None:
                 continue
-            grid_part = part_of(parts, np.array([index]))
-            maps = {fusion: model.fused_maps(grid_part, *fusion.values)[0, 0].numpy()
-                    for fusion in (choice.default, choice.chosen)}
+            maps = {fusion: model.fused_maps(part_of(views[fusion.mirrors], np.array([index])), *fusion.values)[0, 0]
+                    .numpy() for fusion in (choice.default, choice.chosen)}
             panels[0].imshow(cache.images[index])
             panels[0].contour(cache.mask(index), levels=[0.5], colors="red", linewidths=0.6)
             panels[0].set_title(f"{category}: {kind}", fontsize=8)

@@ -8,6 +8,11 @@ map each also with the stage-2 map's place shared half-and-half with it (BENCHMA
 anomalies (thin cracks, pasted specks) were the validation kind whose ranking of these candidates predicted the test's
 best; large textured ones and broad faint shades ranked them worse (BENCHMARKS.md, "Broad, faint validation defects").
 
+Where a category's images can be mapped more than once within the budget `run.mirror_gflops` (FLOPs a model input
+may cost), each candidate is also scored on the maps averaged with those of one or two mirror views of every image
+(left-right, then up-down; `MALA.mirrored`): a symmetric category's mirrored image reads like another normal one,
+and the average halves the nearest neighbour's noise (BENCHMARKS.md, "Mirror views chosen per category").
+
 With the pick, each category's map gets its normal level (`map_levels`: a high quantile of the picked map over the
 held-out normal images), by which the model divides it, so that a map means the same in every category and an image
 routed to the wrong one is not put out of scale (BENCHMARKS.md, "A map that means the same in every category").
@@ -23,9 +28,10 @@ import numpy as np
 import torch
 
 from mala.data.dataset import ImageCache, to_tensor
+from mala.eval.cost import view_flops
 from mala.eval.metrics import compute_metrics
 from mala.model import MALA
-from mala.model.mala import MapParts
+from mala.model.mala import MIRROR_VIEWS, MapParts
 from mala.model.maps import cut_tiles, image_score
 from mala.progress import progress
 from mala.tiling import TileGrid
@@ -36,7 +42,7 @@ MEMORY_WEIGHTS = (0.5, 0.75)
 SCORE_MAP_SHARES = (0.0, 0.33, 0.5)
 GLOBAL_SHARES = (0.0, 0.5)
 VALIDATION_ANOMALIES = ("small",)
-MAP_PARTS = ("learned", "distance", "score_distance", "global_distance")  # the maps of a `MapParts`, one per image
+MIRROR_NAMES = ("", "mirrored left-right", "mirrored left-right and up-down")  # by a fusion's mirror views
 
 
 @dataclass(frozen=True)
@@ -46,16 +52,21 @@ class Fusion:
     memory_weight: float
     score_map_share: float
     global_share: float = 0.0
+    mirrors: int = 0  # how many of `MIRROR_VIEWS` each image is also mapped in, every view's maps averaged
 
     def __str__(self) -> str:
         named = f"memory weight {self.memory_weight:g}, coarse share {self.score_map_share:g}"
-        return named + (f", global share {self.global_share:g}" if self.global_share else "")
+        return named + (f", global share {self.global_share:g}" if self.global_share else "") + self._mirrored
 
     @property
     def label(self) -> str:
         """Short, for a picture's titles."""
         return f"w {self.memory_weight:g}, share {self.score_map_share:g}" + (
-            f", global {self.global_share:g}" if self.global_share else "")
+            f", global {self.global_share:g}" if self.global_share else "") + self._mirrored
+
+    @property
+    def _mirrored(self) -> str:
+        return f", {MIRROR_NAMES[self.mirrors]}" if self.mirrors else ""
 
     @property
     def values(self) -> tuple[float, float, float]:
@@ -99,47 +110,86 @@ def candidates(model: MALA, weights: tuple[float, ...] = MEMORY_WEIGHTS,
 
 @torch.no_grad()
 def validation_parts(model: MALA, cache: ImageCache, sections: np.ndarray, batch_size: int = 16,
-                     device: str = "cpu", grid: TileGrid | None = None) -> MapParts:
+                     device: str = "cpu", grid: TileGrid | None = None, mirror: tuple[int, ...] = ()) -> MapParts:
     """`MALA.map_parts` of every image of `cache`, each read in its section, gathered on the CPU; with a tile `grid`,
-    of every tile of each (about `batch_size` tiles a pass), which `MALA.fused_maps` stitches."""
+    of every tile of each (about `batch_size` tiles a pass), which `MALA.fused_maps` stitches; with `mirror` (one of
+    `MIRROR_VIEWS`), of the images' (tiles') mirror view."""
     model = model.to(device).eval()
     count = 1 if grid is None else grid.count
     step, parts = max(1, batch_size // count), []
-    for start in progress(range(0, len(cache.samples), step), desc="validation maps", unit="batch"):
+    desc = "validation maps" + (f", mirror view {MIRROR_VIEWS.index(mirror) + 1}" if mirror else "")
+    for start in progress(range(0, len(cache.samples), step), desc=desc, unit="batch"):
         images = torch.stack([to_tensor(image) for image in cache.images[start:start + step]]).to(device)
         chosen = torch.from_numpy(sections[start:start + step]).to(device)
         if grid is not None:
             images, chosen = cut_tiles(images, grid), chosen.repeat_interleave(count)
-        parts.append(model.map_parts(images, chosen, every_part=True))
-    joined = {name: torch.cat([getattr(p, name).cpu() for p in parts]) if getattr(parts[0], name) is not None
-              else None for name in MAP_PARTS}
+        parts.append(model.mirror_view(images, chosen, mirror, every_part=True) if mirror
+                     else model.map_parts(images, chosen, every_part=True))
+    joined = {name: torch.cat([p.maps()[name].cpu() for p in parts]) for name in parts[0].maps()}
     return MapParts(sections=torch.from_numpy(sections).repeat_interleave(count), grid=grid, **joined)
+
+
+def mirror_allowance(model: MALA, categories: list[str], budget_gflops: float) -> dict[str, int]:
+    """Per category (in section order), the most mirror views its images may take: 1 + views passes of one view's
+    cost (`view_flops` in its section, every part of the map computed) within `budget_gflops` a model input."""
+    if budget_gflops <= 0:
+        return {category: 0 for category in categories}
+    passes = {c: int(budget_gflops * 1e9 // view_flops(model, section)) for section, c in enumerate(categories)}
+    return {category: min(len(MIRROR_VIEWS), max(0, count - 1)) for category, count in passes.items()}
+
+
+def validation_views(model: MALA, cache: ImageCache, sections: np.ndarray, allowance: dict[str, int],
+                     batch_size: int = 16, device: str = "cpu", grid: TileGrid | None = None) -> list[MapParts]:
+    """`validation_parts` of every image of `cache`, then (item k) averaged with its first k mirror views where its
+    category's `allowance` takes k, as `MALA.mirrored` averages them (elsewhere the parts of fewer views), the first
+    item their `plain` parts."""
+    views = [validation_parts(model, cache, sections, batch_size, device, grid)]
+    by_category = cache.indices_by_category()
+    for count, dims in enumerate(MIRROR_VIEWS[:max(allowance.values(), default=0)], start=1):
+        taking = np.concatenate([by_category[c] for c, most in allowance.items() if most >= count and c in by_category])
+        mirrored = validation_parts(model, cache.subset(taking), sections[taking], batch_size, device, grid, dims)
+        rows, previous = torch.from_numpy(_input_rows(grid, taking)), views[-1]
+        averaged = {name: value.clone() for name, value in previous.maps().items()}
+        for name, value in mirrored.maps().items():  # the mean of `count` views, and one more
+            averaged[name][rows] = (averaged[name][rows] * count + value) / (count + 1)
+        views.append(dataclasses.replace(previous, plain=views[0], **averaged))
+    return views
+
+
+def _input_rows(grid: TileGrid | None, indices: np.ndarray) -> np.ndarray:
+    """The rows of parts that hold images `indices`: the images', or all their tiles'."""
+    return indices if grid is None else (indices[:, None] * grid.count + np.arange(grid.count)).ravel()
 
 
 def part_of(parts: MapParts, indices: np.ndarray) -> MapParts:
     """The parts of the images `indices` (of all their tiles, for parts of tiles)."""
-    if parts.grid is not None:
-        indices = (indices[:, None] * parts.grid.count + np.arange(parts.grid.count)).ravel()
-    chosen = torch.from_numpy(indices)
-    return dataclasses.replace(parts, **{name: value[chosen] for name in ("sections", *MAP_PARTS)
-                                         if (value := getattr(parts, name)) is not None})
+    chosen = torch.from_numpy(_input_rows(parts.grid, indices))
+    return dataclasses.replace(parts, plain=None if parts.plain is None else part_of(parts.plain, indices),
+                               **{name: value[chosen] for name, value in
+                                  [("sections", parts.sections), *parts.maps().items()] if value is not None})
 
 
-def choose_fusion(model: MALA, cache: ImageCache, parts: MapParts, fusions: list[Fusion] | None = None
+def choose_fusion(model: MALA, cache: ImageCache, views: MapParts | list[MapParts],
+                  fusions: list[Fusion] | None = None, allowance: dict[str, int] | None = None
                   ) -> dict[str, CategoryChoice]:
-    """Per category of the validation `cache` (with its `parts`): every candidate's (`fusions`, the config's first;
-    None: `candidates`) pixel AUROC and AUPRO, and the best by their mean."""
+    """Per category of the validation `cache` (with its parts, or `validation_views`): every candidate's (`fusions`,
+    the config's first; None: `candidates`), with each number of mirror views up to the category's `allowance` (None:
+    none), pixel AUROC and AUPRO, and the best by their mean."""
     model, choices = model.cpu(), {}
+    views = [views] if isinstance(views, MapParts) else views
     for category, indices in cache.indices_by_category().items():
         labels = np.array([cache.samples[i].label for i in indices])
         if labels.all() or not labels.any():
             raise ValueError(f"validation of category '{category}' needs normal and anomalous images")
         masks = np.stack([cache.mask(i) for i in indices])
-        category_parts, figures = part_of(parts, indices), {}
-        for fusion in fusions or candidates(model):
-            maps = model.fused_maps(category_parts, *fusion.values, levelled=False)[:, 0]
-            row = compute_metrics(labels, image_score(maps, 1).numpy(), masks, maps.numpy())
-            figures[fusion] = (100 * row["pixel_auroc"], 100 * row["pixel_aupro"])
+        figures = {}
+        for mirrors in range((allowance or {}).get(category, 0) + 1):
+            category_parts = part_of(views[mirrors], indices)
+            for fusion in fusions or candidates(model):
+                maps = model.fused_maps(category_parts, *fusion.values, levelled=False)[:, 0]
+                row = compute_metrics(labels, image_score(maps, 1).numpy(), masks, maps.numpy())
+                figures[dataclasses.replace(fusion, mirrors=mirrors)] = (100 * row["pixel_auroc"],
+                                                                         100 * row["pixel_aupro"])
         choices[category] = CategoryChoice(figures)
     return choices
 
@@ -149,16 +199,22 @@ def section_fusion(choices: dict[str, CategoryChoice], categories: list[str]) ->
     return torch.tensor([choices[c].chosen.values for c in categories])
 
 
-def map_levels(model: MALA, cache: ImageCache, parts: MapParts, choices: dict[str, CategoryChoice],
+def section_mirrors(choices: dict[str, CategoryChoice], categories: list[str]) -> torch.Tensor:
+    """The model's `section_mirrors` buffer (S,) for its categories in section order."""
+    return torch.tensor([choices[c].chosen.mirrors for c in categories])
+
+
+def map_levels(model: MALA, cache: ImageCache, views: list[MapParts], choices: dict[str, CategoryChoice],
                categories: list[str]) -> torch.Tensor:
     """The model's `section_map_levels` buffer (S,) for its categories in section order: the `MAP_LEVEL_QUANTILE` of
-    the chosen fusion's anomaly map over each category's normal validation images of `cache` (with its `parts`)."""
+    the chosen fusion's anomaly map over each category's normal validation images of `cache` (with its
+    `validation_views`)."""
     model, levels = model.cpu(), []
     by_category = cache.indices_by_category()
     for category in categories:
         normal = np.array([i for i in by_category[category] if not cache.samples[i].label])
-        fusion = choices[category].chosen.values
-        maps = model.fused_maps(part_of(parts, normal), *fusion, levelled=False)[:, 0].flatten()
+        chosen = choices[category].chosen
+        maps = model.fused_maps(part_of(views[chosen.mirrors], normal), *chosen.values, levelled=False)[:, 0].flatten()
         step = max(1, len(maps) // LEVEL_SAMPLE)
         levels.append(float(torch.quantile(maps[::step], MAP_LEVEL_QUANTILE).clamp_min(1e-6)))
     return torch.tensor(levels)
@@ -166,24 +222,30 @@ def map_levels(model: MALA, cache: ImageCache, parts: MapParts, choices: dict[st
 
 @dataclass
 class SectionTuning:
-    """What tuning stores in a model, per memory section: the fusion (S, 3) and the map's normal level (S,)."""
+    """What tuning stores in a model, per memory section: the fusion (S, 3), the map's normal level (S,) and the mirror
+    views (S,)."""
 
     fusion: torch.Tensor
     map_levels: torch.Tensor
+    mirrors: torch.Tensor
 
     @classmethod
-    def of(cls, model: MALA, cache: ImageCache, parts: MapParts, choices: dict[str, CategoryChoice],
-           categories: list[str]) -> SectionTuning:
+    def of(cls, model: MALA, cache: ImageCache, views: MapParts | list[MapParts],
+           choices: dict[str, CategoryChoice], categories: list[str]) -> SectionTuning:
         """The picks of `choices` and their maps' normal levels (`map_levels`), in section order."""
-        return cls(section_fusion(choices, categories), map_levels(model, cache, parts, choices, categories))
+        views = [views] if isinstance(views, MapParts) else views
+        return cls(section_fusion(choices, categories), map_levels(model, cache, views, choices, categories),
+                   section_mirrors(choices, categories))
 
     def apply(self, model: MALA) -> None:
         model.section_fusion = self.fusion.to(model.section_fusion.device)
         model.section_map_levels = self.map_levels.to(model.section_map_levels.device)
+        model.set_section_mirrors(self.mirrors)
 
     def store(self, state: dict[str, torch.Tensor]) -> None:
         """Into a model's state dict (as a checkpoint holds it)."""
         state["section_fusion"], state["section_map_levels"] = self.fusion, self.map_levels
+        state["section_mirrors"] = self.mirrors
 
 
 def choice_table(choices: dict[str, CategoryChoice]) -> str:
@@ -202,6 +264,7 @@ def tuned_fusion_line(model: MALA, categories: list[str]) -> str | None:
     an untuned model."""
     if not model.hybrid or model.section_fusion.shape[0] == 0:
         return None
-    chosen = "; ".join(f"{category} {Fusion(*values).label}"
-                       for category, values in zip(categories, model.section_fusion.tolist()))
+    mirrors = model.mirror_counts or (0,) * len(categories)
+    chosen = "; ".join(f"{category} {Fusion(*values, mirrors=count).label}"
+                       for category, values, count in zip(categories, model.section_fusion.tolist(), mirrors))
     return f"map fusion tuned on training images: {chosen}"

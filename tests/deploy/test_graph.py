@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnxruntime
 import pytest
@@ -201,19 +203,28 @@ def test_each_categorys_tuned_fusion_exports_with_the_routing_that_chooses_it(tm
     assert_exported_like(session, images, expected)
 
 
-def test_each_categorys_map_level_exports_routed_and_per_category(tmp_path):
+def routed_outputs_before_and_after(tmp_path: Path, buffer: str, value: torch.Tensor
+                                    ) -> tuple[Path, np.ndarray, list[np.ndarray], list[np.ndarray]]:
+    """A random hybrid of metal_plate and magnetic_tile, its per-section `buffer` then set to `value`: the checkpoint,
+    two images of each category (routed to their own) and the routed graph's outputs before and after."""
     keys = {"memory_stride": 8, "memory_pool": 1, "memory_norm": "none", "score_memory": True,
             "score_memory_stride": 16, "score_map_share": 0.33}
     checkpoint = save_random_model(tmp_path / "model.safetensors", ["metal_plate", "magnetic_tile"], hybrid=True,
                                    **keys)
     plain, _ = load_graph(checkpoint)
     state = load_checkpoint(checkpoint)
-    state["model"]["section_map_levels"] = torch.tensor([0.2, 0.7])
+    state["model"][buffer] = value
     save_checkpoint(checkpoint, state)
     routed, _ = load_graph(checkpoint)
-    images = real_images(64, 4)  # two of each category, routed to their own
+    images = real_images(64, 4)
     with torch.no_grad():
-        before, expected = ([t.numpy() for t in g(torch.from_numpy(images))] for g in (plain, routed))
+        before, after = ([t.numpy() for t in g(torch.from_numpy(images))] for g in (plain, routed))
+    return checkpoint, images, before, after
+
+
+def test_each_categorys_map_level_exports_routed_and_per_category(tmp_path):
+    checkpoint, images, before, expected = routed_outputs_before_and_after(tmp_path, "section_map_levels",
+                                                                           torch.tensor([0.2, 0.7]))
     for rows, level in ((slice(0, 2), 0.2), (slice(2, 4), 0.7)):  # the map's output: each image's section's level
         np.testing.assert_allclose(expected[1][rows], before[1][rows] / (before[1][rows] + level), atol=1e-6)
     np.testing.assert_allclose(expected[0], before[0], atol=1e-6)  # the image score is not levelled
@@ -223,6 +234,21 @@ def test_each_categorys_map_level_exports_routed_and_per_category(tmp_path):
     tile = export_onnx(checkpoint, tmp_path / "tile.onnx", category="magnetic_tile")
     assert_exported_like(onnxruntime.InferenceSession(str(tile), providers=["CPUExecutionProvider"]), images[2:],
                          [e[2:] for e in expected])
+
+
+def test_each_categorys_mirror_views_export_routed_and_per_category(tmp_path):
+    checkpoint, images, before, expected = routed_outputs_before_and_after(  # the tile takes both views, the plate none
+        tmp_path, "section_mirrors", torch.tensor([0, 2]))
+    np.testing.assert_allclose(expected[0], before[0], atol=1e-6)  # the image score reads one view
+    np.testing.assert_allclose(expected[1][:2], before[1][:2], atol=1e-6)
+    assert not np.allclose(expected[1][2:], before[1][2:], atol=1e-3)
+    session = onnxruntime.InferenceSession(str(export_onnx(checkpoint, tmp_path / "model.onnx")),
+                                           providers=["CPUExecutionProvider"])
+    assert_exported_like(session, images, expected)
+    for category, rows in (("magnetic_tile", slice(2, 4)), ("metal_plate", slice(0, 2))):
+        alone = export_onnx(checkpoint, tmp_path / f"{category}.onnx", category=category)
+        assert_exported_like(onnxruntime.InferenceSession(str(alone), providers=["CPUExecutionProvider"]),
+                             images[rows], [e[rows] for e in expected])
 
 
 def test_a_category_graph_leaves_out_a_global_map_its_fusion_gives_no_share(tmp_path):

@@ -17,6 +17,7 @@ from mala.data.samples import Sample
 from mala.errors import ConfigError
 from mala.model import MALA
 from mala.model.backbone import TokenRecipe, layer_normed
+from mala.model.mala import MapParts
 from mala.model.memory import FeatureMemory
 from mala.train.fill_memory import fill_memory
 
@@ -232,12 +233,18 @@ def two_category_cache() -> ImageCache:
     return ImageCache(samples, np.ascontiguousarray(images), {})
 
 
-def test_each_section_fuses_its_map_with_its_own_tuned_weight_and_share(tmp_path):
+def two_category_model() -> tuple[MalaConfig, MALA]:
+    """A hybrid with both memories and a memory section for each category of `two_category_cache`, and its config."""
     cfg = MalaConfig(model=hybrid_config(memory_stride=8, memory_pool=1, memory_norm="none", memory_weight=0.5,
                                          score_memory=True, score_memory_stride=16, score_map_share=0.33))
     model = MALA(cfg.model).eval()
+    fill_memory(model, two_category_cache(), seed=0)
+    return cfg, model
+
+
+def test_each_section_fuses_its_map_with_its_own_tuned_weight_and_share(tmp_path):
+    cfg, model = two_category_model()
     cache = two_category_cache()
-    fill_memory(model, cache, seed=0)
     tuned = {0: (0.75, 0.0, 0.0), 1: (0.5, 0.5, 0.0)}  # no global map: its share changes nothing
     references = {}
     for section, (weight, share, _) in tuned.items():  # the same weights and memories, the fusion in the config
@@ -340,3 +347,53 @@ def test_the_memory_blur_smooths_a_spike_and_sigma_0_leaves_the_map_as_it_is():
     torch.testing.assert_close(sharp, 1 - torch.exp(-torch.nn.functional.interpolate(
         distance, size=(64, 64), mode="bilinear", align_corners=False)[:, 0]))
     assert float(smooth.max()) < float(sharp.max()) and float((smooth > 0.01).sum()) > float((sharp > 0.01).sum())
+
+
+def test_mapparts_flip_back_and_average_each_view_where_an_input_takes_it():
+    learned, distance = torch.arange(20.0).reshape(1, 4, 5), torch.arange(6.0).reshape(1, 1, 2, 3)
+    parts = MapParts(learned, torch.zeros(1, dtype=torch.long), distance)
+    columns = parts.flipped((-1,))
+    assert torch.equal(columns.learned[0, :, 0], learned[0, :, -1])
+    assert torch.equal(columns.distance[..., 0], distance[..., -1])
+    assert torch.equal(parts.flipped((-2,)).learned[0, 0], learned[0, -1])
+    assert torch.equal(parts.averaged_with([columns], [1.0]).learned, (learned + learned.flip(-1)) / 2)
+    two = MapParts(torch.cat([learned, learned]), torch.zeros(2, dtype=torch.long), torch.cat([distance, distance]))
+    mixed = two.averaged_with([two.flipped((-1,))], [torch.tensor([1.0, 0.0])])  # only the first input takes it
+    assert torch.equal(mixed.learned[0], (learned[0] + learned[0].flip(-1)) / 2)
+    assert torch.equal(mixed.learned[1], learned[0]) and torch.equal(mixed.distance[1], distance[0])
+
+
+def test_each_section_averages_its_maps_over_the_mirror_views_it_takes(tmp_path):
+    cfg, model = two_category_model()
+    cache = two_category_cache()
+    images = torch.from_numpy(cache.images[[1, 7]]).permute(0, 3, 1, 2).float() / 255
+    images[:, :, 16:32, 8:24] = torch.rand(2, 3, 16, 16)  # off the centre: a mirror view moves it
+    sections = torch.tensor([0, 1])
+    with torch.no_grad():
+        plain = model.maps(images, sections)
+        model.set_section_mirrors(torch.tensor([2, 0]))
+        mirrored = model.maps(images, sections)
+        alone = model.maps(images[:1], 0)
+        routed = model.maps(images)  # each image routed to its own category, with its views
+        parts = model.map_parts(images[:1], 0)
+        views = [model.map_parts(images[:1].flip(dims), 0).flipped(dims) for dims in ((-1,), (-2,))]
+        averaged = dataclasses.replace(parts.averaged_with(views, [1.0, 1.0]), plain=parts)
+        by_hand = model.fused_maps(averaged, *model.fusion_of(0))
+    torch.testing.assert_close(mirrored[:1], by_hand)  # section 0: its parts averaged over three views, then fused
+    assert not torch.allclose(mirrored[0, 0], plain[0, 0])
+    torch.testing.assert_close(mirrored[:, 1], plain[:, 1])  # the image score's map reads one view
+    torch.testing.assert_close(mirrored[1], plain[1])  # section 1 takes no view
+    torch.testing.assert_close(mirrored[:1], alone)  # the same in a batch of mixed sections as alone
+    torch.testing.assert_close(routed, mirrored)
+    path = tmp_path / "model.safetensors"
+    save_checkpoint(path, {"kind": "model", "config": cfg.to_dict(), "data": {}, "model": model.state_dict()})
+    loaded, _, _ = load_trained_model(path)
+    assert loaded.mirror_counts == (2, 0)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.maps(images, sections), mirrored)
+    older = {k: v for k, v in model.state_dict().items() if k != "section_mirrors"}  # saved before mirror views
+    save_checkpoint(path, {"kind": "model", "config": cfg.to_dict(), "data": {}, "model": older})
+    loaded, _, _ = load_trained_model(path)
+    assert loaded.mirror_counts == ()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.maps(images, sections), plain)

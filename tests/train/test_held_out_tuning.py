@@ -20,7 +20,7 @@ from mala.model.load import load_trained_model
 from mala.train.fill_memory import fill_memory
 from mala.model.maps import map_pairs
 from mala.tune.protocol import (MAP_LEVEL_QUANTILE, VALIDATION_ANOMALIES, CategoryChoice, choose_fusion, map_levels,
-                                validation_parts)
+                                mirror_allowance, validation_views)
 from mala.tune.split import validation_split
 from tests.conftest import shared_data
 from tests.tune.test_tune_command import QUICK_HYBRID
@@ -38,9 +38,17 @@ def assert_same_tuning(redone: CategoryChoice, stored: dict) -> None:
     """Every candidate's validation figures and the pick as training's tuning stored them (`tune/tuning.json`)."""
     for candidate in stored["candidates"]:
         figures = redone.validation[next(f for f in redone.validation if dataclasses.asdict(f) == {
-            k: candidate[k] for k in ("memory_weight", "score_map_share", "global_share")})]
+            k: candidate[k] for k in ("memory_weight", "score_map_share", "global_share", "mirrors")})]
         assert figures == pytest.approx((candidate["pixel_auroc"], candidate["pixel_aupro"]), abs=1e-6)
     assert dataclasses.asdict(redone.chosen) == stored["chosen"]
+
+
+def redone_tuning(model, cfg, validation: ImageCache) -> tuple[dict[str, CategoryChoice], list]:
+    """Training's tuning of metal_plate done again: its choices and the `validation_views` they were chosen on."""
+    allowance = mirror_allowance(model, ["metal_plate"], cfg.run.mirror_gflops)
+    views = validation_views(model, validation, known_sections(validation, ["metal_plate"]), allowance,
+                             grid=cfg.tile_grid)
+    return choose_fusion(model, validation, views, allowance=allowance), views
 
 
 @pytest.fixture(scope="module")
@@ -62,11 +70,13 @@ def test_the_fusion_is_chosen_with_the_memory_of_the_training_split_and_the_memo
     assert len(fit.samples) < len(cache.samples)
     fill_memory(model, fit, cfg.run.seed)  # the memory at choosing time: the validation images are not in it
     levels = model.section_map_levels  # kept in the model: the tuning reads the maps without them
-    parts = validation_parts(model, validation, known_sections(validation, ["metal_plate"]))
-    choices = choose_fusion(model, validation, parts)
+    choices, views = redone_tuning(model, cfg, validation)
     assert_same_tuning(choices["metal_plate"], stored)
+    # a 64 px view costs far under tiny's budget: every candidate also with one and with two mirror views
+    assert {candidate["mirrors"] for candidate in stored["candidates"]} == {0, 1, 2}
+    assert model.mirror_counts == (chosen["mirrors"],)
     # the stored level: the chosen map's 99 % quantile over the normal held-out images, where maps are then 0.5
-    torch.testing.assert_close(levels, map_levels(model, validation, parts, choices, ["metal_plate"]))
+    torch.testing.assert_close(levels, map_levels(model, validation, views, choices, ["metal_plate"]))
     normal = [i for i, sample in enumerate(validation.samples) if not sample.label]
     with torch.no_grad():
         levelled = model.maps(torch.stack([to_tensor(validation.images[i]) for i in normal]), 0)[:, 0]
@@ -114,10 +124,9 @@ def test_a_tiled_model_is_tuned_on_its_stitched_maps(tmp_path):
     cache = ImageCache.build(train_samples(scan_roots([shared_data("metal_plate")])), cfg.input_shape)
     fit, validation = validation_split(cache, cfg.input_shape, VALIDATION_ANOMALIES)
     fill_memory(model, fit, cfg.run.seed, cfg.tile_grid)
-    parts = validation_parts(model, validation, known_sections(validation, ["metal_plate"]), grid=cfg.tile_grid)
-    choices = choose_fusion(model, validation, parts)
+    choices, views = redone_tuning(model, cfg, validation)
     assert_same_tuning(choices["metal_plate"], stored)
-    torch.testing.assert_close(model.section_map_levels, map_levels(model, validation, parts, choices, ["metal_plate"]))
+    torch.testing.assert_close(model.section_map_levels, map_levels(model, validation, views, choices, ["metal_plate"]))
     normal = [i for i, sample in enumerate(validation.samples) if not sample.label]
     with torch.no_grad():  # the whole pipeline: each tile's map levelled, then stitched
         maps = map_pairs(model, torch.stack([to_tensor(validation.images[i]) for i in normal]), cfg, 0)[0][:, 0]

@@ -45,17 +45,19 @@ def test_tune_stores_the_fusion_with_the_best_validation_figures_and_that_fusion
     figures = json.loads((tuned / "tune" / "tuning.json").read_text())["metal_plate"]
     grid = {(w, s, g) for w in MEMORY_WEIGHTS for s in SCORE_MAP_SHARES for g in GLOBAL_SHARES}
     assert {(c["memory_weight"], c["score_map_share"], c["global_share"]) for c in figures["candidates"]} == grid
+    assert {c["mirrors"] for c in figures["candidates"]} == {0, 1, 2}  # a 64 px view costs far under tiny's budget
     best = max(figures["candidates"], key=lambda c: c["pixel_auroc"] + c["pixel_aupro"])
     chosen = figures["chosen"]
-    assert (chosen["memory_weight"], chosen["score_map_share"]) == (best["memory_weight"], best["score_map_share"])
+    assert chosen == {key: best[key] for key in chosen}
     assert best["pixel_auroc"] > 70  # the held-out cracks and specks are found: the protocol can tell candidates apart
     model, cfg, _ = load_trained_model(tuned)
     torch.testing.assert_close(model.section_fusion, torch.tensor([[chosen["memory_weight"], chosen["score_map_share"],
                                                                     chosen["global_share"]]]))
     assert model.section_map_levels.shape == (1,) and 0 < float(model.section_map_levels[0]) < 1  # the map's level
+    assert model.mirror_counts == (chosen["mirrors"],)
     images = torch.rand(2, 3, 64, 64)
     with torch.no_grad():
-        parts = model.map_parts(images, 0)
+        parts = model.mirrored(images, model.map_parts(images, 0))
         expected = model.fused_maps(parts, chosen["memory_weight"], chosen["score_map_share"], chosen["global_share"])
         torch.testing.assert_close(model.maps(images, 0), expected)
         assert cfg.model.memory_weight == 0.5  # the config still says what the preset said; the file says what holds
