@@ -38,7 +38,7 @@ from mala.train.setup import (ConfigRequest, ResolvedConfig, TrainingData, pretr
 from mala.train.trainer import LAST_CHECKPOINT, MODEL_FILE, HeldOut, Trainer, make_fabric
 from mala.tune.figure import draw_choices
 from mala.tune.protocol import (VALIDATION_ANOMALIES, CategoryChoice, SectionTuning, choice_table, choose_fusion,
-                                mirror_allowance, tuned_fusion_line, validation_views)
+                                memory_growth, mirror_allowance, tuned_fusion_line, validation_views)
 from mala.tune.split import MIN_IMAGES, held_out_count, validation_split
 
 
@@ -364,7 +364,7 @@ def tune_sections(model: MALA, validation: ImageCache, categories: list[str], cf
     (fusion, mirror views and the chosen map's normal level per section), with the report and picture written to
     `out` (None: not written); the model stays on its device."""
     device = next(model.parameters()).device
-    allowance = mirror_allowance(model, categories, cfg.run.mirror_gflops)
+    allowance = mirror_allowance(model, categories, cfg.run.mirror_gflops, memory_growth(model, validation, categories))
     views = validation_views(model, validation, known_sections(validation, categories), allowance,
                              device=str(device), grid=cfg.tile_grid)
     choices = choose_fusion(model, validation, views, allowance=allowance)

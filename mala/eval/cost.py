@@ -87,6 +87,14 @@ def view_flops(model: MALA, section: int) -> int:
     return counter.get_total_flops()
 
 
+def search_flops(model: MALA, section: int) -> int:
+    """FLOPs of the memories' nearest-neighbour search for one model input in memory `section`: each memory's
+    queries times the section's rows times its channels, a multiply-add each (the part of `view_flops` that grows
+    with the section)."""
+    return sum(2 * queries * len(memory.section_rows(section)) * memory.tokens.shape[1]
+               for memory, queries in model.memories if not memory.empty)
+
+
 def _synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)

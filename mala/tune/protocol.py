@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from mala.data.dataset import ImageCache, to_tensor
-from mala.eval.cost import view_flops
+from mala.eval.cost import search_flops, view_flops
 from mala.eval.metrics import compute_metrics
 from mala.model import MALA
 from mala.model.mala import MIRROR_VIEWS, MapParts
@@ -129,13 +130,28 @@ def validation_parts(model: MALA, cache: ImageCache, sections: np.ndarray, batch
     return MapParts(sections=torch.from_numpy(sections).repeat_interleave(count), grid=grid, **joined)
 
 
-def mirror_allowance(model: MALA, categories: list[str], budget_gflops: float) -> dict[str, int]:
+def mirror_allowance(model: MALA, categories: list[str], budget_gflops: float,
+                     growth: dict[str, float] | None = None) -> dict[str, int]:
     """Per category (in section order), the most mirror views its images may take: 1 + views passes of one view's
-    cost (`view_flops` in its section, every part of the map computed) within `budget_gflops` a model input."""
+    cost within `budget_gflops` a model input. A view's cost: `view_flops` in the category's section (every part of
+    the map computed), its search (`search_flops`) taken `growth` times (None: once), as large as the section will
+    be in the model that ships."""
     if budget_gflops <= 0:
         return {category: 0 for category in categories}
-    passes = {c: int(budget_gflops * 1e9 // view_flops(model, section)) for section, c in enumerate(categories)}
+    growth = growth or {}
+    costs = {c: view_flops(model, section) + (growth.get(c, 1.0) - 1) * search_flops(model, section)
+             for section, c in enumerate(categories)}
+    passes = {c: int(budget_gflops * 1e9 // cost) for c, cost in costs.items()}
     return {category: min(len(MIRROR_VIEWS), max(0, count - 1)) for category, count in passes.items()}
+
+
+def memory_growth(model: MALA, cache: ImageCache, categories: list[str]) -> dict[str, float]:
+    """Per category (in section order): the images the model's memory section holds, with the validation `cache`'s
+    normal images added (the final memory holds them too), over the images it holds; a section, and its search's
+    cost, grows about as much at most (an epsilon-net grows slower than its tokens)."""
+    held = Counter(sample.category for sample in cache.samples if not sample.label)
+    holds = torch.bincount(model.memory.image_sections.cpu(), minlength=len(categories)).tolist()
+    return {c: (holds[s] + held[c]) / holds[s] if holds[s] else 1.0 for s, c in enumerate(categories)}
 
 
 def validation_views(model: MALA, cache: ImageCache, sections: np.ndarray, allowance: dict[str, int],
@@ -249,13 +265,15 @@ class SectionTuning:
 
 
 def choice_table(choices: dict[str, CategoryChoice]) -> str:
-    """Markdown: per category, the config's fusion and the chosen one with their validation pixel AUROC / AUPRO."""
-    lines = ["| category | chosen | validation pixel AUROC / AUPRO | config's | validation pixel AUROC / AUPRO |",
-             "|---|---|---|---|---|"]
+    """Markdown: per category, the config's fusion and the chosen one with their validation pixel AUROC / AUPRO, and
+    how many mirror views the budget offered."""
+    lines = ["| category | chosen | validation pixel AUROC / AUPRO | config's | validation pixel AUROC / AUPRO | "
+             "mirror views offered |", "|---|---|---|---|---|---|"]
     for category, choice in choices.items():
         chosen, default = (choice.validation[f] for f in (choice.chosen, choice.default))
+        offered = max(fusion.mirrors for fusion in choice.validation)
         lines.append(f"| {category} | {choice.chosen} | {chosen[0]:.1f} / {chosen[1]:.1f} | {choice.default} | "
-                     f"{default[0]:.1f} / {default[1]:.1f} |")
+                     f"{default[0]:.1f} / {default[1]:.1f} | {offered} |")
     return "\n".join(lines)
 
 

@@ -20,7 +20,7 @@ from mala.model.load import load_trained_model
 from mala.train.fill_memory import fill_memory
 from mala.model.maps import map_pairs
 from mala.tune.protocol import (MAP_LEVEL_QUANTILE, VALIDATION_ANOMALIES, CategoryChoice, choose_fusion, map_levels,
-                                mirror_allowance, validation_views)
+                                memory_growth, mirror_allowance, validation_views)
 from mala.tune.split import validation_split
 from tests.conftest import shared_data
 from tests.tune.test_tune_command import QUICK_HYBRID
@@ -45,7 +45,8 @@ def assert_same_tuning(redone: CategoryChoice, stored: dict) -> None:
 
 def redone_tuning(model, cfg, validation: ImageCache) -> tuple[dict[str, CategoryChoice], list]:
     """Training's tuning of metal_plate done again: its choices and the `validation_views` they were chosen on."""
-    allowance = mirror_allowance(model, ["metal_plate"], cfg.run.mirror_gflops)
+    allowance = mirror_allowance(model, ["metal_plate"], cfg.run.mirror_gflops,
+                                 memory_growth(model, validation, ["metal_plate"]))
     views = validation_views(model, validation, known_sections(validation, ["metal_plate"]), allowance,
                              grid=cfg.tile_grid)
     return choose_fusion(model, validation, views, allowance=allowance), views
