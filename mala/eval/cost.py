@@ -160,8 +160,15 @@ def describe_input(model: MALA, cfg: MalaConfig, section: int | None = None) -> 
         if model.score_memory is not None and not model.score_memory.empty:
             parts.append(f"a score memory of {len(model.score_memory.tokens):,}")
         if section is not None:
-            parts.append(f"each image read in section {section} ({len(model.memory.section_rows(section)):,} tokens)")
+            parts.append(f"each image read in section {section} ({len(model.memory.section_rows(section)):,} tokens)"
+                         + _mirror_note(model, section))
     return ", ".join(parts)
+
+
+def _mirror_note(model: MALA, section: int) -> str:
+    """` and in its N mirror view(s)` where the section's images are also mapped mirrored (`MALA.section_mirrors`)."""
+    views = model.mirror_views_of(section)
+    return f" and in {views} mirror view{'s' if views > 1 else ''} of it" if views else ""
 
 
 def _height_by_width(shape: ImageShape) -> str:

@@ -5,11 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
+from mala.checkpoint import load_checkpoint, save_checkpoint
 from mala.cli import main
 from mala.config import MalaConfig, TilingConfig
-from mala.eval.cost import inference_flops, measure_cost, measure_trained_cost, parameter_counts
+from mala.eval.cost import inference_flops, measure_cost, measure_trained_cost, parameter_counts, view_flops
 from mala.model import MALA, PseudoLabelPredictor
+from mala.model.load import load_trained_model
 from tests.deploy.conftest import save_random_model, small_model_config
 
 
@@ -130,6 +133,13 @@ def test_a_named_category_is_costed_in_its_own_section(tmp_path, capsys):
     # the search of section b alone: 4 x 4 tokens against its 32 (2 images' 4 x 4); then the blur (as above)
     assert known.gflops * 1e9 == pytest.approx(without_memory + 2 * 16 * 32 * 152 + 2 * (2 * 64 * 64 * 33), rel=1e-9)
     assert known.input.endswith("in 2 category sections, each image read in section 1 (32 tokens)")
+    state = load_checkpoint(checkpoint)
+    state["model"]["section_mirrors"] = torch.tensor([0, 1])  # b's images also mapped mirrored left-right
+    save_checkpoint(checkpoint, state)
+    mirrored = measure_trained_cost(checkpoint, repeats=1, category="b")
+    assert mirrored.input.endswith("each image read in section 1 (32 tokens) and in 1 mirror view of it")
+    one_view = view_flops(load_trained_model(checkpoint)[0].eval(), 1)  # the fusion and the blur are made once
+    assert mirrored.gflops * 1e9 == pytest.approx(known.gflops * 1e9 + one_view, rel=1e-9)
     assert main(["cost", "--checkpoint", str(checkpoint), "--category", "c", "--repeats", "1"]) == 2
     assert "no memory section for category 'c' (trained on: a, b)" in capsys.readouterr().err
     assert main(["cost", "--category", "a"]) == 2
