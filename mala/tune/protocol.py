@@ -157,18 +157,25 @@ def memory_growth(model: MALA, cache: ImageCache, categories: list[str]) -> dict
 def validation_views(model: MALA, cache: ImageCache, sections: np.ndarray, allowance: dict[str, int],
                      batch_size: int = 16, device: str = "cpu", grid: TileGrid | None = None) -> list[MapParts]:
     """`validation_parts` of every image of `cache`, then (item k) averaged with its first k mirror views where its
-    category's `allowance` takes k, as `MALA.mirrored` averages them (elsewhere the parts of fewer views), the first
-    item their `plain` parts."""
-    views = [validation_parts(model, cache, sections, batch_size, device, grid)]
-    by_category = cache.indices_by_category()
+    category's `allowance` takes k, as `MALA.mirrored` averages them (`MapParts.averaged_with`; elsewhere the parts
+    of fewer views), the first item their `plain` parts. A view maps only the images that take it."""
+    plain = validation_parts(model, cache, sections, batch_size, device, grid)
+    every = plain.maps()
+    taken = np.array([allowance.get(sample.category, 0) for sample in cache.samples])
+    mirrored = []
     for count, dims in enumerate(MIRROR_VIEWS[:max(allowance.values(), default=0)], start=1):
-        taking = np.concatenate([by_category[c] for c, most in allowance.items() if most >= count and c in by_category])
-        mirrored = validation_parts(model, cache.subset(taking), sections[taking], batch_size, device, grid, dims)
-        rows, previous = torch.from_numpy(_input_rows(grid, taking)), views[-1]
-        averaged = {name: value.clone() for name, value in previous.maps().items()}
-        for name, value in mirrored.maps().items():  # the mean of `count` views, and one more
-            averaged[name][rows] = (averaged[name][rows] * count + value) / (count + 1)
-        views.append(dataclasses.replace(previous, plain=views[0], **averaged))
+        taking = np.flatnonzero(taken >= count)
+        view = validation_parts(model, cache.subset(taking), sections[taking], batch_size, device, grid, dims)
+        rows, spread = torch.from_numpy(_input_rows(grid, taking)), {}
+        for name, value in view.maps().items():  # in place among all inputs; weighed 0 where not taken
+            spread[name] = every[name].new_zeros(every[name].shape)
+            spread[name][rows] = value
+        mirrored.append(dataclasses.replace(plain, **spread))
+    rows_taken = torch.from_numpy(taken).repeat_interleave(1 if grid is None else grid.count)
+    views = [plain]
+    for count in range(1, len(mirrored) + 1):
+        weights = [(rows_taken >= view).float() for view in range(1, count + 1)]
+        views.append(dataclasses.replace(plain.averaged_with(mirrored[:count], weights), plain=plain))
     return views
 
 
