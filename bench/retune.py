@@ -34,12 +34,14 @@ def main() -> None:
     parser.add_argument("out", type=Path, help="folder for the copy's model file and the tuning report")
     parser.add_argument("--data", nargs="+", required=True, help="the data the run trained on, all of it")
     parser.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="run.* settings the tuning reads, as `mala train --set` takes them")
+                        help="run.* settings the tuning reads, and model.memory_search, as `mala train --set` "
+                        "takes them")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model, cfg, info, validation = refilled_model(args.run, args.data)
     cfg = apply_overrides(cfg, args.overrides)
+    model.set_memory_search(cfg.model.memory_search)
     choices, tuning = tune_sections(model, validation, info["categories"], cfg, args.out / "tune")
     state = load_checkpoint(args.run / MODEL_FILE)
     tuning.store(state["model"])

@@ -39,7 +39,14 @@ def _cpu_attention_flops(query_shape, key_shape, value_shape, *args, out_shape=N
     return sdpa_flop_count(query_shape, key_shape, value_shape)
 
 
-ATTENTION_FLOPS = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_attention_flops}
+def _int8_product_flops(a_shape, b_shape, *args, out_shape=None, **kwargs) -> int:
+    """An (m, k) x (k, n) int8 product: a multiply-add counts as two operations, as a float one does."""
+    return 2 * a_shape[0] * a_shape[1] * b_shape[1]
+
+
+# torch counts neither the CPU attention kernel nor the int8 product of the memory's shortlist (`mala.model.search`)
+UNCOUNTED_FLOPS = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_attention_flops,
+                   torch.ops.aten._int_mm: _int8_product_flops}
 
 
 def config_at_size(name: str, image_size: int | list[int]) -> MalaConfig:
@@ -72,7 +79,7 @@ def inference_flops(model: MALA, cfg: MalaConfig | None = None, section: int | N
     pipeline at `cfg.input_shape` (a tiled model's tiles all counted), in memory `section` (None: routed)."""
     device = next(model.parameters()).device
     images = torch.rand(1, 3, *(cfg.input_shape if cfg else model.image_shape), device=device)
-    with FlopCounterMode(display=False, custom_mapping=ATTENTION_FLOPS) as counter:
+    with FlopCounterMode(display=False, custom_mapping=UNCOUNTED_FLOPS) as counter:
         scores_and_maps(model, images, cfg, section) if cfg else model(images)
     return counter.get_total_flops()
 
@@ -82,7 +89,7 @@ def view_flops(model: MALA, section: int) -> int:
     """FLOPs of mapping one model input once in memory `section`, every part of the map computed (`MALA.map_parts`
     with `every_part`: what any fusion costs at most); a mirror view costs the same again."""
     images = torch.rand(1, 3, *model.image_shape, device=next(model.parameters()).device)
-    with FlopCounterMode(display=False, custom_mapping=ATTENTION_FLOPS) as counter:
+    with FlopCounterMode(display=False, custom_mapping=UNCOUNTED_FLOPS) as counter:
         model.map_parts(images, section, every_part=True)
     return counter.get_total_flops()
 
@@ -90,7 +97,7 @@ def view_flops(model: MALA, section: int) -> int:
 def search_flops(model: MALA, section: int) -> int:
     """FLOPs of the memories' nearest-neighbour search for one model input in memory `section`: each memory's
     queries times the section's rows times its channels, a multiply-add each (the part of `view_flops` that grows
-    with the section)."""
+    with the section; the int8 shortlist multiplies a few more columns, 200 for 192 channels, which this leaves out)."""
     return sum(2 * queries * len(memory.section_rows(section)) * memory.tokens.shape[1]
                for memory, queries in model.memories if not memory.empty)
 
@@ -162,6 +169,8 @@ def describe_input(model: MALA, cfg: MalaConfig, section: int | None = None) -> 
         if section is not None:
             parts.append(f"each image read in section {section} ({len(model.memory.section_rows(section)):,} tokens)"
                          + _mirror_note(model, section))
+        if model.memory.int8_search and model.memory.tokens.device.type == "cpu":
+            parts.append("searched through int8 shortlists")
     return ", ".join(parts)
 
 

@@ -77,8 +77,14 @@ def same_pad(x: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
 
 
 class SameConv(nn.Conv2d):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # at stride 1 "SAME" pads evenly: the convolution's own padding does it without a padded copy of the input
+        if self.stride[0] == 1:
+            self.padding = (self.kernel_size[0] // 2, self.kernel_size[1] // 2)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(same_pad(x, self.kernel_size[0], self.stride[0]))
+        return super().forward(x if self.stride[0] == 1 else same_pad(x, self.kernel_size[0], self.stride[0]))
 
 
 class MBConv(nn.Module):
@@ -98,8 +104,9 @@ class MBConv(nn.Module):
         self.residual = stride == 1 and in_channels == out_channels
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        x = F.relu6(self._bn0(self._expand_conv(inputs))) if self.has_expansion else inputs
-        x = F.relu6(self._bn1(self._depthwise_conv(x)))
+        # in place: the batch norm's output is not needed again (the backbone is frozen)
+        x = F.relu6(self._bn0(self._expand_conv(inputs)), inplace=True) if self.has_expansion else inputs
+        x = F.relu6(self._bn1(self._depthwise_conv(x)), inplace=True)
         x = self._bn2(self._project_conv(x))
         return x + inputs if self.residual else x
 
@@ -150,7 +157,7 @@ class EfficientNetLite(nn.Module):
         """Feature maps at the ends of `stages` (each 0..6) for images (B, 3, H, W) in [0, 1]."""
         wanted = {self.stage_ends[s]: s for s in stages}
         images = self.normalize(images).contiguous(memory_format=torch.channels_last)
-        x = F.relu6(self._bn0(self._conv_stem(images)))
+        x = F.relu6(self._bn0(self._conv_stem(images)), inplace=True)
         found: dict[int, torch.Tensor] = {}
         for index, block in enumerate(self._blocks[: max(wanted) + 1]):
             x = block(x)

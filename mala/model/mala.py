@@ -113,6 +113,7 @@ class MALA(nn.Module):
             self.memory = FeatureMemory(self.feature_tokens.channels)
             # the image score's memory (`score_memory`): the memory's tokens, layer-normed, on its own grid
             self.score_memory = FeatureMemory(self.feature_tokens.channels) if cfg.score_memory else None
+            self.set_memory_search(cfg.memory_search)
             # the global map (`global_map`): the memory's tokens rebuilt from the whole image
             self.global_map = (GlobalAutoencoder(self.feature_tokens.channels, self.memory_grid)
                                if cfg.global_map else None)
@@ -351,6 +352,12 @@ class MALA(nn.Module):
         then the score memory if it has one."""
         held = [(self.memory, self.num_memory_tokens)]
         return held + ([(self.score_memory, self.num_score_memory_tokens)] if self.score_memory is not None else [])
+
+    def set_memory_search(self, kind: str) -> None:
+        """Search every memory as `model.memory_search` says: "int8" (the shortlist, in eager CPU inference) or
+        "exact" (float32 products, as an exported graph does)."""
+        for memory, _ in self.memories:
+            memory.int8_search = kind == "int8"
 
     def score_memory_features(self, images: torch.Tensor) -> torch.Tensor:
         """The layer-normed feature tokens (B, score memory rows x columns, C) the score memory holds and searches."""

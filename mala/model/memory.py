@@ -17,9 +17,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from mala.model.maps import Sections, distance_map
+from mala.model.search import (Int8Shortlist, exact_squared_distance, int8_search_available,
+                               shortlisted_squared_distance)
 
 UNKNOWN = -1  # the section index of a category the memory has none for: such images are routed
-CHUNK = 2048  # memory rows per product: a batch-1 (queries x rows) block stays in cache (2x faster than 16k)
 
 
 @dataclass
@@ -35,8 +36,12 @@ def image_features(tokens: torch.Tensor) -> torch.Tensor:
 
 
 class FeatureMemory(nn.Module):
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, int8_search: bool = False):
         super().__init__()
+        # maps search each section through an int8 shortlist where `int8_search_available` (`model.memory_search`);
+        # filling the memory (its epsilon-net, its scales) always searches exactly
+        self.int8_search = int8_search
+        self._shortlists: dict[int | None, Int8Shortlist] = {}  # built from the rows on first use
         self.register_buffer("tokens", torch.zeros(0, channels))
         self.register_buffer("section_ends", torch.zeros(0, dtype=torch.long))  # each section's end row
         self.register_buffer("scales", torch.ones(0))
@@ -75,6 +80,7 @@ class FeatureMemory(nn.Module):
 
     def _mirror_ends(self) -> None:
         self.ends = self.section_ends.tolist()
+        self._shortlists = {}
 
     def section_rows(self, section: int | None) -> torch.Tensor:
         """The memory rows of one section; all rows for None."""
@@ -82,17 +88,18 @@ class FeatureMemory(nn.Module):
             return self.tokens
         return self.tokens[(self.ends[section - 1] if section else 0):self.ends[section]]
 
-    def nearest_distance(self, queries: torch.Tensor, section: int | None = None) -> torch.Tensor:
-        """Euclidean distance (..., C) -> (...) of each query to its nearest token of `section` (None: all tokens)."""
+    def nearest_distance(self, queries: torch.Tensor, section: int | None = None, shortlist: bool = False
+                         ) -> torch.Tensor:
+        """Euclidean distance (..., C) -> (...) of each query to its nearest token of `section` (None: all tokens);
+        with `shortlist`, through the section's int8 shortlist where it is available (`mala.model.search`)."""
         flat, rows = queries.reshape(-1, queries.shape[-1]).float(), self.section_rows(section)
-        best = None
-        for start in range(0, rows.shape[0], CHUNK):
-            chunk = rows[start:start + CHUNK]
-            # |q - r|^2 less |q|^2, which does not change the minimum over r and is added once after it
-            partial = torch.addmm((chunk * chunk).sum(1), flat, chunk.T, alpha=-2).amin(dim=1)
-            best = partial if best is None else torch.minimum(best, partial)
-        best = best + (flat * flat).sum(1)
-        return best.clamp_min(0).sqrt().reshape(queries.shape[:-1])
+        if shortlist and int8_search_available(flat):
+            if section not in self._shortlists:
+                self._shortlists[section] = Int8Shortlist.of(rows)
+            squared = shortlisted_squared_distance(flat, rows, self._shortlists[section])
+        else:
+            squared = exact_squared_distance(flat, rows)
+        return squared.sqrt().reshape(queries.shape[:-1])
 
     def route(self, tokens: torch.Tensor) -> torch.Tensor:
         """The section (B,) of each image's tokens (B, N, C): that of its nearest training image."""
@@ -116,7 +123,7 @@ class FeatureMemory(nn.Module):
         """Nearest distance / the section's scale (B, N) of tokens (B, N, C), in the sections `resolve` gives."""
         sections = self.resolve(tokens, sections)
         if isinstance(sections, int):
-            return self.nearest_distance(tokens, sections) / self.scales[sections]
+            return self.nearest_distance(tokens, sections, self.int8_search) / self.scales[sections]
         if torch.compiler.is_exporting():  # every section searched, each token keeps its own: no data-dependent code
             every = torch.stack([self.nearest_distance(tokens, k) / self.scales[k]
                                  for k in range(self.section_count)], dim=-1)
@@ -124,7 +131,8 @@ class FeatureMemory(nn.Module):
         distance = tokens.new_empty(tokens.shape[:2], dtype=torch.float32)
         for section in sections.unique().tolist():
             chosen = sections == section
-            distance[chosen] = self.nearest_distance(tokens[chosen], section) / self.scales[section]
+            distance[chosen] = (self.nearest_distance(tokens[chosen], section, self.int8_search)
+                                / self.scales[section])
         return distance
 
     def forward(self, tokens: torch.Tensor, grid: tuple[int, int], size: tuple[int, int], sigma: float,

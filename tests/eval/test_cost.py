@@ -105,13 +105,15 @@ def test_a_trained_model_is_costed_with_its_memory_and_tiles(tmp_path):
                               tiling=TilingConfig(source_size=[64, 112], stride=48))  # 64 px tiles: 1 x 2
     without_memory = inference_flops(MALA(small_model_config(hybrid=True).model).eval())
     plain_cost, tiled_cost = measure_trained_cost(plain, repeats=1), measure_trained_cost(tiled, repeats=1)
-    # the search: each of the 4 x 4 tokens against the 32 stored ones (2 images' 4 x 4), 152 channels, 2 FLOPs per
-    # multiply-add; then the map's Gaussian blur (sigma 4 px: 33 taps, rows then columns, 64 x 64 pixels)
-    search, blur = 2 * 16 * 32 * 152, 2 * (2 * 64 * 64 * 33)
+    # the search: each of the 4 x 4 tokens against the 32 stored ones (2 images' 4 x 4), 2 FLOPs per multiply-add,
+    # in the int8 shortlist's 160 columns (152 channels, then the rows' norms, padded to a multiple of 8); then the
+    # map's Gaussian blur (sigma 4 px: 33 taps, rows then columns, 64 x 64 pixels)
+    search, blur = 2 * 16 * 32 * 160, 2 * (2 * 64 * 64 * 33)
     assert plain_cost.gflops * 1e9 == pytest.approx(without_memory + search + blur, rel=1e-9)
     assert tiled_cost.gflops == pytest.approx(2 * plain_cost.gflops, rel=1e-6)
-    assert plain_cost.input == "64 x 64 (height x width), with a memory of 32 tokens"
-    assert tiled_cost.input == "64 x 112 (height x width), as 2 tiles of 64 x 64 (height x width), with a memory of 32 tokens"
+    memory = "with a memory of 32 tokens, searched through int8 shortlists"
+    assert plain_cost.input == f"64 x 64 (height x width), {memory}"
+    assert tiled_cost.input == f"64 x 112 (height x width), as 2 tiles of 64 x 64 (height x width), {memory}"
     assert plain_cost.images_per_second > 0 and tiled_cost.images_per_second > 0
 
 
@@ -130,14 +132,16 @@ def test_a_named_category_is_costed_in_its_own_section(tmp_path, capsys):
     checkpoint = save_random_model(tmp_path / "model.safetensors", ["a", "b"], hybrid=True)
     without_memory = inference_flops(MALA(small_model_config(hybrid=True).model).eval())
     known = measure_trained_cost(checkpoint, repeats=1, category="b")
-    # the search of section b alone: 4 x 4 tokens against its 32 (2 images' 4 x 4); then the blur (as above)
-    assert known.gflops * 1e9 == pytest.approx(without_memory + 2 * 16 * 32 * 152 + 2 * (2 * 64 * 64 * 33), rel=1e-9)
-    assert known.input.endswith("in 2 category sections, each image read in section 1 (32 tokens)")
+    # the search of section b alone: 4 x 4 tokens against its 32 (2 images' 4 x 4) in 160 int8 columns; then the
+    # blur (as above)
+    assert known.gflops * 1e9 == pytest.approx(without_memory + 2 * 16 * 32 * 160 + 2 * (2 * 64 * 64 * 33), rel=1e-9)
+    shortlisted = ", searched through int8 shortlists"
+    assert known.input.endswith(f"in 2 category sections, each image read in section 1 (32 tokens){shortlisted}")
     state = load_checkpoint(checkpoint)
     state["model"]["section_mirrors"] = torch.tensor([0, 1])  # b's images also mapped mirrored left-right
     save_checkpoint(checkpoint, state)
     mirrored = measure_trained_cost(checkpoint, repeats=1, category="b")
-    assert mirrored.input.endswith("each image read in section 1 (32 tokens) and in 1 mirror view of it")
+    assert mirrored.input.endswith(f"each image read in section 1 (32 tokens) and in 1 mirror view of it{shortlisted}")
     one_view = view_flops(load_trained_model(checkpoint)[0].eval(), 1)  # the fusion and the blur are made once
     assert mirrored.gflops * 1e9 == pytest.approx(known.gflops * 1e9 + one_view, rel=1e-9)
     assert main(["cost", "--checkpoint", str(checkpoint), "--category", "c", "--repeats", "1"]) == 2
