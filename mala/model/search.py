@@ -1,7 +1,7 @@
 """Nearest-neighbour search over a memory's rows: exact float32 products, or an int8 shortlist re-ranked exactly.
 
-On a CPU with int8 dot-product instructions (x86 VNNI, Arm dot product) an int8 matrix product runs about 4 times
-faster than float32's. The shortlist takes, from each block of `BLOCK` rows, the row nearest a query by int8
+On a CPU with int8 dot-product instructions an int8 matrix product runs several times faster than float32's (4.7
+times on our AVX-512 VNNI cores). The shortlist takes, from each block of `BLOCK` rows, the row nearest a query by int8
 arithmetic, and re-ranks those few candidates in float32: the distance returned is always an exact distance to a
 real row, equal to the exact search's minimum unless the int8 error swapped two rows of nearly the same distance
 (BENCHMARKS.md "An int8 shortlist for the memory search").
