@@ -49,7 +49,7 @@ def agreement(model: MALA, images: torch.Tensor, section: int) -> dict[str, dict
     return figures
 
 
-def speeds(model: MALA, cfg, section: int, rounds: int, repeats: int) -> dict[str, list[float]]:
+def search_speeds(model: MALA, cfg, section: int, rounds: int, repeats: int) -> dict[str, list[float]]:
     """Images/s at batch 1 with the exact search and the shortlist, alternating, `rounds` each."""
     measured: dict[str, list[float]] = {"exact": [], "int8": []}
     for _ in range(rounds):
@@ -83,7 +83,7 @@ def view_speeds(model: MALA, cfg, categories: list[str], rounds: int, repeats: i
 
 def search_comparison(model: MALA, cfg, categories: list[str], data: list[str], images: int, rounds: int,
                       repeats: int) -> dict:
-    """Per section: `agreement` on `images` test images of its category, GFLOPs and `speeds` of both searches."""
+    """Per section: `agreement` on `images` test images of its category, GFLOPs and `search_speeds`."""
     samples = test_samples(scan_roots(data))
     results = {}
     for section, category in enumerate(categories):
@@ -96,7 +96,7 @@ def search_comparison(model: MALA, cfg, categories: list[str], data: list[str], 
         model.set_memory_search("exact")
         results[category] = {"agreement": agreement(model, tensors, section),
                              "GFLOPs (exact / int8)": [view_flops(model, section) / 1e9, int8_gflops],
-                             "images/s": speeds(model, cfg, section, rounds, repeats)}
+                             "images/s": search_speeds(model, cfg, section, rounds, repeats)}
         row = results[category]
         medians = {name: statistics.median(values) for name, values in row["images/s"].items()}
         print(f"{category}: " + "; ".join(f"{name} {v['exact share']:.2%} exact, max x{v['ratio max']:.4f}"

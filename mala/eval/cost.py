@@ -17,6 +17,7 @@ from mala.config import MalaConfig, load_config
 from mala.model.maps import scores_and_maps
 from mala.model import MALA, PseudoLabelPredictor
 from mala.model.mala import check_image_size
+from mala.model.search import int8_search_available
 from mala.sizes import ImageShape
 
 WARMUP_RUNS = 1
@@ -169,7 +170,7 @@ def describe_input(model: MALA, cfg: MalaConfig, section: int | None = None) -> 
         if section is not None:
             parts.append(f"each image read in section {section} ({len(model.memory.section_rows(section)):,} tokens)"
                          + _mirror_note(model, section))
-        if model.memory.int8_search and model.memory.tokens.device.type == "cpu":
+        if model.memory.int8_search and int8_search_available(model.memory.tokens):
             parts.append("searched through int8 shortlists")
     return ", ".join(parts)
 
