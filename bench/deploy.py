@@ -4,9 +4,12 @@
 
 The model has the preset's architecture with random weights (speed does not depend on them, but a built model's
 normal-feature memory is empty); `--checkpoint RUN/model.safetensors` takes a trained model instead, its memory
-included, and exports it to ONNX first. Throughput: the whole
+included, and exports it to ONNX first (`--category C`: a graph of that category's section, else routed), both
+with the model's own memory search and with the exact one (`--memory-search`). Throughput: the whole
 inference graph (uint8 images in, scores and maps out), torch and onnxruntime measured in turns, `--runs` times
-each, medians and their ratio printed. Load: `--clients` concurrent HTTP clients send `--requests` requests in all
+each, medians and their ratios to torch's printed.
+
+    python bench/deploy.py --checkpoint runs/s18_b18_seed0 --category magnetic_tile --batches 1 --runs 5 --requests 0 Load: `--clients` concurrent HTTP clients send `--requests` requests in all
 (a real metal_plate test image, 512 x 512 PNG, answered with map and overlay as base64 PNG, as the web page asks)
 to a `mala serve` child process on 127.0.0.1, once with the checkpoint (torch) and once with the ONNX file.
 """
@@ -61,16 +64,20 @@ def images_per_second(backend: Backend, batch: int, seconds: float) -> float:
 
 
 def throughput_rows(backends: dict[str, Backend], batches: list[int], runs: int, seconds: float) -> list[str]:
-    rows = []
+    """A header and a row per batch size: each backend's median images/s (the first's, then each other's with its
+    ratio to the first's) and every run's."""
+    first, *others = backends
+    rows = ["| batch | " + " | ".join([f"{first} img/s", *(f"{name} img/s (ratio)" for name in others)]) + " | runs |",
+            "|---|" + "---|" * len(backends) + "---|"]
     for batch in batches:
         rates: dict[str, list[float]] = {name: [] for name in backends}
-        for _ in range(runs):  # in turns, so both see the same machine load
+        for _ in range(runs):  # in turns, so all see the same machine load
             for name, backend in backends.items():
                 rates[name].append(images_per_second(backend, batch, seconds))
         medians = {name: statistics.median(values) for name, values in rates.items()}
         runs_text = "; ".join(f"{name} " + ", ".join(f"{v:.1f}" for v in values) for name, values in rates.items())
-        rows.append(f"| {batch} | {medians['torch']:.1f} | {medians['onnxruntime']:.1f} | "
-                    f"{medians['onnxruntime'] / medians['torch']:.2f} | {runs_text} |")
+        cells = [f"{medians[first]:.1f}", *(f"{medians[n]:.1f} ({medians[n] / medians[first]:.2f})" for n in others)]
+        rows.append(f"| {batch} | " + " | ".join(cells) + f" | {runs_text} |")
     return rows
 
 
@@ -114,21 +121,32 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--checkpoint", type=Path, help="a trained model.safetensors instead of --preset")
+    parser.add_argument("--category", help="with --checkpoint: the graphs read this category's section [routed]")
+    parser.add_argument("--memory-search", nargs="+", choices=["int8", "exact"], default=["int8", "exact"],
+                        help="with --checkpoint: each search timed with torch and onnxruntime [int8 exact]")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         if args.checkpoint:
-            checkpoint, onnx = args.checkpoint, export_onnx(args.checkpoint, Path(folder) / "model.onnx")
+            checkpoint, searches = args.checkpoint, args.memory_search
+            onnx = {s: export_onnx(checkpoint, Path(folder) / f"{s}.onnx", args.category, memory_search=s)
+                    for s in searches}
+            backends = {f"{kind}, {s} search": TorchBackend(checkpoint, category=args.category, memory_search=s)
+                        if kind == "torch" else OnnxBackend(onnx[s], category=args.category)
+                        for s in searches for kind in ("torch", "onnxruntime")}
         else:
-            checkpoint, onnx = build_model(args.preset, args.size, Path(folder))
-        backends = {"torch": TorchBackend(checkpoint), "onnxruntime": OnnxBackend(onnx)}
-        print(f"{args.checkpoint or args.preset} at {describe_shape(backends['torch'].image_shape)}, "
-              f"torch {torch.__version__} ({torch.get_num_threads()} threads)\n")
-        print("| batch | torch img/s | onnxruntime img/s | ratio | runs |\n|---|---|---|---|---|")
+            checkpoint, model_onnx = build_model(args.preset, args.size, Path(folder))
+            onnx = {"": model_onnx}
+            backends = {"torch": TorchBackend(checkpoint), "onnxruntime": OnnxBackend(model_onnx)}
+        shape = describe_shape(next(iter(backends.values())).image_shape)
+        print(f"{args.checkpoint or args.preset} at {shape}, torch {torch.__version__} ({torch.get_num_threads()} "
+              f"threads)\n")
         print("\n".join(throughput_rows(backends, [int(b) for b in args.batches.split(",")], args.runs,
                                         args.seconds)))
-        print("\n| server model | requests | clients | failed | p50 ms | p99 ms | requests/s |\n|---|---|---|---|---|---|---|")
-        for name, model in (("checkpoint (torch)", checkpoint), ("ONNX (onnxruntime)", onnx)):
-            print(load_row(name, model, args.clients, args.requests), flush=True)
+        if args.requests:
+            print("\n| server model | requests | clients | failed | p50 ms | p99 ms | requests/s |\n"
+                  "|---|---|---|---|---|---|---|")
+            for name, model in (("checkpoint (torch)", checkpoint), ("ONNX (onnxruntime)", next(iter(onnx.values())))):
+                print(load_row(name, model, args.clients, args.requests), flush=True)
 
 
 if __name__ == "__main__":

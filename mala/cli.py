@@ -75,6 +75,14 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
 COST_PRESETS, COST_SIZE = "tiny,base,paper", 256  # what `mala cost` measures when not told
 
 
+def _add_memory_search_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--memory-search", choices=["exact", "int8"],
+                        help="how a checkpoint's memory is searched on a CPU (and in its ONNX export): int8 = an "
+                             "int8 shortlist re-ranked exactly (fast where the CPU has int8 dot products, e.g. AVX-512 "
+                             "VNNI), exact = float32 throughout (try it where int8 is slower) [as the model file "
+                             "says: model.memory_search]")
+
+
 def _image_size(text: str) -> int | list[int]:
     """argparse type: SIZE or HEIGHTxWIDTH, as `model.image_size` stores it."""
     from mala.sizes import parse_size_option
@@ -169,7 +177,7 @@ def cmd_test(args: argparse.Namespace) -> None:
     results = engine.test(Path(args.checkpoint), _data(args), _csv(args.categories), out, device=args.device,
                           figures_per_category=args.figures, full_resolution=args.full_resolution,
                           cache_dir=args.cache_dir, store_test_thresholds=args.store_test_thresholds,
-                          route=args.route)
+                          route=args.route, memory_search=args.memory_search)
     print_metrics(results)
     print(f"report written to {out}: open {out / 'index.html'} (metrics.json, metrics.csv, table.md beside it)")
 
@@ -178,7 +186,8 @@ def cmd_predict(args: argparse.Namespace) -> None:
     from mala.deploy.backends import open_backend
     from mala.deploy.predict import UNNAMED, Predictor, predict_folder
 
-    predictor = Predictor(open_backend(args.model, args.device, category=args.category), args.category)
+    backend = open_backend(args.model, args.device, category=args.category, memory_search=args.memory_search)
+    predictor = Predictor(backend, args.category)
     if not predictor.calibrated:
         print("mala: note: this model has no thresholds yet, so no decisions: run `mala calibrate`", file=sys.stderr)
     summary = predict_folder(predictor, args.input, args.out, args.batch_size, not args.no_pictures)
@@ -223,14 +232,15 @@ def cmd_export(args: argparse.Namespace) -> None:
     from mala import engine
 
     out = args.out or Path(args.checkpoint).with_suffix(".onnx")
-    path = engine.export(Path(args.checkpoint), out, args.category, args.opset)
+    path = engine.export(Path(args.checkpoint), out, args.category, args.opset, args.memory_search)
     print(f"ONNX model written to {path}; run it without torch: mala predict --model {path} --input IMAGES")
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
     from mala.deploy.serve import serve
 
-    serve(args.model, args.host, args.port, args.category, args.device, args.max_upload_mb, args.max_megapixels)
+    serve(args.model, args.host, args.port, args.category, args.device, args.max_upload_mb, args.max_megapixels,
+          args.memory_search)
 
 
 def cmd_cost(args: argparse.Namespace) -> None:
@@ -243,10 +253,12 @@ def cmd_cost(args: argparse.Namespace) -> None:
                               "fixed, so --config and --image-size cannot be given with it")
         for checkpoint in args.checkpoint:
             print(f"measuring {checkpoint} ...", file=sys.stderr)
-            costs.append(measure_trained_cost(checkpoint, args.batch, args.repeats, args.device, args.category))
+            costs.append(measure_trained_cost(checkpoint, args.batch, args.repeats, args.device, args.category,
+                                              args.memory_search))
     else:
-        if args.category:
-            raise ConfigError("--category names a trained model's memory section: give it with --checkpoint")
+        if args.category or args.memory_search:
+            raise ConfigError("--category and --memory-search are about a trained model's memory: give them with "
+                              "--checkpoint")
         for name in _csv(args.config or COST_PRESETS):
             print(f"measuring {name} ...", file=sys.stderr)
             costs.append(measure_cost(name, args.image_size or COST_SIZE, args.batch, args.repeats, args.device))
@@ -345,6 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("--store-test-thresholds", action="store_true",
                       help="store this test set's F1-max thresholds with the model (the test labels choose them: "
                            "decisions then look better on this test set than they are); else `mala calibrate`")
+    _add_memory_search_argument(test)
     test.set_defaults(func=cmd_test)
 
     cost = commands.add_parser("cost", help="parameters, GFLOPs and images/s per config (the paper's Table 6)")
@@ -361,6 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     cost.add_argument("--device", default="cpu", help="torch device for the timing [cpu]")
     cost.add_argument("--category", help="with --checkpoint: images read this category's memory section, as "
                                          "`predict --category` (its speed with the category known) [routed]")
+    _add_memory_search_argument(cost)
     cost.set_defaults(func=cmd_cost)
 
     predict = commands.add_parser("predict", help="score, decision, anomaly map and overlay for each image")
@@ -374,6 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--batch-size", type=_int_at_least(1), default=8, help="images per forward pass [8]")
     predict.add_argument("--device", default="cpu", help="torch device for a checkpoint [cpu]")
     predict.add_argument("--no-pictures", action="store_true", help="scores and decisions only, no map files")
+    _add_memory_search_argument(predict)
     predict.set_defaults(func=cmd_predict)
 
     calibrate = commands.add_parser("calibrate", help="choose the decision thresholds and store them with the model")
@@ -408,6 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "image routed to its nearest category's section, named by the output 'category', and "
                         "normalised with that category's thresholds]")
     export.add_argument("--opset", type=_int_at_least(18), default=18, help="ONNX opset [18]")
+    _add_memory_search_argument(export)
     export.set_defaults(func=cmd_export)
 
     serve = commands.add_parser("serve", help="HTTP service: POST /predict, GET /health, a web page at /")
@@ -421,6 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-upload-mb", type=float, default=20.0, help="larger uploads get 413 [20]")
     serve.add_argument("--max-megapixels", type=float, default=40.0,
                        help="images with more pixels get 413 before decoding (decompression bombs) [40]")
+    _add_memory_search_argument(serve)
     serve.set_defaults(func=cmd_serve)
 
     demo = commands.add_parser("demo", help="generate a small procedural dataset, train `tiny` on it, test it")

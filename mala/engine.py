@@ -8,8 +8,6 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-import torch
-
 from mala.checkpoint import load_checkpoint, model_file, save_checkpoint
 from mala.config import MalaConfig
 from mala.data import check
@@ -214,14 +212,15 @@ def _planned_start_lines(cfg: MalaConfig, samples: list[Sample], tuning_line: st
 def test(checkpoint: Path, roots: list[Path], categories: list[str] | None = None,
          out: Path | None = None, device: str = "cpu", figures_per_category: int = 4,
          full_resolution: bool = False, cache_dir: Path | None = None,
-         store_test_thresholds: bool = False, route: bool = False) -> MetricsTable:
+         store_test_thresholds: bool = False, route: bool = False, memory_search: str | None = None) -> MetricsTable:
     """Per-category metrics of a trained model on the roots' test sets; with `out`, a report folder there
     (metrics.json/.csv, table.md, ROC curves, example maps, index.html, the test set's F1-max thresholds in
     thresholds.json). `full_resolution`: pixel metrics at each image's original size. The model file is left as it
     is unless `store_test_thresholds` (thresholds chosen with the test labels: optimistic decisions). Each image is
     read in its category's memory section, or with `route` in the one the model routes it to (and the metrics get
-    the share routed to its own category). One category's images and maps are held at a time (`_by_category`)."""
-    model, cfg, info = load_trained_model(checkpoint)
+    the share routed to its own category). One category's images and maps are held at a time (`_by_category`).
+    `memory_search`: as `load_trained_model`."""
+    model, cfg, info = load_trained_model(checkpoint, memory_search)
     tuned = tuned_fusion_line(model, info.get("categories", []))
     if tuned is not None:
         print(f"mala: {tuned}", file=sys.stderr)
@@ -421,11 +420,13 @@ def _write_tuning_report(choices: dict[str, CategoryChoice], out: Path) -> None:
     (out / "tuning.json").write_text(json.dumps(figures, indent=1))
 
 
-def export(checkpoint: Path, out: Path, category: str | None = None, opset: int = 18) -> Path:
-    """The model as one ONNX graph (uint8 images to scores and maps, thresholds of `category` inside)."""
+def export(checkpoint: Path, out: Path, category: str | None = None, opset: int = 18,
+           memory_search: str | None = None) -> Path:
+    """The model as one ONNX graph (uint8 images to scores and maps, thresholds of `category` inside; the memory
+    searched as `memory_search` says, None: as the model file says)."""
     from mala.deploy.graph import export_onnx
 
-    return export_onnx(checkpoint, out, category, opset)
+    return export_onnx(checkpoint, out, category, opset, memory_search)
 
 
 def synth_preview(roots: list[Path], out: Path, textures: Path | None, count: int, size: int | list[int],

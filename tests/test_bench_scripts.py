@@ -598,3 +598,53 @@ def test_the_bounded_search_gives_the_exact_nearest_distances():
         distances, certified = BoundedSearch(memory, 0, components, k)(queries)
         torch.testing.assert_close(distances, memory.nearest_distance(queries, 0), atol=1e-4, rtol=1e-5)
         assert 0 <= certified <= 1
+
+
+def test_the_image_fusion_bench_adds_each_parts_maximum_in_units_of_its_normal_images():
+    from bench.image_fusion import scores
+
+    rng = np.random.default_rng(0)
+    normals = {"learned": rng.normal(0.3, 0.05, 40), "memory": rng.normal(0.6, 0.2, 40)}
+    parts = {"learned": np.array([0.3, 0.4, 0.5]), "memory": np.array([0.6, 1.0, 0.6]),
+             "config": np.array([0.5, 0.8, 0.55])}
+    found = scores(parts, np.array([0, 1, 2]), normals)
+    z = [(parts[k] - normals[k].mean()) / normals[k].std() for k in ("learned", "memory")]
+    np.testing.assert_allclose(found["z sum"], z[0] + z[1], rtol=1e-6)
+    np.testing.assert_allclose(found["z max"], np.maximum(*z), rtol=1e-6)
+    spread = [np.quantile(normals[k], 0.95) - np.median(normals[k]) for k in ("learned", "memory")]
+    np.testing.assert_allclose(found["quantile sum"], sum((parts[k] - np.median(normals[k])) / s
+                                                          for k, s in zip(("learned", "memory"), spread)), rtol=1e-6)
+    assert found["config"].tolist() == parts["config"].tolist()
+
+
+def test_the_positional_level_takes_away_a_bright_place_every_normal_map_shares():
+    from bench.positional_level import apply, statistics
+
+    rng = np.random.default_rng(0)
+    normal = torch.from_numpy(rng.uniform(0, 0.1, (20, 2, 32, 32))).float()
+    normal[:, :, :6, :6] += 0.8  # every normal map is bright in the same corner (a cell's dark corner)
+    defect = torch.from_numpy(rng.uniform(0, 0.1, (1, 2, 32, 32))).float()
+    defect[:, :, :6, :6] += 0.8
+    defect[:, :, 20:24, 20:24] += 0.5  # and a defect elsewhere, fainter than the corner
+    mean, spread = statistics(normal)
+    assert mean.shape == spread.shape == (2, 32, 32) and bool((spread > 0).all())
+    for candidate in ("minus mean", "z"):
+        levelled = apply(defect, candidate, mean, spread)[0, 0]
+        peak = divmod(int(levelled.argmax()), 32)
+        assert 20 <= peak[0] < 24 and 20 <= peak[1] < 24, candidate
+    assert divmod(int(apply(defect, "as is", mean, spread)[0, 0].argmax()), 32)[0] < 6
+
+
+def test_the_deploy_bench_puts_every_backend_beside_the_first_with_its_ratio():
+    from types import SimpleNamespace
+
+    from bench.deploy import throughput_rows
+
+    def backend(delay: float):
+        return SimpleNamespace(image_shape=(8, 8), run=lambda images: __import__("time").sleep(delay))
+
+    rows = throughput_rows({"torch": backend(0.01), "onnxruntime, int8 search": backend(0.005)}, [1], 1, 0.1)
+    assert rows[0] == "| batch | torch img/s | onnxruntime, int8 search img/s (ratio) | runs |"
+    cells = rows[2].split(" | ")
+    first, second = float(cells[1]), float(cells[2].split(" (")[0])
+    assert second > first and float(cells[2].split("(")[1].rstrip(")")) == pytest.approx(second / first, abs=0.01)

@@ -92,13 +92,13 @@ class OnnxBackend:
 class TorchBackend:
     kind = "torch"
 
-    def __init__(self, path: Path, device: str = "cpu", category: str | None = None):
+    def __init__(self, path: Path, device: str = "cpu", category: str | None = None, memory_search: str | None = None):
         import torch
 
         from mala.deploy.graph import load_graph
 
         self.torch, self.device = torch, device
-        graph, self.description = load_graph(path, category)
+        graph, self.description = load_graph(path, category, memory_search)
         self.graph = graph.to(device)
         self.image_shape = described_shape(self.description, path)
 
@@ -108,13 +108,18 @@ class TorchBackend:
         return scores.float().cpu().numpy(), maps.float().cpu().numpy(), categories.cpu().numpy()
 
 
-def open_backend(path: Path, device: str = "cpu", threads: int | None = None, category: str | None = None) -> Backend:
+def open_backend(path: Path, device: str = "cpu", threads: int | None = None, category: str | None = None,
+                 memory_search: str | None = None) -> Backend:
     """onnxruntime for an `.onnx` file, torch for a mala checkpoint (a run folder stands for its model file);
     `category`: the memory section read (None: each image routed to its nearest category; an ONNX file reads the
-    one it was exported for)."""
+    one it was exported for); `memory_search`: a checkpoint's memory search, "exact" or "int8" (None: as its file
+    says; an ONNX graph always searches exactly)."""
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"{path}: model not found")
     if path.suffix.lower() == ".onnx":
+        if memory_search is not None:
+            raise ConfigError(f"{path}: an ONNX graph searches its memory exactly; --memory-search applies to a mala "
+                              "checkpoint")
         return OnnxBackend(path, threads, category)
-    return TorchBackend(path, device, category)
+    return TorchBackend(path, device, category, memory_search)

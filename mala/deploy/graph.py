@@ -118,19 +118,21 @@ def drop_unread_global_map(model: MALA, section: int | None) -> None:
         model.global_map = None
 
 
-def load_graph(checkpoint: Path, category: str | None = None) -> tuple[InferenceGraph, dict]:
+def load_graph(checkpoint: Path, category: str | None = None, memory_search: str | None = None
+               ) -> tuple[InferenceGraph, dict]:
     """The inference graph of a trained model and the description an export stores beside it (`category`: the
-    memory section it reads and the thresholds it names by default)."""
-    graph, description, _ = _load(checkpoint, category)
+    memory section it reads and the thresholds it names by default; `memory_search`: as `load_trained_model`)."""
+    graph, description, _ = _load(checkpoint, category, memory_search)
     return graph, description
 
 
-def _load(checkpoint: Path, category: str | None) -> tuple[InferenceGraph, dict, Calibration | None]:
+def _load(checkpoint: Path, category: str | None, memory_search: str | None = None
+          ) -> tuple[InferenceGraph, dict, Calibration | None]:
     """`load_graph` and the stored calibration, read once."""
     calibration = read_calibration(checkpoint)
     if calibration is not None and category is not None:
         calibration.thresholds(category)  # a category without thresholds stops before the model loads
-    model, cfg, info = load_trained_model(checkpoint)
+    model, cfg, info = load_trained_model(checkpoint, memory_search)
     section = memory_section(model, info.get("categories", []), category, checkpoint)
     drop_unread_global_map(model, section)
     description = {
@@ -159,20 +161,41 @@ def quiet_exporter() -> Iterator[None]:
         exporter_log.setLevel(level)
 
 
-def export_onnx(checkpoint: Path, out: Path, category: str | None = None, opset: int = 18) -> Path:
-    """Write the inference graph as one ONNX file with a dynamic batch size and the description as metadata.
+def int8_product_translation() -> dict:
+    """The exporter's translation of torch's int8 product (`aten._int_mm`, the memory's int8 shortlist): onnxruntime's
+    `MatMulInteger`, whose fast kernels take uint8 on the left, so the int8 queries move up by 128 and the product
+    takes 128 off again as the left zero point; the result is the same int32 product."""
+    import onnx
+    from onnxscript import opset18 as op
+
+    def int8_product(queries, rows):
+        offset = op.Constant(value=onnx.helper.make_tensor("offset", onnx.TensorProto.INT16, [], [128]))
+        shifted = op.Cast(op.Add(op.Cast(queries, to=onnx.TensorProto.INT16), offset), to=onnx.TensorProto.UINT8)
+        zero_point = op.Constant(value=onnx.helper.make_tensor("zero_point", onnx.TensorProto.UINT8, [], [128]))
+        return op.MatMulInteger(shifted, rows, zero_point)
+
+    return {torch.ops.aten._int_mm.default: int8_product}
+
+
+def export_onnx(checkpoint: Path, out: Path, category: str | None = None, opset: int = 18,
+                memory_search: str | None = None) -> Path:
+    """Write the inference graph as one ONNX file with a dynamic batch size and the description as metadata; the
+    memory searched as the model's `model.memory_search` says (or `memory_search`: "exact" or "int8").
 
     Uses torch's torch.export-based exporter (the export extra: onnxscript); the file is written atomically."""
     if importlib.util.find_spec("onnxscript") is None:
         raise ConfigError("ONNX export needs onnxscript: pip install 'mala[export]' (or onnxscript)")
-    graph, description, calibration = _load(checkpoint, category)
+    graph, description, calibration = _load(checkpoint, category, memory_search)
     thresholds = exported_thresholds(calibration, description["categories"], category)
     exported = ExportedGraph(graph.model, graph.cfg, graph.section, thresholds).eval()
+    for memory, _ in graph.model.memories if graph.model.hybrid else []:
+        memory.build_shortlists()
     example = torch.zeros(2, *graph.cfg.input_shape, 3, dtype=torch.uint8)
     with torch.no_grad(), quiet_exporter():
         program = torch.onnx.export(exported, (example,), None, input_names=[INPUT_NAME],
-                                    output_names=list(OUTPUT_NAMES), opset_version=opset, dynamic_shapes=({0: torch.export.Dim("batch")},),
-                                    dynamo=True, verbose=False)
+                                    output_names=list(OUTPUT_NAMES), opset_version=opset,
+                                    dynamic_shapes=({0: torch.export.Dim("batch")},), dynamo=True, verbose=False,
+                                    custom_translation_table=int8_product_translation())
     program.model.metadata_props[METADATA_KEY] = json.dumps(description)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

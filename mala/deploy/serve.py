@@ -167,12 +167,13 @@ def create_app(predictor: Predictor, model_name: str, max_upload_bytes: int = in
 
 
 def serve(model: str, host: str, port: int, category: str | None = None, device: str = "cpu",
-          max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS) -> None:
+          max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
+          memory_search: str | None = None) -> None:
     import uvicorn
 
     from mala.deploy.backends import open_backend
 
-    predictor = Predictor(open_backend(model, device, category=category), category)
+    predictor = Predictor(open_backend(model, device, category=category, memory_search=memory_search), category)
     app = create_app(predictor, str(model), int(max_upload_mb * 1e6), int(max_megapixels * 1e6))
     uvicorn.run(app, host=host, port=port, log_level="info")
 

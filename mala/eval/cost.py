@@ -135,10 +135,11 @@ def measure_cost(name: str, image_size: int | list[int] = 256, batch: int = 1, r
 
 
 def measure_trained_cost(checkpoint: Path, batch: int = 1, repeats: int = 5, device: str = "cpu",
-                         category: str | None = None) -> ModelCost:
+                         category: str | None = None, memory_search: str | None = None) -> ModelCost:
     """A trained model's cost as it runs: its input size, tiles and normal-feature memory included; with `category`,
-    its images read that category's memory section (as `predict --category`), else each is routed."""
-    model, cfg, data = load_trained_model(checkpoint)
+    its images read that category's memory section (as `predict --category`), else each is routed; `memory_search`:
+    as `load_trained_model`."""
+    model, cfg, data = load_trained_model(checkpoint, memory_search)
     section = memory_section(model, data.get("categories", []), category, checkpoint)
     return _measure(str(checkpoint), model, cfg, batch, repeats, device, section)
 

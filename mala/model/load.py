@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 from typing import Any
@@ -53,13 +54,16 @@ def load_model_state(model: MALA, state: dict[str, torch.Tensor], where: Path) -
     load_module_state(model, state, where)
 
 
-def load_trained_model(path: Path) -> tuple[MALA, MalaConfig, dict[str, Any]]:
-    """A trained model (a run's `model.safetensors`, or its training checkpoint) in eval mode, with config and data info."""
+def load_trained_model(path: Path, memory_search: str | None = None) -> tuple[MALA, MalaConfig, dict[str, Any]]:
+    """A trained model (a run's `model.safetensors`, or its training checkpoint) in eval mode, with config and data
+    info; `memory_search` ("exact" or "int8") replaces the file's `model.memory_search` (None: keep it)."""
     path = model_file(path)
     state = load_checkpoint(path)
     if "model" not in state or "config" not in state:
         raise CheckpointError(f"{path}: a mala checkpoint without model weights or config")
     cfg = config_from_dict(state["config"], str(path))
+    if memory_search is not None:
+        cfg.model = dataclasses.replace(cfg.model, memory_search=memory_search)
     model = MALA(cfg.model)
     load_model_state(model, state["model"], path)
     return model.eval(), cfg, state.get("data", {})

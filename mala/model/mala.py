@@ -354,8 +354,8 @@ class MALA(nn.Module):
         return held + ([(self.score_memory, self.num_score_memory_tokens)] if self.score_memory is not None else [])
 
     def set_memory_search(self, kind: str) -> None:
-        """Search every memory as `model.memory_search` says: "int8" (the shortlist, in eager CPU inference) or
-        "exact" (float32 products, as an exported graph does)."""
+        """Search every memory as `model.memory_search` says: "int8" (the shortlist, in CPU inference and the ONNX
+        export) or "exact" (float32 products throughout)."""
         for memory, _ in self.memories:
             memory.int8_search = kind == "int8"
 

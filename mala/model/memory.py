@@ -94,12 +94,23 @@ class FeatureMemory(nn.Module):
         with `shortlist`, through the section's int8 shortlist where it is available (`mala.model.search`)."""
         flat, rows = queries.reshape(-1, queries.shape[-1]).float(), self.section_rows(section)
         if shortlist and int8_search_available(flat):
-            if section not in self._shortlists:
-                self._shortlists[section] = Int8Shortlist.of(rows)
-            squared = shortlisted_squared_distance(flat, rows, self._shortlists[section])
+            squared = shortlisted_squared_distance(flat, rows, self.shortlist(section))
         else:
             squared = exact_squared_distance(flat, rows)
         return squared.sqrt().reshape(queries.shape[:-1])
+
+    def shortlist(self, section: int | None) -> Int8Shortlist:
+        """The int8 shortlist of a section's rows (None: of all rows), built on first use; an export builds every
+        section's before it traces (`build_shortlists`: building reads values, which tracing cannot)."""
+        if section not in self._shortlists:
+            self._shortlists[section] = Int8Shortlist.of(self.section_rows(section))
+        return self._shortlists[section]
+
+    def build_shortlists(self) -> None:
+        """Every section's `shortlist` (one for a memory of one section), where this memory searches through them."""
+        if self.int8_search and not self.empty:
+            for section in range(self.section_count):
+                self.shortlist(section)
 
     def route(self, tokens: torch.Tensor) -> torch.Tensor:
         """The section (B,) of each image's tokens (B, N, C): that of its nearest training image."""
@@ -125,7 +136,7 @@ class FeatureMemory(nn.Module):
         if isinstance(sections, int):
             return self.nearest_distance(tokens, sections, self.int8_search) / self.scales[sections]
         if torch.compiler.is_exporting():  # every section searched, each token keeps its own: no data-dependent code
-            every = torch.stack([self.nearest_distance(tokens, k) / self.scales[k]
+            every = torch.stack([self.nearest_distance(tokens, k, self.int8_search) / self.scales[k]
                                  for k in range(self.section_count)], dim=-1)
             return every.gather(-1, sections.view(-1, 1, 1).expand(*tokens.shape[:2], 1))[..., 0]
         distance = tokens.new_empty(tokens.shape[:2], dtype=torch.float32)

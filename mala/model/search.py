@@ -31,10 +31,9 @@ def exact_squared_distance(queries: torch.Tensor, rows: torch.Tensor) -> torch.T
 
 
 def int8_search_available(queries: torch.Tensor) -> bool:
-    """Whether the int8 shortlist can serve these queries: eager CPU inference (an exported graph, a GPU and
-    gradients take the exact search) with torch's int8 product."""
-    return (queries.device.type == "cpu" and not queries.requires_grad and hasattr(torch, "_int_mm")
-            and not torch.compiler.is_exporting())
+    """Whether the int8 shortlist can serve these queries: CPU inference (a GPU and gradients take the exact search)
+    with torch's int8 product; an ONNX export writes it as onnxruntime's `MatMulInteger` (`mala.deploy.graph`)."""
+    return queries.device.type == "cpu" and not queries.requires_grad and hasattr(torch, "_int_mm")
 
 
 @dataclass(frozen=True)
@@ -47,6 +46,7 @@ class Int8Shortlist:
     step: float
     blocks: list[torch.Tensor]  # (C + norm columns, rows) int8, one per `BLOCK` rows
     norm_columns: int  # the columns of INT8_MAX that carry |row|^2 / (2 step^2) / INT8_MAX; one more of 1 follows
+    query_tail: torch.Tensor  # (1, columns after the channels) int8: a query's INT8_MAX and 1, then the padding
 
     @classmethod
     def of(cls, rows: torch.Tensor) -> Int8Shortlist:
@@ -62,14 +62,14 @@ class Int8Shortlist:
         columns = torch.cat([quantised, -spread.to(torch.int8), -low.to(torch.int8)[:, None]], dim=1)
         columns = torch.nn.functional.pad(columns, (0, -columns.shape[1] % K_MULTIPLE))
         blocks = [columns[start:start + BLOCK].T.contiguous() for start in range(0, len(rows), BLOCK)]
-        return cls(mean, step, blocks, norm_columns)
+        tail = torch.zeros(1, columns.shape[1] - rows.shape[1], dtype=torch.int8)
+        tail[0, :norm_columns], tail[0, norm_columns] = INT8_MAX, 1
+        return cls(mean, step, blocks, norm_columns, tail)
 
     def quantised_queries(self, queries: torch.Tensor) -> torch.Tensor:
         """Queries (Q, C) in the rows' int8 columns; values beyond the rows' range are clipped."""
         quantised = ((queries - self.mean) / self.step).round().clamp(-INT8_MAX, INT8_MAX).to(torch.int8)
-        norms = torch.tensor([INT8_MAX] * self.norm_columns + [1], dtype=torch.int8).expand(len(queries), -1)
-        padding = self.blocks[0].shape[0] - quantised.shape[1] - norms.shape[1]
-        return torch.nn.functional.pad(torch.cat([quantised, norms], dim=1), (0, padding))
+        return torch.cat([quantised, self.query_tail.expand(queries.shape[0], -1)], dim=1)
 
     def candidates(self, queries: torch.Tensor) -> torch.Tensor:
         """Row indices (Q, blocks): each block's row nearest each query (Q, C) by the int8 product."""
@@ -82,7 +82,8 @@ def shortlisted_squared_distance(queries: torch.Tensor, rows: torch.Tensor, shor
                                  ) -> torch.Tensor:
     """Squared distance (Q,) of each query (Q, C) to its nearest shortlisted row, computed exactly in float32."""
     parts = []
-    for block in queries.split(QUERY_BLOCK):
+    # an exported graph's query count depends on its batch, so it takes them in one block
+    for block in [queries] if torch.compiler.is_exporting() else queries.split(QUERY_BLOCK):
         chosen = rows[shortlist.candidates(block)]  # (q, blocks, C)
         parts.append((chosen - block[:, None]).square().sum(-1).amin(dim=1))
     return torch.cat(parts)

@@ -271,3 +271,24 @@ def test_a_category_graph_leaves_out_a_global_map_its_fusion_gives_no_share(tmp_
     session = onnxruntime.InferenceSession(str(plate_file), providers=["CPUExecutionProvider"])
     assert_exported_like(session, images, expected)
     assert plate_file.stat().st_size < tile_file.stat().st_size  # the autoencoder's weights are not in it
+
+
+def test_the_export_searches_the_memory_as_the_model_does_int8_through_onnxruntimes_integer_product(tmp_path):
+    import onnx
+
+    checkpoint = save_random_model(tmp_path / "model.safetensors", ["metal_plate", "magnetic_tile"], hybrid=True,
+                                   memory_pool=1, memory_norm="none", score_memory=True)
+    images = real_images(64, 4)
+    for search, integer_products in (("int8", 2 * 2), ("exact", 0)):  # two memories x two sections, routed
+        graph, _ = load_graph(checkpoint, memory_search=search)
+        with torch.no_grad():
+            expected = [t.numpy() for t in graph(torch.from_numpy(images))]
+        path = export_onnx(checkpoint, tmp_path / f"{search}.onnx", memory_search=search)
+        nodes = [node.op_type for node in onnx.load(str(path)).graph.node]
+        assert nodes.count("MatMulInteger") == integer_products
+        batch = onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim[0]
+        assert batch.dim_param and not batch.dim_value  # the batch size stays dynamic
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        assert_exported_like(session, images, expected)
+        single = session.run(list(GRAPH_OUTPUTS), {"images": images[:1]})
+        np.testing.assert_allclose(single[1], expected[1][:1], atol=1e-4)

@@ -163,3 +163,16 @@ def test_onnx_predict_runs_with_only_the_runtime_packages(onnx_model, inputs, tm
     rows = read_rows(out)
     assert sum(row["status"] == "ok" for row in rows.values()) == 4
     assert "5 images" in done.stdout and "1 unreadable" in done.stdout
+
+
+def test_memory_search_switches_a_checkpoints_search_and_an_onnx_graph_refuses_it(onnx_model, inputs, tmp_path,
+                                                                                    capsys):
+    hybrid = save_random_model(tmp_path / "hybrid.safetensors", ["metal_plate", "magnetic_tile"], hybrid=True)
+    for kind, int8 in (("exact", False), ("int8", True)):
+        memories = TorchBackend(hybrid, memory_search=kind).graph.model.memories
+        assert memories and all(memory.int8_search == int8 for memory, _ in memories)
+    assert main(["predict", "--model", str(hybrid), "--input", str(inputs), "--out", str(tmp_path / "exact"),
+                 "--memory-search", "exact", "--no-pictures"]) == 0
+    assert len(read_rows(tmp_path / "exact")) == 5
+    assert main(["predict", "--model", str(onnx_model), "--input", str(inputs), "--memory-search", "exact"]) == 2
+    assert "searches its memory exactly" in capsys.readouterr().err

@@ -122,6 +122,10 @@ def test_cost_command_takes_trained_models(tmp_path, capsys):
     assert main(["cost", "--checkpoint", str(checkpoint.parent), "--repeats", "1"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[1].split()[0] == str(checkpoint.parent) and "with a memory of 32 tokens" in lines[2]
+    assert "searched through int8 shortlists" in lines[2]
+    assert main(["cost", "--checkpoint", str(checkpoint.parent), "--repeats", "1", "--memory-search", "exact"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "with a memory of 32 tokens" in lines[2] and "int8" not in lines[2]
     assert main(["cost", "--checkpoint", str(checkpoint), "--image-size", "32"]) == 2
     assert "--config and --image-size cannot be given with it" in capsys.readouterr().err
     assert main(["cost", "--checkpoint", str(tmp_path / "missing.safetensors")]) == 2
@@ -147,4 +151,4 @@ def test_a_named_category_is_costed_in_its_own_section(tmp_path, capsys):
     assert main(["cost", "--checkpoint", str(checkpoint), "--category", "c", "--repeats", "1"]) == 2
     assert "no memory section for category 'c' (trained on: a, b)" in capsys.readouterr().err
     assert main(["cost", "--category", "a"]) == 2
-    assert "--category names a trained model's memory section" in capsys.readouterr().err
+    assert "--category and --memory-search are about a trained model's memory" in capsys.readouterr().err

@@ -66,9 +66,9 @@ def test_a_memory_searches_exactly_where_the_shortlist_cannot_serve():
     torch.testing.assert_close(memory.scaled_distance(queries, 0), exact, rtol=0.02, atol=0)
     assert int8_search_available(queries) and not int8_search_available(queries.requires_grad_())
     torch.testing.assert_close(memory.scaled_distance(queries, 0), exact, rtol=1e-4, atol=1e-4)
-    with mock.patch("torch.compiler.is_exporting", return_value=True):
+    with mock.patch("torch.compiler.is_exporting", return_value=True):  # an export's graph takes the shortlist too
         torch.testing.assert_close(memory.scaled_distance(queries.detach(), torch.tensor([0, 0])), exact,
-                                   rtol=1e-4, atol=1e-4)
+                                   rtol=0.02, atol=0)
     memory.fill(torch.randn(100, 16), 1.0)  # a refilled memory builds its shortlist anew
     torch.testing.assert_close(memory.scaled_distance(queries.detach(), 0),
                                torch.cdist(queries.flatten(0, 1), memory.tokens).amin(1).reshape(2, 50),
