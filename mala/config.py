@@ -158,8 +158,8 @@ class ModelConfig(_Section):
     memory_radius: float = 0.0
     # how a map searches the memory on a CPU: int8 = an int8 shortlist of candidates re-ranked exactly in float32,
     # the exact minimum for 98.7 to 99.8 % of the tokens and at most 1.7 % above it for the rest, 1.6 x the images/s
-    # in the largest section (BENCHMARKS.md "An int8 shortlist for the memory search"); exact = float32 products
-    # throughout (a GPU and ONNX always are)
+    # in the largest section (BENCHMARKS.md "An int8 shortlist for the memory search"), in the ONNX export too
+    # (onnxruntime's MatMulInteger); exact = float32 products throughout (a GPU always is)
     memory_search: Literal["exact", "int8"] = "int8"
     # the memory's token grid: stride 8 reads the backbone's stride-8 maps on their own grid, finer than the ViT's
     # tokens; 0 = the ViT's grid (patch_size)

@@ -113,13 +113,13 @@ def open_backend(path: Path, device: str = "cpu", threads: int | None = None, ca
     """onnxruntime for an `.onnx` file, torch for a mala checkpoint (a run folder stands for its model file);
     `category`: the memory section read (None: each image routed to its nearest category; an ONNX file reads the
     one it was exported for); `memory_search`: a checkpoint's memory search, "exact" or "int8" (None: as its file
-    says; an ONNX graph always searches exactly)."""
+    says; an ONNX graph searches as it was exported)."""
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"{path}: model not found")
     if path.suffix.lower() == ".onnx":
         if memory_search is not None:
-            raise ConfigError(f"{path}: an ONNX graph searches its memory exactly; --memory-search applies to a mala "
-                              "checkpoint")
+            raise ConfigError(f"{path}: an ONNX graph searches its memory as it was exported; --memory-search applies "
+                              "to a mala checkpoint (export again with `mala export --memory-search ...`)")
         return OnnxBackend(path, threads, category)
     return TorchBackend(path, device, category, memory_search)

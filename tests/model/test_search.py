@@ -1,5 +1,6 @@
 """The int8 shortlist: real backbone tokens find their exact nearest row or one a few % farther, the int8 product
-carries the rows' norms exactly, and what cannot use it (gradients, an exported graph, filling) searches exactly."""
+carries the rows' norms exactly, and what cannot use it (gradients, filling) searches exactly, while an exported
+graph takes it too."""
 
 from __future__ import annotations
 
