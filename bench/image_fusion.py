@@ -12,7 +12,6 @@ the test set with the shipped model (outcome only).
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections.abc import Callable
@@ -23,9 +22,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 
-from bench.run_validation import refilled_model  # noqa: E402
+from bench.run_validation import refilled_model, run_arguments  # noqa: E402
 from mala.data.dataset import ImageCache  # noqa: E402
 from mala.data.sources import scan_roots, test_samples  # noqa: E402
 from mala.eval.evaluate import known_sections  # noqa: E402
@@ -87,13 +85,7 @@ def category_table(cache: ImageCache, parts: Parts, normals_of: dict[str, Parts]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run", type=Path, help="a run that tuned in training")
-    parser.add_argument("--data", nargs="+", required=True)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", type=Path, required=True)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    args = run_arguments(__doc__.splitlines()[0])
     model, cfg, info, validation = refilled_model(args.run, args.data, ("small", "large"))
     categories = info["categories"]
     held = image_parts(model, validation, categories)

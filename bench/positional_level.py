@@ -12,7 +12,6 @@ meets its own statistics); test (outcome only): the shipped model, the statistic
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -24,7 +23,7 @@ if str(ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from bench.run_validation import refilled_model  # noqa: E402
+from bench.run_validation import refilled_model, run_arguments  # noqa: E402
 from mala.data.dataset import ImageCache  # noqa: E402
 from mala.data.sources import scan_roots, test_samples  # noqa: E402
 from mala.eval.evaluate import known_sections  # noqa: E402
@@ -102,13 +101,7 @@ def print_table(name: str, table: dict) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run", type=Path, help="a run that tuned in training")
-    parser.add_argument("--data", nargs="+", required=True)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", type=Path, required=True)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    args = run_arguments(__doc__.splitlines()[0])
     model, cfg, info, validation = refilled_model(args.run, args.data)
     categories = info["categories"]
     held = model_maps(model, validation, categories)

@@ -67,6 +67,19 @@ def refilled_model(run: Path, data: list[str], anomalies: tuple[str, ...] = VALI
     return model, cfg, info, validation
 
 
+def run_arguments(description: str) -> argparse.Namespace:
+    """The command line of a bench that reads one run that tuned in training: the run, its data, the threads (set
+    here) and a JSON file for the report."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("run", type=Path, help="a run that tuned in training")
+    parser.add_argument("--data", nargs="+", required=True, help="the data the run trained on, all of it")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    return args
+
+
 def run_figures(run: Path, data: list[str]) -> dict[str, dict[str, float]]:
     """`category_figures` of a run's model, its memory refilled from the images its stage 2 trained on."""
     model, cfg, info, validation = refilled_model(run, data)
