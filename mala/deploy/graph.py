@@ -135,6 +135,9 @@ def _load(checkpoint: Path, category: str | None, memory_search: str | None = No
     model, cfg, info = load_trained_model(checkpoint, memory_search)
     section = memory_section(model, info.get("categories", []), category, checkpoint)
     drop_unread_global_map(model, section)
+    if section is not None and model.hybrid:  # a graph of one category holds only that category's memory rows
+        for memory, _ in model.memories:
+            memory.keep_only(section)
     description = {
         "image_size": stored_size(cfg.input_shape),  # what callers resize to: the source size of a tiled model
         "tiling": {"tile": cfg.model.image_size, "stride": cfg.tiling.stride} if cfg.tiling.enabled else None,

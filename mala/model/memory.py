@@ -82,6 +82,14 @@ class FeatureMemory(nn.Module):
         self.ends = self.section_ends.tolist()
         self._shortlists = {}
 
+    def keep_only(self, section: int) -> None:
+        """Drop the rows of every other section, for a graph that reads only this one (a smaller export): the section
+        keeps its index, the others become empty."""
+        start, rows = (self.ends[section - 1] if section else 0), self.section_rows(section).clone()
+        self.tokens = rows
+        self.section_ends = (self.section_ends - start).clamp(0, len(rows))
+        self._mirror_ends()
+
     def section_rows(self, section: int | None) -> torch.Tensor:
         """The memory rows of one section; all rows for None."""
         if section is None:
@@ -107,10 +115,12 @@ class FeatureMemory(nn.Module):
         return self._shortlists[section]
 
     def build_shortlists(self) -> None:
-        """Every section's `shortlist` (one for a memory of one section), where this memory searches through them."""
-        if self.int8_search and not self.empty:
+        """Every section's `shortlist` (one for a memory of one section; none for a section `keep_only` emptied), where
+        this memory searches through them."""
+        if self.int8_search:
             for section in range(self.section_count):
-                self.shortlist(section)
+                if len(self.section_rows(section)):
+                    self.shortlist(section)
 
     def route(self, tokens: torch.Tensor) -> torch.Tensor:
         """The section (B,) of each image's tokens (B, N, C): that of its nearest training image."""

@@ -104,6 +104,14 @@ def test_a_hybrid_of_two_categories_routes_each_image_and_exports_to_the_same_ou
     np.testing.assert_allclose(plate[1][:2], expected[1][:2], atol=1e-5)
     assert not np.allclose(plate[1][2:], expected[1][2:], atol=1e-3)
     assert plate[2].tolist() == [0, 0, 0, 0]  # its category for every image
+    # it holds only its own section's rows, and so does its file (routing's image features stay)
+    for kept, (whole, _) in zip(plate_graph.model.memories, graph.model.memories, strict=True):
+        torch.testing.assert_close(kept[0].tokens, whole.section_rows(0))
+    routed_file, plate_file = tmp_path / "model.onnx", export_onnx(checkpoint, tmp_path / "plate.onnx", "metal_plate")
+    other_rows = sum(whole.section_rows(1).numel() * 4 for whole, _ in graph.model.memories)
+    assert plate_file.stat().st_size < routed_file.stat().st_size - other_rows
+    plate_session = onnxruntime.InferenceSession(str(plate_file), providers=["CPUExecutionProvider"])
+    assert_exported_like(plate_session, images, plate)
 
 
 def test_a_routed_image_takes_one_backbone_pass(tmp_path, monkeypatch):
