@@ -29,7 +29,7 @@ from mala.data.sources import scan_roots, test_samples  # noqa: E402
 from mala.eval.evaluate import known_sections  # noqa: E402
 from mala.eval.metrics import auroc  # noqa: E402
 from mala.model.load import load_trained_model  # noqa: E402
-from mala.model.maps import distance_map  # noqa: E402
+from mala.model.maps import distance_map, fuse_maps  # noqa: E402
 from mala.tune.protocol import validation_parts  # noqa: E402
 
 Parts = dict[str, np.ndarray]  # per image: "learned" and "memory" maxima, and the config's score
@@ -42,7 +42,7 @@ def image_parts(model, cache: ImageCache, categories: list[str]) -> Parts:
     memory = distance_map(parts.score_distance, model.image_shape, model.cfg.memory_sigma)
     weight = model.cfg.score_memory_weight
     return {"learned": parts.learned.flatten(1).amax(1).numpy(), "memory": memory.flatten(1).amax(1).numpy(),
-            "config": ((1 - weight) * parts.learned + weight * memory).flatten(1).amax(1).numpy()}
+            "config": fuse_maps(parts.learned, memory, weight).flatten(1).amax(1).numpy()}
 
 
 Statistic = Callable[[np.ndarray], tuple[float, float]]  # normal values -> (centre, spread)

@@ -23,25 +23,15 @@ if str(ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from bench.run_validation import refilled_model, run_arguments  # noqa: E402
+from bench.run_validation import refilled_model, run_arguments, unlevelled_maps  # noqa: E402
 from mala.data.dataset import ImageCache  # noqa: E402
 from mala.data.sources import scan_roots, test_samples  # noqa: E402
-from mala.eval.evaluate import known_sections  # noqa: E402
 from mala.eval.metrics import compute_metrics  # noqa: E402
 from mala.model.filters import blur_reflected  # noqa: E402
 from mala.model.load import load_trained_model  # noqa: E402
-from mala.tune.protocol import validation_views  # noqa: E402
 
 CANDIDATES = ("as is", "minus mean", "z")
 SMOOTH_SIGMA = 4.0  # px: the per-pixel statistics are of 30 to 70 images, smoothed against their noise
-
-
-def model_maps(model, cache: ImageCache, categories: list[str]) -> torch.Tensor:
-    """(N, 2, H, W): each image's anomaly map and image score's map, unlevelled, as the model fuses them in its
-    category's section with the mirror views that section takes."""
-    taken = dict(zip(categories, model.mirror_counts or [0] * len(categories)))
-    parts = validation_views(model, cache, known_sections(cache, categories), taken)[-1]
-    return model.fused_maps(parts, *model.fusion_of(parts.sections), levelled=False)
 
 
 def statistics(normal_maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -104,7 +94,7 @@ def main() -> None:
     args = run_arguments(__doc__.splitlines()[0])
     model, cfg, info, validation = refilled_model(args.run, args.data)
     categories = info["categories"]
-    held = model_maps(model, validation, categories)
+    held = unlevelled_maps(model, validation, categories)
     report = {"validation": validation_figures(validation, held)}
     stats_of = {}
     for category, indices in validation.indices_by_category().items():
@@ -113,7 +103,7 @@ def main() -> None:
     del model, held
     shipped, _, _ = load_trained_model(args.run)
     test = ImageCache.build(test_samples(scan_roots(args.data)), cfg.input_shape, desc="decoding test images")
-    report["test"] = test_figures(test, model_maps(shipped, test, categories), stats_of)
+    report["test"] = test_figures(test, unlevelled_maps(shipped, test, categories), stats_of)
     for name, table in report.items():
         print_table(name, table)
     args.out.write_text(json.dumps({"run": str(args.run), **report}, indent=1))

@@ -39,14 +39,20 @@ from mala.tune.split import validation_split  # noqa: E402
 FIGURES = ("image_auroc", "pixel_auroc", "pixel_aupro")
 
 
+def unlevelled_maps(model: MALA, cache: ImageCache, categories: list[str]) -> torch.Tensor:
+    """(N, 2, H, W): each image's anomaly map and image score's map as the model fuses them in its category's section,
+    with the mirror views that section takes, not levelled (as the tuning reads them)."""
+    taken = dict(zip(categories, model.mirror_counts or [0] * len(categories)))
+    parts = validation_views(model, cache, known_sections(cache, categories), taken)[-1]
+    return model.fused_maps(parts, *model.fusion_of(parts.sections), levelled=False)
+
+
 def category_figures(model: MALA, validation: ImageCache, categories: list[str], kernel: int
                      ) -> dict[str, dict[str, float]]:
     """Per category: image AUROC, pixel AUROC and AUPRO (%) of the model's own maps and score on `validation`, the
     maps not levelled, as the tuning reads them (a category's figures barely move by it: float rounding), each
     category's with the mirror views it takes."""
-    taken = dict(zip(categories, model.mirror_counts or [0] * len(categories)))
-    parts = validation_views(model, validation, known_sections(validation, categories), taken)[-1]
-    maps = model.fused_maps(parts, *model.fusion_of(parts.sections), levelled=False)
+    maps = unlevelled_maps(model, validation, categories)
     figures = {}
     for category, indices in validation.indices_by_category().items():
         labels = np.array([validation.samples[i].label for i in indices])
